@@ -1,0 +1,28 @@
+"""probdiff: declare a forward process; derive reverse-time processes, targets, samplers and likelihoods.
+
+Public API re-exports only (see DESIGN.md, "Public API").
+"""
+
+from . import grids, oracles, solvers
+from .models import DenoiserModel, EpsilonModel, GaussianModel, ScoreModel, VelocityModel
+from .processes import (
+    CosineVP,
+    ForwardProcess,
+    GaussianProcess,
+    LinearBlend,
+    LinearSDE,
+    SubVPSDE,
+    VESDE,
+    VPSDE,
+)
+
+from .reverse import ReverseProcess, probability_flow, reverse
+from .sampling import Solution, sample
+
+__version__ = "0.1.0"
+
+# --- sampling (issue 3) ---
+# --- likelihood (issue 4) ---
+# --- discrete (issue 5) ---
+# --- training, data, cli (issue 6) ---
+# --- testing toolkit (issue 7) ---

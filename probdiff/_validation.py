@@ -1,0 +1,62 @@
+"""Argument checks shared by every module (one place per idea).
+
+Every check raises :class:`ValueError` naming the argument and what is allowed, in the style of
+``torch.distributions``' ``validate_args``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+__all__ = [
+    "check_finite",
+    "check_positive",
+    "check_batch",
+    "check_event_shape",
+    "as_tensor",
+]
+
+
+def as_tensor(value, *, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A floating tensor from a number or tensor, on ``like``'s device and dtype when given."""
+    if like is not None:
+        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+        return torch.as_tensor(value, dtype=dtype, device=like.device)
+    if isinstance(value, torch.Tensor):
+        return value if value.is_floating_point() else value.to(torch.get_default_dtype())
+    return torch.as_tensor(value, dtype=torch.get_default_dtype())
+
+
+def check_finite(name: str, value: torch.Tensor) -> None:
+    """Raise if ``value`` holds NaN or infinity."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite (no NaN or inf), got a tensor with non-finite entries")
+    elif isinstance(value, Real) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
+    """Raise unless ``value`` is a finite number ``> 0`` (or ``>= 0`` with ``allow_zero``)."""
+    check_finite(name, value)
+    bad = (value < 0) if allow_zero else (value <= 0)
+    if bool(torch.as_tensor(bad).any()):
+        rel = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {rel}, got {value}")
+
+
+def check_batch(name: str, x: torch.Tensor, batch: int) -> None:
+    """Raise unless ``x`` is a tensor with leading dimension ``batch``."""
+    if x.dim() == 0 or x.shape[0] != batch:
+        raise ValueError(f"{name} must have leading (batch) dimension {batch}, got shape {tuple(x.shape)}")
+
+
+def check_event_shape(name: str, x: torch.Tensor, expected: torch.Size) -> None:
+    """Raise unless ``x.shape[1:] == expected``."""
+    if tuple(x.shape[1:]) != tuple(expected):
+        raise ValueError(
+            f"{name} must have event shape {tuple(expected)} (shape (batch, *event)), got shape {tuple(x.shape)}"
+        )

@@ -1,0 +1,167 @@
+r"""Model parameterisations for Gaussian processes (THEORY.md §1).
+
+A network ``net(x, t)`` (``x`` of shape ``(batch, *event)``, ``t`` of shape ``(batch,)``) predicts
+*one* quantity; the process converts it into all the others:
+
+.. math::
+
+    D(x,t) = E[x_0\mid x_t = x],\quad
+    \epsilon = \frac{x - \alpha_t D}{\sigma_t},\quad
+    s = \nabla_x\log p_t(x) = \frac{\alpha_t D - x}{\sigma_t^2} = -\frac{\epsilon}{\sigma_t},\quad
+    v = \alpha_t' D + \sigma_t'\epsilon .
+
+The last two relations (:math:`x = \alpha_t D + \sigma_t\epsilon`, :math:`v = \alpha_t' D + \sigma_t'\epsilon`)
+are a 2×2 linear system that :class:`VelocityModel` inverts. References: Ho et al. 2020 (epsilon),
+Karras et al. 2022 "Elucidating the Design Space" (denoiser), Song et al. 2021 (score, Tweedie),
+Salimans & Ho 2022 / Liu et al. 2023 (velocity).
+
+Every model here is a :class:`GaussianModel`; the exact oracles of :mod:`probdiff.oracles` follow the
+same interface.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from .processes.gaussian import GaussianProcess, _expand
+
+__all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel"]
+
+
+class GaussianModel(abc.ABC):
+    """Abstract model of a Gaussian process: every parameterisation derived from :meth:`denoise`.
+
+    Subclasses override :meth:`denoise` and, where it is their native output or numerically
+    better, the other conversions.
+
+    Args:
+        net: callable ``net(x, t)`` returning a tensor shaped like ``x`` (may be ``None`` for oracles).
+        process: the :class:`~probdiff.GaussianProcess` the model belongs to.
+    """
+
+    def __init__(self, net, process: GaussianProcess):
+        if not isinstance(process, GaussianProcess):
+            raise ValueError(f"process must be a GaussianProcess, got {type(process).__name__}")
+        if net is not None and not callable(net):
+            raise ValueError(f"net must be callable as net(x, t), got {type(net).__name__}")
+        self.net = net
+        self.process = process
+
+    # ---------------------------------------------------------------- helpers
+    def _prepare(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Validated time of shape ``(batch,)`` on ``x``'s device and dtype."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise ValueError(f"x must be a tensor of shape (batch, *event), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        return self.process._time(t, x)
+
+    def _net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.net(x, t)
+        if out.shape != x.shape:
+            raise ValueError(f"net(x, t) must return a tensor of shape {tuple(x.shape)}, got {tuple(out.shape)}")
+        return out
+
+    def _coefs(self, x: torch.Tensor, t: torch.Tensor):
+        p = self.process
+        return _expand(p.alpha(t), x), _expand(p.sigma(t), x)
+
+    # ---------------------------------------------------------------- parameterisations
+    @abc.abstractmethod
+    def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Posterior mean :math:`D(x, t) = E[x_0 | x_t = x]`."""
+
+    def epsilon(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Predicted noise :math:`(x - \\alpha_t D)/\\sigma_t`."""
+        t = self._prepare(x, t)
+        alpha, sigma = self._coefs(x, t)
+        return (x - alpha * self.denoise(x, t)) / sigma
+
+    def score(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Score :math:`\\nabla_x \\log p_t(x) = (\\alpha_t D - x)/\\sigma_t^2`."""
+        t = self._prepare(x, t)
+        alpha, sigma = self._coefs(x, t)
+        return (alpha * self.denoise(x, t) - x) / sigma**2
+
+    def velocity(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Velocity :math:`E[dx_t/dt | x_t = x] = \\alpha_t' D + \\sigma_t' \\epsilon`."""
+        t = self._prepare(x, t)
+        alpha, sigma = self._coefs(x, t)
+        d = self.denoise(x, t)
+        eps = (x - alpha * d) / sigma
+        p = self.process
+        return _expand(p.alpha_dot(t), x) * d + _expand(p.sigma_dot(t), x) * eps
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(net={self.net!r}, process={self.process!r})"
+
+
+class DenoiserModel(GaussianModel):
+    """The network predicts the clean data :math:`D(x, t)` (Karras et al. 2022)."""
+
+    def denoise(self, x, t):
+        t = self._prepare(x, t)
+        return self._net(x, t)
+
+
+class EpsilonModel(GaussianModel):
+    """The network predicts the noise :math:`\\epsilon` (Ho et al. 2020)."""
+
+    def epsilon(self, x, t):
+        t = self._prepare(x, t)
+        return self._net(x, t)
+
+    def denoise(self, x, t):
+        t = self._prepare(x, t)
+        alpha, sigma = self._coefs(x, t)
+        return (x - sigma * self._net(x, t)) / alpha
+
+    def score(self, x, t):
+        t = self._prepare(x, t)
+        return -self._net(x, t) / _expand(self.process.sigma(t), x)
+
+
+class ScoreModel(GaussianModel):
+    """The network predicts the score :math:`\\nabla_x\\log p_t` (Song et al. 2021)."""
+
+    def score(self, x, t):
+        t = self._prepare(x, t)
+        return self._net(x, t)
+
+    def denoise(self, x, t):
+        t = self._prepare(x, t)
+        alpha, sigma = self._coefs(x, t)
+        return (x + sigma**2 * self._net(x, t)) / alpha
+
+    def epsilon(self, x, t):
+        t = self._prepare(x, t)
+        return -_expand(self.process.sigma(t), x) * self._net(x, t)
+
+
+class VelocityModel(GaussianModel):
+    r"""The network predicts the velocity :math:`v = \alpha_t' D + \sigma_t'\epsilon`.
+
+    For :class:`~probdiff.LinearBlend` this is :math:`E[x_1 - x_0 | x_t]` (rectified flow) and the
+    negated deblending direction of IADB. Inverting the system
+    :math:`x = \alpha D + \sigma\epsilon,\ v = \alpha' D + \sigma'\epsilon` gives
+    :math:`D = (\sigma' x - \sigma v)/(\alpha\sigma' - \sigma\alpha')`.
+    """
+
+    def velocity(self, x, t):
+        t = self._prepare(x, t)
+        return self._net(x, t)
+
+    def denoise(self, x, t):
+        t = self._prepare(x, t)
+        p = self.process
+        alpha, sigma = self._coefs(x, t)
+        a_dot, s_dot = _expand(p.alpha_dot(t), x), _expand(p.sigma_dot(t), x)
+        return (s_dot * x - sigma * self._net(x, t)) / (alpha * s_dot - sigma * a_dot)
+
+    def epsilon(self, x, t):
+        t = self._prepare(x, t)
+        p = self.process
+        alpha, sigma = self._coefs(x, t)
+        a_dot, s_dot = _expand(p.alpha_dot(t), x), _expand(p.sigma_dot(t), x)
+        return (alpha * self._net(x, t) - a_dot * x) / (alpha * s_dot - sigma * a_dot)
