@@ -3,7 +3,7 @@
 Public API re-exports only (see DESIGN.md, "Public API").
 """
 
-from . import grids, oracles, solvers
+from . import grids, likelihood, losses, oracles, solvers
 from .models import DenoiserModel, EpsilonModel, GaussianModel, ScoreModel, VelocityModel
 from .processes import (
     CosineVP,
@@ -16,6 +16,7 @@ from .processes import (
     VPSDE,
 )
 
+from .likelihood import elbo
 from .reverse import ReverseProcess, probability_flow, reverse
 from .sampling import Solution, sample
 

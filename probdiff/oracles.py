@@ -19,7 +19,7 @@ import torch
 
 from ._registry import Registry
 from ._validation import check_finite
-from .models import GaussianModel
+from .models.gaussian import GaussianModel
 from .processes.base import ForwardProcess
 from .processes.gaussian import GaussianProcess, _expand
 

@@ -1,5 +1,6 @@
 """Solvers: small stateless objects advancing a sample from ``t`` to an earlier ``s``."""
 
+from .ancestral import Ancestral
 from .base import Solver, Step
 
-__all__ = ["Solver", "Step"]
+__all__ = ["Solver", "Step", "Ancestral"]

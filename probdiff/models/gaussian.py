@@ -25,7 +25,7 @@ import abc
 
 import torch
 
-from .processes.gaussian import GaussianProcess, _expand
+from ..processes.gaussian import GaussianProcess, _expand
 
 __all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel"]
 

@@ -1,0 +1,1 @@
+"""Training losses derived from the process."""

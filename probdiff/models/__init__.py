@@ -1,0 +1,5 @@
+"""Model parameterisations: a network predicts one quantity, the process converts it to the others."""
+
+from .gaussian import DenoiserModel, EpsilonModel, GaussianModel, ScoreModel, VelocityModel
+
+__all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel"]
