@@ -2,5 +2,6 @@
 
 from .ancestral import Ancestral
 from .base import Solver, Step
+from . import gaussian  # registers the Gaussian ancestral step (DDPM/DDIM)
 
 __all__ = ["Solver", "Step", "Ancestral"]

@@ -1,0 +1,47 @@
+r"""The ancestral step of Gaussian processes: DDPM and DDIM in one rule.
+
+With the model's data estimate :math:`\hat x_0 = D(x_t, t)` and noise estimate
+:math:`\hat\epsilon = (x_t - \alpha_t\hat x_0)/\sigma_t`, the step from ``t`` to ``s < t`` draws
+
+.. math::
+
+    x_s = \alpha_s\hat x_0 + \sqrt{\sigma_s^2 - v}\,\hat\epsilon + \sqrt{v}\,z,\qquad
+    v = \min\big(\eta^2\,\sigma_s^2(1 - e^{\lambda_t-\lambda_s}),\ \sigma_s^2\big),\quad z\sim\mathcal N(0, I).
+
+For :math:`\eta = 1` this is exactly the posterior :math:`q(x_s\mid x_t, x_0=\hat x_0)` of the forward
+process (Ho et al., "Denoising Diffusion Probabilistic Models", NeurIPS 2020, Eq. (7)); for
+:math:`\eta = 0` it is DDIM (Song, Meng & Ermon, ICLR 2021, Eq. (12)), which is the first-order
+exponential integrator of the probability-flow ODE (Lu et al., DPM-Solver, NeurIPS 2022, §3.4). As the
+step shrinks, :math:`v \approx \eta^2 g(t)^2\,|dt|`, so :math:`\eta` plays the role of the reverse family's
+noise level (THEORY.md §3); the clip at :math:`\sigma_s^2` only matters for :math:`\eta > 1` on coarse grids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..processes.gaussian import GaussianProcess, _expand
+from .ancestral import Ancestral
+from .base import Step
+
+__all__ = ["gaussian_ancestral_step"]
+
+
+@Ancestral.register(GaussianProcess)
+def gaussian_ancestral_step(solver: Ancestral, reverse, x: torch.Tensor, t, s, state, generator) -> Step:
+    """One DDPM/DDIM step of ``reverse`` (a Gaussian reverse process) from ``t`` to ``s``."""
+    p = reverse.process
+    t, s = p._time(t, x, "t"), p._time(s, x, "s")
+    denoised = reverse.model.denoise(x, t)
+    alpha_t, sigma_t = _expand(p.alpha(t), x), _expand(p.sigma(t), x)
+    alpha_s, sigma_s = _expand(p.alpha(s), x), _expand(p.sigma(s), x)
+    eps = (x - alpha_t * denoised) / sigma_t
+    eta = solver.noise_level(reverse)
+    if eta == 0.0:
+        return Step(alpha_s * denoised + sigma_s * eps, denoised, state, 1)
+    # 1 - r with r = exp(lambda_t - lambda_s) < 1, in expm1 form so that small steps keep their digits.
+    one_minus_r = _expand(-torch.expm1(p.log_snr(t) - p.log_snr(s)), x)
+    var = sigma_s**2 * torch.clamp(eta**2 * one_minus_r, max=1.0)
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    x_s = alpha_s * denoised + torch.sqrt(sigma_s**2 - var) * eps + torch.sqrt(var) * z
+    return Step(x_s, denoised, state, 1)
