@@ -14,6 +14,9 @@ process (Ho et al., "Denoising Diffusion Probabilistic Models", NeurIPS 2020, Eq
 exponential integrator of the probability-flow ODE (Lu et al., DPM-Solver, NeurIPS 2022, §3.4). As the
 step shrinks, :math:`v \approx \eta^2 g(t)^2\,|dt|`, so :math:`\eta` plays the role of the reverse family's
 noise level (THEORY.md §3); the clip at :math:`\sigma_s^2` only matters for :math:`\eta > 1` on coarse grids.
+
+The module also holds the two helpers every Gaussian solver shares: :func:`check_gaussian` and
+:func:`drift_and_denoised`, the reverse family's drift written through the denoiser.
 """
 
 from __future__ import annotations
@@ -21,10 +24,57 @@ from __future__ import annotations
 import torch
 
 from ..processes.gaussian import GaussianProcess, _expand
+from ..reverse import GaussianReverse
 from .ancestral import Ancestral
 from .base import Step
 
-__all__ = ["gaussian_ancestral_step"]
+__all__ = ["gaussian_ancestral_step", "check_gaussian", "drift_and_denoised"]
+
+
+def check_gaussian(solver, reverse, *, ode: bool) -> None:
+    """Raise ``ValueError`` unless ``reverse`` is a Gaussian reverse process (and, for ``ode``, has noise 0).
+
+    Deterministic solvers integrate the probability-flow ODE only: asking them for a reverse process
+    with ``noise > 0`` would silently drop its Brownian term, so it is an error instead.
+    """
+    name = type(solver).__name__
+    if not isinstance(reverse, GaussianReverse):
+        raise ValueError(f"{name} integrates the reverse process of a GaussianProcess (pd.reverse(process, model, "
+                         f"noise)), got {type(reverse).__name__} of {type(reverse.process).__name__}")
+    if ode and reverse.noise != 0.0:
+        raise ValueError(f"{name} integrates the probability-flow ODE: reverse.noise must be 0 (use "
+                         f"pd.probability_flow(process, model)), got noise={reverse.noise:g}; for noise > 0 use "
+                         "EulerMaruyama, Ancestral or TorchSDE")
+
+
+def drift_and_denoised(reverse, x: torch.Tensor, t, noise: float | None = None):
+    r"""The reverse family's drift at ``x``, ``t`` and the model's :math:`D(x,t)`, from one model evaluation.
+
+    With :math:`\hat\epsilon = (x - \alpha_t D)/\sigma_t` the drift of THEORY.md §3,
+    :math:`f x - \tfrac{1+\eta^2}{2}g^2 s`, equals
+
+    .. math::
+
+        \alpha_t' D + \sigma_t'\hat\epsilon + \frac{\eta^2}{2}\,\frac{g(t)^2}{\sigma_t}\,\hat\epsilon ,
+
+    (use :math:`s = -\hat\epsilon/\sigma_t`, :math:`f\alpha = \alpha'`, :math:`\sigma' = \sigma(f - \lambda'/2)`,
+    :math:`g^2 = -\sigma^2\lambda'`). The first two terms are the probability-flow velocity (Karras et al.
+    2022, Eq. (4)); this form stays finite where :math:`\alpha_t = 0` and gives the denoising trajectory
+    for free. ``noise`` defaults to ``reverse.noise``.
+
+    Returns:
+        ``(drift, denoised)``, both shaped like ``x``.
+    """
+    p = reverse.process
+    t = p._time(t, x)
+    noise = reverse.noise if noise is None else float(noise)
+    denoised = reverse.model.denoise(x, t)
+    sigma = _expand(p.sigma(t), x)
+    eps = (x - _expand(p.alpha(t), x) * denoised) / sigma
+    drift = _expand(p.alpha_dot(t), x) * denoised + _expand(p.sigma_dot(t), x) * eps
+    if noise != 0.0:
+        drift = drift + (0.5 * noise**2) * _expand(p.diffusion(t) ** 2, x) / sigma * eps
+    return drift, denoised
 
 
 @Ancestral.register(GaussianProcess)

@@ -1,0 +1,244 @@
+r"""Adapters to torchdiffeq and torchsde: their integrators, probdiff's loop, grids and NFE count.
+
+Both libraries want increasing time and 2-D state ``(batch, channels)``. The adapters (and only they, see
+DESIGN.md "Shapes and time") flatten the event dimensions and integrate in :math:`\tau = -t`, which
+increases from :math:`-t` to :math:`-s`; the right-hand sides are negated accordingly
+(:math:`dx/d\tau = -b(x, t)`; the Brownian increment keeps its law under time reversal). Each grid
+interval is one call, so the grid, the denoising trajectory and the NFE bookkeeping are the same as for
+the native solvers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Solver, Step
+from .gaussian import check_gaussian, drift_and_denoised
+
+__all__ = ["TorchDiffEq", "TorchSDE"]
+
+
+class _Recorder:
+    """The adapted right-hand side: counts model evaluations and keeps the first denoised estimate."""
+
+    def __init__(self, reverse, shape):
+        self.reverse, self.shape = reverse, shape
+        self.nfe, self.denoised, self.start = 0, None, None
+
+    def drift(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """:math:`dx/d\\tau = -b(x, -\\tau)` on flattened state."""
+        x = y.reshape(self.shape)
+        v, denoised = drift_and_denoised(self.reverse, x, -tau)
+        self.nfe += 1
+        if self.denoised is None and bool(tau == self.start):
+            self.denoised = denoised
+        return -v.reshape(y.shape)
+
+    def begin(self, tau0: torch.Tensor) -> None:
+        self.nfe, self.denoised, self.start = 0, None, tau0
+
+
+# ==================================================================== torchdiffeq
+class TorchDiffEq(Solver):
+    r"""Any torchdiffeq integrator (Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018) on
+    the probability-flow ODE, one ``odeint`` call per grid interval.
+
+    Adaptive methods (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``) choose their own
+    steps inside each interval to meet ``rtol``/``atol`` (``Uniform(1)`` gives one adaptive solve from
+    ``t_max`` to ``t_min``); they are told to land on the interval's end (``step_t``) and to try the whole
+    interval first (``first_step``), so the model is never asked outside ``[t_min, t_max]``. Fixed-step
+    methods (``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``) take one step per interval.
+    ``order`` is the method's classical order (dopri5: 5). Requires ``reverse.noise == 0``.
+
+    Args:
+        method: a torchdiffeq method with a fixed order (keys of :attr:`ORDERS`).
+        rtol, atol: tolerances of adaptive methods.
+        options: extra torchdiffeq options (override the defaults above).
+    """
+
+    #: classical order of each supported torchdiffeq method (multistep Adams methods vary theirs).
+    ORDERS = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "fehlberg2": 2, "adaptive_heun": 2,
+              "bosh3": 3, "dopri5": 5, "dopri8": 8}
+    ADAPTIVE = frozenset({"fehlberg2", "adaptive_heun", "bosh3", "dopri5", "dopri8"})
+
+    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, options: dict | None = None):
+        if method not in self.ORDERS:
+            raise ValueError(f"method must be one of {sorted(self.ORDERS)}, got {method!r}")
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {tol!r}")
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"options must be a dict of torchdiffeq options or None, got {type(options).__name__}")
+        self.method, self.rtol, self.atol = method, float(rtol), float(atol)
+        self.options = dict(options or {})
+
+    @property
+    def order(self) -> int:
+        return self.ORDERS[self.method]
+
+    def check(self, reverse) -> None:
+        check_gaussian(self, reverse, ode=True)
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        from torchdiffeq import odeint
+
+        rhs = _Recorder(reverse, x.shape)
+        taus = torch.stack([-t, -s]).to(x.dtype)
+        rhs.begin(taus[0])
+        options = dict(self.options)
+        if self.method in self.ADAPTIVE:
+            options.setdefault("step_t", taus[1:])
+            options.setdefault("first_step", taus[1] - taus[0])
+        y = odeint(rhs.drift, x.reshape(x.shape[0], -1), taus, rtol=self.rtol, atol=self.atol, method=self.method,
+                   options=options or None)[-1]
+        return Step(y.reshape(x.shape), rhs.denoised, state, rhs.nfe)
+
+
+# ==================================================================== torchsde
+class _Increments:
+    """Brownian increments drawn on demand from a ``torch.Generator`` (a torchsde ``BaseBrownian``).
+
+    torchsde's default ``BrownianInterval`` keeps a binary tree of Brownian-bridge samples so that any
+    interval can be queried in any order; that costs several normal draws and tree walks per query
+    (about 30× a plain Euler–Maruyama loop on a 1000×64 state). The adapter only ever asks for the
+    increment of one grid interval after another, so one draw per interval is exact:
+    :math:`W(t_b)-W(t_a)\\sim\\mathcal N(0, (t_b-t_a)I)` and, for SRK, the space-time Lévy area
+    :math:`H\\sim\\mathcal N(0, \\tfrac{t_b-t_a}{12}I)` independent of it, returned as
+    :math:`U = h(W/2 + H)` (torchsde's convention). A repeated query of the same interval returns the
+    same values; a query that does not continue the previous interval raises ``RuntimeError``.
+    """
+
+    def __init__(self, shape, dtype, device):
+        self._shape, self._dtype, self._device = torch.Size(shape), dtype, device
+        self.generator = None
+        self._key, self._w, self._u = None, None, None
+
+    def _draw(self):
+        return torch.randn(self._shape, generator=self.generator, device=self._device, dtype=self._dtype)
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        if tb is None or return_A:
+            raise RuntimeError("TorchSDE's Brownian increments answer interval queries W(tb) - W(ta) (and U) only; "
+                               "use a torchsde method that needs no point values or Davie/Foster areas")
+        key = (float(ta), float(tb))
+        if key != self._key:
+            if self._key is not None and key[0] != self._key[1]:
+                raise RuntimeError("TorchSDE's Brownian increments must be queried on consecutive intervals; "
+                                   f"got {key} after {self._key}")
+            self._key, self._w, self._u = key, math.sqrt(key[1] - key[0]) * self._draw(), None
+        if not return_U:
+            return self._w
+        if self._u is None:
+            h = key[1] - key[0]
+            self._u = h * (0.5 * self._w + math.sqrt(h / 12.0) * self._draw())
+        return self._w, self._u
+
+    def __repr__(self) -> str:
+        return f"_Increments(shape={tuple(self._shape)})"
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def shape(self):
+        return self._shape
+
+    def size(self):
+        return self._shape
+
+    @property
+    def levy_area_approximation(self):
+        from torchsde.settings import LEVY_AREA_APPROXIMATIONS
+
+        return LEVY_AREA_APPROXIMATIONS.space_time
+
+
+def _register_brownian() -> None:
+    # torchsde's solvers only call the BaseBrownian interface; registering keeps isinstance checks happy.
+    from torchsde import BaseBrownian
+
+    BaseBrownian.register(_Increments)
+
+
+class _FlatSDE:
+    """The reverse SDE in :math:`\\tau = -t` on flattened state, in torchsde's interface (diagonal noise)."""
+
+    noise_type = "diagonal"
+
+    def __init__(self, rhs: _Recorder, reverse, sde_type: str):
+        self.rhs, self.reverse, self.sde_type = rhs, reverse, sde_type
+
+    def f(self, tau, y):
+        return self.rhs.drift(tau, y)
+
+    def g(self, tau, y):
+        return self.reverse.diffusion(-tau).to(y.dtype).expand_as(y)
+
+    def f_and_g_prod(self, tau, y, v):
+        return self.rhs.drift(tau, y), self.reverse.diffusion(-tau).to(y.dtype) * v
+
+
+class TorchSDE(Solver):
+    r"""Any fixed-step torchsde integrator (Li et al., "Scalable Gradients for Stochastic Differential
+    Equations", AISTATS 2020; Kidger et al. 2021) on the reverse-time SDE at ``reverse.noise``, one step
+    per grid interval.
+
+    The noise is state-independent, so Itô and Stratonovich methods integrate the same SDE; the
+    torchsde solver class is built once per sampling run (its history travels in ``state``) and driven
+    interval by interval with exact Brownian increments from ``generator`` (:class:`_Increments`), which
+    keeps the cost of the torchsde path at that of a hand-written Euler–Maruyama loop (measured in
+    ``benchmarks/samplers.py``). ``order`` is the method's strong order for additive noise (euler: 1).
+    Methods needing Davie/Foster Lévy areas (``log_ode``) are rejected by torchsde itself.
+
+    Args:
+        method: a torchsde method name (``euler``, ``milstein``, ``srk``, ``midpoint``, ``heun``,
+            ``euler_heun``, ``reversible_heun``).
+    """
+
+    #: strong order for additive noise of the supported torchsde methods.
+    ORDERS = {"euler": 1, "milstein": 1, "srk": 1, "midpoint": 1, "heun": 1, "euler_heun": 1, "reversible_heun": 1}
+
+    def __init__(self, method: str = "euler"):
+        if method not in self.ORDERS:
+            raise ValueError(f"method must be one of {sorted(self.ORDERS)}, got {method!r}")
+        self.method = method
+
+    @property
+    def order(self) -> int:
+        return self.ORDERS[self.method]
+
+    def check(self, reverse) -> None:
+        check_gaussian(self, reverse, ode=False)
+
+    def _build(self, reverse, x):
+        from torchsde._core import base_sde, methods  # the solver classes behind torchsde.sdeint
+
+        _register_brownian()
+        rhs = _Recorder(reverse, x.shape)
+        cls = methods.select(method=self.method, sde_type="ito")
+        sde = base_sde.ForwardSDE(_FlatSDE(rhs, reverse, cls.sde_type))
+        bm = _Increments((x.shape[0], x[0].numel()), x.dtype, x.device)
+        solver = cls(sde=sde, bm=bm, dt=1.0, adaptive=False, rtol=0.0, atol=0.0, dt_min=0.0, options={})
+        return rhs, bm, solver
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        if state is None:
+            rhs, bm, solver = self._build(reverse, x)
+            extra = None
+        else:
+            rhs, bm, solver, extra = state
+        bm.generator = generator
+        tau0, tau1 = -t, -s
+        rhs.begin(tau0)
+        y = x.reshape(x.shape[0], -1)
+        if extra is None:
+            extra = solver.init_extra_solver_state(tau0, y)
+        y, extra = solver.step(tau0, tau1, y, extra)
+        return Step(y.reshape(x.shape), rhs.denoised, (rhs, bm, solver, extra), rhs.nfe)

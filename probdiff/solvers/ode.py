@@ -1,0 +1,133 @@
+r"""Deterministic solvers of the probability-flow ODE of a Gaussian process.
+
+Every solver here integrates
+
+.. math::
+
+    \frac{dx}{dt} = \alpha_t' D(x,t) + \sigma_t'\,\hat\epsilon(x,t),\qquad
+    \hat\epsilon = \frac{x - \alpha_t D}{\sigma_t},
+
+which is the drift :math:`f x - \tfrac12 g^2 s` of ``pd.probability_flow(process, model)`` written
+through the denoiser (:func:`~probdiff.solvers.gaussian.drift_and_denoised`). They require
+``reverse.noise == 0`` and raise ``ValueError`` otherwise: a deterministic solver cannot honour a
+Brownian term, and dropping it silently would sample the wrong law. Each step returns the model's
+:math:`D(x_t, t)` as ``denoised`` (the denoising trajectory of Chen et al. 2023).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..processes.gaussian import LinearBlend, _expand
+from .base import Solver, Step
+from .gaussian import check_gaussian, drift_and_denoised
+
+__all__ = ["Euler", "Heun", "DPMSolver2M", "Deblend"]
+
+
+class Euler(Solver):
+    r"""Explicit Euler on the probability-flow ODE: :math:`x_s = x_t + (s - t)\,v(x_t, t)`.
+
+    Order 1 (global error :math:`O(h)`). One model evaluation per step.
+    """
+
+    order = 1
+
+    def check(self, reverse) -> None:
+        check_gaussian(self, reverse, ode=True)
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        v, denoised = drift_and_denoised(reverse, x, t)
+        return Step(x + (s - t) * v, denoised, state, 1)
+
+
+class Heun(Solver):
+    r"""Heun's second-order method (Karras et al., "Elucidating the Design Space of Diffusion-Based
+    Generative Models", NeurIPS 2022, Algorithm 1) on the probability-flow ODE.
+
+    :math:`\tilde x = x_t + h\,v(x_t,t)`, :math:`x_s = x_t + \tfrac h2\,[v(x_t,t) + v(\tilde x,s)]`,
+    :math:`h = s - t`. Order 2; two model evaluations per step. Where :math:`\sigma_s = 0` (a process
+    whose data time has no noise) the correction cannot be evaluated and that step is Euler, as in
+    EDM; the built-in processes all have :math:`\sigma_{t_{min}} > 0`, so every step is Heun.
+    """
+
+    order = 2
+
+    def check(self, reverse) -> None:
+        check_gaussian(self, reverse, ode=True)
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        h = s - t
+        v, denoised = drift_and_denoised(reverse, x, t)
+        x_euler = x + h * v
+        if not bool(reverse.process.sigma(s) > 0):
+            return Step(x_euler, denoised, state, 1)
+        v_end, _ = drift_and_denoised(reverse, x_euler, s)
+        return Step(x + (0.5 * h) * (v + v_end), denoised, state, 2)
+
+
+class DPMSolver2M(Solver):
+    r"""DPM-Solver++(2M): the second-order multistep exponential integrator in data-prediction form
+    (Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
+    2022, Algorithm 2), for any Gaussian process.
+
+    With :math:`\ell_t = \tfrac12\lambda_t = \log(\alpha_t/\sigma_t)` and :math:`h = \ell_s - \ell_t`,
+    the ODE's linear part is integrated exactly and :math:`D` is extrapolated linearly in :math:`\ell`:
+
+    .. math::
+
+        x_s = \frac{\sigma_s}{\sigma_t}\,x_t + \alpha_s\,(1 - e^{-h})\,\hat D,\qquad
+        \hat D = \Big(1 + \frac1{2r}\Big)D_t - \frac1{2r}D_{t_\mathrm{prev}},\quad
+        r = \frac{\ell_t - \ell_{t_\mathrm{prev}}}{h}.
+
+    The first step has no history and uses :math:`\hat D = D_t` (DDIM). Order 2; one model
+    evaluation per step; the history :math:`(D_t, \ell_t)` travels in ``state``.
+    """
+
+    order = 2
+
+    def check(self, reverse) -> None:
+        check_gaussian(self, reverse, ode=True)
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        p = reverse.process
+        t, s = p._time(t, x, "t"), p._time(s, x, "s")
+        ell_t, ell_s = 0.5 * p.log_snr(t), 0.5 * p.log_snr(s)
+        h = ell_s - ell_t
+        denoised = reverse.model.denoise(x, t)
+        d_hat = denoised
+        if state is not None:
+            d_prev, ell_prev = state
+            half_inv_r = _expand(0.5 * h / (ell_t - ell_prev), x)
+            d_hat = denoised + half_inv_r * (denoised - d_prev)
+        ratio = _expand(torch.exp(p.log_sigma(s) - p.log_sigma(t)), x)
+        x_s = ratio * x + _expand(p.alpha(s) * -torch.expm1(-h), x) * d_hat
+        return Step(x_s, denoised, (denoised, ell_t), 1)
+
+
+class Deblend(Solver):
+    r"""Iterative alpha-deblending (Heitz, Belcour & Chambon, "Iterative alpha-(de)Blending: a Minimalist
+    Deterministic Diffusion Model", SIGGRAPH 2023, Algorithm 2) for :class:`~probdiff.LinearBlend`.
+
+    IADB blends :math:`x_\alpha = (1-\alpha)x_\mathrm{noise} + \alpha x_\mathrm{data}` and steps
+    :math:`x_{\alpha'} = x_\alpha + (\alpha' - \alpha)\,\bar D(x_\alpha, \alpha)` with
+    :math:`\bar D \approx E[x_\mathrm{data} - x_\mathrm{noise}\mid x_\alpha]`. In probdiff time
+    :math:`t = 1 - \alpha` and :math:`\bar D = -v`, the velocity of :class:`~probdiff.VelocityModel`, so the
+    step is :math:`x_s = x_t + (s - t)\,v(x_t, t)`: Euler on the linear blend's probability-flow ODE,
+    calling the model's ``velocity`` directly (one network call for a velocity model; an IADB network
+    ``net(x, alpha)`` plugs in as ``VelocityModel(lambda x, t: -net(x, 1 - t), process)``). Order 1.
+    The data estimate is :math:`D = x_t - t\,v` (from :math:`x_t = (1-t)x_0 + t x_1`, :math:`v = x_1 - x_0`).
+    """
+
+    order = 1
+
+    def check(self, reverse) -> None:
+        if not isinstance(reverse.process, LinearBlend):
+            raise ValueError(f"Deblend needs a LinearBlend process (IADB's x = (1 - alpha) noise + alpha data), got "
+                             f"{type(reverse.process).__name__}; use Euler for other Gaussian processes")
+        check_gaussian(self, reverse, ode=True)
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        t_b = reverse.process._time(t, x)
+        v = reverse.model.velocity(x, t_b)
+        return Step(x + (s - t) * v, x - _expand(t_b, x) * v, state, 1)
