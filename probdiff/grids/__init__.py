@@ -1,5 +1,6 @@
 """Time grids: every grid answers ``grid.times(process)``, strictly decreasing from t_max to t_min."""
 
 from .base import Grid, Uniform
+from .gaussian import Karras, LogSNR, ScoreOptimal
 
-__all__ = ["Grid", "Uniform"]
+__all__ = ["Grid", "Uniform", "Karras", "LogSNR", "ScoreOptimal"]
