@@ -26,5 +26,8 @@ __version__ = "0.1.0"
 from . import geometry  # noqa: E402
 # --- likelihood (issue 4) ---
 # --- discrete (issue 5) ---
+from . import oracles_discrete as _oracles_discrete, reverse_discrete as _reverse_discrete  # noqa: F401,E402  (registrations)
+from .models import BlackoutModel, CategoricalModel  # noqa: E402
+from .processes import AbsorbingChain, Blackout, MarkovChain, UniformChain  # noqa: E402
 # --- training, data, cli (issue 6) ---
 # --- testing toolkit (issue 7) ---

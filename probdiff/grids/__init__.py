@@ -2,5 +2,6 @@
 
 from .base import Grid, Uniform
 from .gaussian import Karras, LogSNR, ScoreOptimal
+from .discrete import LogitObservation  # noqa: F401  (issue 5: Blackout observation grid)
 
 __all__ = ["Grid", "Uniform", "Karras", "LogSNR", "ScoreOptimal"]

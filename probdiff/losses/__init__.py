@@ -9,3 +9,4 @@ from .gaussian import (
     Parameterisation,
     Weighting,
 )
+from .discrete import BlackoutLikelihood, BlackoutLoss, BlackoutOriginal, CategoricalCrossEntropy, LogitTime  # noqa: F401,E501  (issue 5)

@@ -2,6 +2,7 @@
 
 from .ancestral import Ancestral
 from .base import Solver, Step
+from .discrete import BinomialBridge, TauLeaping  # noqa: F401  (issue 5)
 from . import gaussian  # registers the Gaussian ancestral step (DDPM/DDIM)
 from .adapters import TorchDiffEq, TorchSDE
 from .ode import Deblend, DPMSolver2M, Euler, Heun

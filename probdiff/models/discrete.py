@@ -1,0 +1,96 @@
+r"""Model parameterisations for discrete-state processes (THEORY.md §5).
+
+* :class:`CategoricalModel` — the network returns logits of :math:`p(x_0 \mid x_t)` per dimension,
+  shape ``(batch, *event, S)`` (Austin et al., D3PM 2021, §3.3 "x0-parameterisation"; Campbell et al.
+  2022, §3).
+* :class:`BlackoutModel` — the network returns, through a softplus, the expected number of missing
+  photons :math:`E[n_0 - n_t \mid n_t]` per pixel, the sufficient statistic of the Blackout reverse
+  rates (Santos et al., "Blackout Diffusion", ICML 2023, Eq. (10)).
+
+The network is called as ``net(x, t)`` with the states converted to the time's floating dtype and ``t``
+of shape ``(batch,)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..processes.blackout import Blackout
+from ..processes.discrete import MarkovChain
+
+__all__ = ["DiscreteModel", "CategoricalModel", "BlackoutModel"]
+
+
+class DiscreteModel:
+    """Base of models of a :class:`~probdiff.MarkovChain`: holds ``net`` and ``process``, validates inputs.
+
+    Every model exposes :meth:`denoise`, the expected data :math:`E[x_0 \\mid x_t]` (float), which the
+    samplers report as the denoising trajectory.
+    """
+
+    process_type: type = MarkovChain
+
+    def __init__(self, net, process):
+        if not isinstance(process, self.process_type):
+            raise ValueError(f"process must be a {self.process_type.__name__}, got {type(process).__name__}")
+        if net is not None and not callable(net):
+            raise ValueError(f"net must be callable as net(x, t), got {type(net).__name__}")
+        self.net = net
+        self.process = process
+
+    def _prepare(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Validate the states and return the time, shape ``(batch,)``."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise ValueError(f"x must be a tensor of states of shape (batch, *event), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        self.process._check_states("x", x)
+        t = self.process._time(t, x)
+        return t.to(x.dtype if x.is_floating_point() else torch.get_default_dtype())
+
+    def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Expected data :math:`E[x_0 \\mid x_t = x]`."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(net={self.net!r}, process={self.process!r})"
+
+
+class CategoricalModel(DiscreteModel):
+    """The network predicts logits of :math:`p(x_0 \\mid x_t)`, shape ``(batch, *event, S)``."""
+
+    def x0_logits(self, x: torch.Tensor, t) -> torch.Tensor:
+        t = self._prepare(x, t)
+        out = self.net(x.to(t.dtype), t)
+        expected = (*x.shape, self.process.num_states)
+        if tuple(out.shape) != expected:
+            raise ValueError(f"net(x, t) must return logits of shape {expected}, got {tuple(out.shape)}")
+        return out
+
+    def x0_probs(self, x: torch.Tensor, t) -> torch.Tensor:
+        """:math:`p(x_0 \\mid x_t = x)` per dimension (softmax of the logits)."""
+        return torch.softmax(self.x0_logits(x, t), dim=-1)
+
+    def denoise(self, x, t):
+        probs = self.x0_probs(x, t)
+        return probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+
+
+class BlackoutModel(DiscreteModel):
+    r"""The network predicts :math:`y = E[n_0 - n_t \mid n_t]` through a softplus (so :math:`y > 0`).
+
+    The reverse (birth) rate at count ``n`` is :math:`y\,p_t/(1 - p_t)`.
+    """
+
+    process_type = Blackout
+
+    def mean_births(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Expected number of missing photons :math:`E[n_0 - n_t \\mid n_t = x]`, shape ``x.shape``."""
+        t = self._prepare(x, t)
+        out = self.net(x.to(t.dtype), t)
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"net(x, t) must return a tensor of shape {tuple(x.shape)}, got {tuple(out.shape)}")
+        return torch.nn.functional.softplus(out)
+
+    def denoise(self, x, t):
+        births = self.mean_births(x, t)
+        return x.to(births.dtype) + births

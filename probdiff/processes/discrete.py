@@ -1,0 +1,432 @@
+r"""Discrete-state forward processes: continuous-time Markov chains acting independently per dimension.
+
+A :class:`MarkovChain` is declared by a per-dimension generator :math:`R_t = \beta(t) R` on ``S`` states
+(rows sum to zero, off-diagonals non-negative); everything else is derived (THEORY.md §5):
+
+.. math::
+
+    P(s, t) = \exp\big((B(t) - B(s)) R\big),\quad B(t) = \int_0^t \beta, \qquad
+    q(x_t = j \mid x_0 = i) = P(t_{min}, t)[i, j],
+
+    q(x_s \mid x_t, x_0) \propto P(t_{min}, s)[x_0, x_s]\, P(s, t)[x_s, x_t],
+
+    \hat R_t(x \to y) = R_t(y \to x) \sum_{x_0} p(x_0 \mid x_t = x)\, \frac{q_t(y \mid x_0)}{q_t(x \mid x_0)} .
+
+References: Campbell et al., "A Continuous Time Framework for Discrete Denoising Models" (NeurIPS 2022),
+Prop. 1 (reverse rates) and §4 (tau-leaping); Austin et al., "Structured Denoising Diffusion Models in
+Discrete State-Spaces" (D3PM, NeurIPS 2021), Eqs. (1)-(5) (posterior, mixture-of-posteriors step) and
+App. A (uniform and absorbing kernels).
+
+States are integers ``0 .. S-1`` held in any dtype (integer dtypes recommended); every sample this
+module draws is ``torch.long``. All queries return Pyro distributions with ``batch_shape == (batch,)`` and
+``event_shape == x.shape[1:]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import pyro.distributions as dist
+import torch
+
+from .._validation import as_tensor, check_finite, check_positive
+from .base import ForwardProcess
+
+__all__ = ["MarkovChain", "UniformChain", "AbsorbingChain", "sample_categorical"]
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one index per row of ``probs`` (last axis, need not be normalised) by inverse CDF.
+
+    One uniform per row and a cumulative sum: no host round trip, reproducible from ``generator``.
+    Returns ``torch.long`` of shape ``probs.shape[:-1]``.
+    """
+    cdf = torch.cumsum(probs, dim=-1)
+    u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=probs.dtype)
+    u = (u * cdf[..., -1])[..., None]
+    idx = (cdf <= u).sum(-1)
+    return idx.clamp_max(probs.shape[-1] - 1)
+
+
+class Batched:
+    """A batch of ``(S, S)`` matrices stored once per distinct time: ``mats[inv[b]]`` belongs to sample ``b``.
+
+    Sampling steps share one time across the batch, so one matrix serves every sample.
+    """
+
+    def __init__(self, mats: torch.Tensor, inv: torch.Tensor):
+        self.mats, self.inv = mats, inv
+
+    def full(self) -> torch.Tensor:
+        """``(batch, S, S)``."""
+        return self.mats[self.inv]
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """``M_b[idx[b, ...], :]``, shape ``(batch, *event, S)``."""
+        b = idx.shape[0]
+        out = self.mats[self.inv[:, None], idx.reshape(b, -1)]
+        return out.reshape(*idx.shape, self.mats.shape[-1])
+
+    def cols(self, idx: torch.Tensor) -> torch.Tensor:
+        """``M_b[:, idx[b, ...]]`` on the last axis, shape ``(batch, *event, S)``."""
+        return Batched(self.mats.transpose(-1, -2), self.inv).rows(idx)
+
+    def left_mul(self, v: torch.Tensor) -> torch.Tensor:
+        """``v[b, ..., :] @ M_b`` for ``v`` of shape ``(batch, *event, S)``."""
+        mats = self.mats.to(v.dtype)
+        if mats.shape[0] == 1:
+            return v @ mats[0]
+        b = v.shape[0]
+        return torch.bmm(v.reshape(b, -1, v.shape[-1]), mats[self.inv]).reshape(v.shape)
+
+
+def _xlogy_ratio(p: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """:math:`\\sum p (\\log p - \\log q)` over the last axis with the convention 0 log 0 = 0."""
+    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+class MarkovChain(ForwardProcess):
+    r"""A continuous-time Markov chain on ``S`` states per dimension, dimensions independent.
+
+    Args:
+        generator: the ``(S, S)`` base rate matrix :math:`R` (off-diagonals :math:`\ge 0`, rows sum to 0).
+        beta: optional callable, the rate multiplier :math:`\beta(t) \ge 0` (default 1).
+        integrated_beta: callable :math:`B(t) = \int_0^t\beta`; required with ``beta``.
+        t_min, t_max: the time domain; data at ``t_min`` (``0`` allowed), reference at ``t_max``.
+        validate_args: validate arguments (see :class:`ForwardProcess`).
+
+    Subclasses may instead override :meth:`beta` and :meth:`integrated_beta`, and closed forms of
+    :meth:`transition_matrix` / :meth:`log_transition_matrix` (tested against the generic matrix
+    exponential). The generic path evaluates :math:`\exp(\Delta B\,R)` with a batched
+    ``torch.linalg.matrix_exp`` in float64, once per distinct :math:`\Delta B` in the batch.
+
+    Raises:
+        ValueError: a generator that is not square, not finite, has a negative off-diagonal entry or a
+            row that does not sum to zero.
+    """
+
+    def __init__(self, generator, *, beta: Callable | None = None, integrated_beta: Callable | None = None,
+                 t_min: float = 0.0, t_max: float = 1.0, validate_args: bool | None = None):
+        super().__init__(t_min, t_max, validate_args=validate_args)
+        self._R = _check_generator(generator)
+        if (beta is None) != (integrated_beta is None):
+            raise ValueError("beta and integrated_beta must be given together (B(t) = int_0^t beta)")
+        if beta is not None and not (callable(beta) and callable(integrated_beta)):
+            raise ValueError("beta and integrated_beta must be callables of t")
+        self._beta, self._integrated_beta = beta, integrated_beta
+
+    # ---------------------------------------------------------------- declaration
+    @property
+    def num_states(self) -> int:
+        """Number of states ``S`` per dimension."""
+        return self._R.shape[0]
+
+    @property
+    def generator(self) -> torch.Tensor:
+        """The base rate matrix :math:`R` (float64, CPU)."""
+        return self._R
+
+    def beta(self, t) -> torch.Tensor:
+        """Rate multiplier :math:`\\beta(t)`."""
+        t = as_tensor(t)
+        return torch.ones_like(t) if self._beta is None else as_tensor(self._beta(t), like=t)
+
+    def integrated_beta(self, t) -> torch.Tensor:
+        """:math:`B(t) = \\int_0^t \\beta(u)\\,du`."""
+        t = as_tensor(t)
+        return t if self._integrated_beta is None else as_tensor(self._integrated_beta(t), like=t)
+
+    def rate(self, t) -> torch.Tensor:
+        """The generator :math:`R_t = \\beta(t) R`, shape ``t.shape + (S, S)``."""
+        t = as_tensor(t)
+        return self.beta(t)[..., None, None] * self._R.to(device=t.device, dtype=t.dtype)
+
+    def _delta_b(self, s, t) -> torch.Tensor:
+        s, t = torch.broadcast_tensors(as_tensor(s), as_tensor(t))
+        return self.integrated_beta(t.to(torch.float64)) - self.integrated_beta(s.to(torch.float64))
+
+    # ---------------------------------------------------------------- transition matrices
+    def _matrix_of(self, db: torch.Tensor) -> torch.Tensor:
+        """:math:`\\exp(\\Delta B\\,R)` for a vector ``db`` of float64 increments, shape ``(U, S, S)``.
+
+        Subclasses with a closed form override this and :meth:`_log_matrix_of`.
+        """
+        gen = self._R.to(device=db.device)
+        return torch.linalg.matrix_exp(db[:, None, None] * gen).clamp_min(0.0)
+
+    def _log_matrix_of(self, db: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log\\exp(\\Delta B\\,R)` elementwise (``-inf`` where a transition is impossible)."""
+        return torch.log(self._matrix_of(db))
+
+    def matrices(self, s, t, *, log: bool = False) -> Batched:
+        """:math:`P(s, t)` (or its log) for ``(batch,)`` times, computed once per distinct increment."""
+        db = self._delta_b(s, t).reshape(-1)
+        uniq, inv = torch.unique(db, return_inverse=True)
+        return Batched(self._log_matrix_of(uniq) if log else self._matrix_of(uniq), inv)
+
+    def transition_matrix(self, s, t) -> torch.Tensor:
+        """:math:`P(s, t) = \\exp((B(t)-B(s))R)`, shape ``(*batch, S, S)`` in ``t``'s dtype and device."""
+        shape = torch.broadcast_shapes(as_tensor(s).shape, as_tensor(t).shape)
+        full = self.matrices(s, t).full()
+        return full.reshape(*shape, *full.shape[-2:]).to(as_tensor(t).dtype)
+
+    def log_transition_matrix(self, s, t) -> torch.Tensor:
+        """:math:`\\log P(s, t)` elementwise (``-inf`` for impossible transitions)."""
+        shape = torch.broadcast_shapes(as_tensor(s).shape, as_tensor(t).shape)
+        full = self.matrices(s, t, log=True).full()
+        return full.reshape(*shape, *full.shape[-2:]).to(as_tensor(t).dtype)
+
+    # ---------------------------------------------------------------- validation helpers
+    def _time(self, t, x: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
+        """As :meth:`ForwardProcess._time`; with integer states a floating ``t`` keeps its dtype
+        (float64 grids stay float64), other ``t`` get torch's default dtype."""
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and not x.is_floating_point():
+            floating = isinstance(t, torch.Tensor) and t.is_floating_point()
+            dtype = t.dtype if floating else torch.get_default_dtype()
+            x = torch.empty((x.shape[0], 0), dtype=dtype, device=x.device)
+        return super()._time(t, x, name)
+
+    def _check_states(self, name: str, x, like: torch.Tensor | None = None) -> None:
+        if not self._validate:
+            return
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor of integer states, got {type(x).__name__}")
+        self._check_data(name, x, like)
+        if x.is_floating_point() and bool((x != torch.round(x)).any()):
+            raise ValueError(f"{name} must hold integer states in 0..{self.num_states - 1}, got non-integer values")
+        if x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer states in 0..{self.num_states - 1}, got dtype {x.dtype}")
+        if bool((x < 0).any()) or bool((x >= self.num_states).any()):
+            raise ValueError(f"{name} must hold integer states in 0..{self.num_states - 1}, "
+                             f"got values in [{float(x.min())}, {float(x.max())}]")
+
+    def _index(self, x: torch.Tensor) -> torch.Tensor:
+        return x.long()
+
+    @staticmethod
+    def _time_of(x: torch.Tensor) -> torch.dtype:
+        return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+
+    def _categorical(self, logits: torch.Tensor, event_dims: int):
+        kwargs = {} if self._validate else {"validate_args": False}
+        return dist.Categorical(logits=logits, **kwargs).to_event(event_dims)
+
+    # ---------------------------------------------------------------- the four queries
+    def _from_data(self, t: torch.Tensor, *, log: bool = False) -> Batched:
+        """:math:`P(t_{min}, t)` for ``(batch,)`` times."""
+        return self.matrices(torch.full_like(t, self.t_min), t, log=log)
+
+    def marginal(self, x0: torch.Tensor, t):
+        """q(x_t | x_0): per dimension the row ``x_0`` of :math:`P(t_{min}, t)`."""
+        self._check_states("x0", x0)
+        t = self._time(t, x0)
+        logits = self._from_data(t, log=True).rows(self._index(x0)).to(t.dtype)
+        return self._categorical(logits, x0.dim() - 1)
+
+    def sample_marginal(self, x0: torch.Tensor, t, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A draw of :math:`x_t \\sim q(x_t \\mid x_0)` as ``torch.long``, reproducible from ``generator``."""
+        self._check_states("x0", x0)
+        t = self._time(t, x0)
+        return sample_categorical(self._from_data(t).rows(self._index(x0)), generator)
+
+    def transition(self, xs: torch.Tensor, s, t):
+        """q(x_t | x_s): per dimension the row ``x_s`` of :math:`P(s, t)`."""
+        self._check_states("xs", xs)
+        s, t = self._times(s, t, xs)
+        logits = self.matrices(s, t, log=True).rows(self._index(xs)).to(t.dtype)
+        return self._categorical(logits, xs.dim() - 1)
+
+    def posterior_logits(self, x0: torch.Tensor, xt: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Unnormalised :math:`\\log q(x_s|x_t,x_0) = \\log P(t_{min},s)[x_0,x_s] + \\log P(s,t)[x_s,x_t]`
+        (float64)."""
+        return (self._from_data(s, log=True).rows(self._index(x0))
+                + self.matrices(s, t, log=True).cols(self._index(xt)))
+
+    def posterior(self, x0: torch.Tensor, xt: torch.Tensor, s, t):
+        """q(x_s | x_t, x_0) ∝ P(t_min, s)[x_0, x_s] P(s, t)[x_s, x_t] per dimension (Bayes).
+
+        Raises:
+            ValueError: ``x_t`` cannot be reached from ``x_0`` (the posterior is undefined).
+        """
+        self._check_states("x0", x0)
+        self._check_states("xt", xt, like=x0)
+        s, t = self._times(s, t, x0)
+        logits = self.posterior_logits(x0, xt, s, t)
+        if self._validate and bool(torch.isneginf(logits).all(-1).any()):
+            raise ValueError("xt must be reachable from x0 at time t (q(x_t | x_0) > 0); the posterior is undefined")
+        return self._categorical(logits.to(t.dtype), x0.dim() - 1)
+
+    def prior_probs(self, *, device=None, dtype=None) -> torch.Tensor:
+        r"""The reference law :math:`\pi = \tfrac1S\mathbf 1^\top P(t_{min}, t_{max})` per dimension.
+
+        This is the law at ``t_max`` of data drawn uniformly over the states; it is the stationary law
+        for :class:`UniformChain`, nearly the mask state for :class:`AbsorbingChain` and nearly the
+        empty image for Blackout, and (unlike a point mass) gives a finite prior KL in the ELBO.
+        """
+        dtype = dtype or torch.get_default_dtype()
+        t = torch.tensor([self.t_max], dtype=torch.float64, device=device)
+        logp = self._from_data(t, log=True).full()[0]
+        return torch.exp(torch.logsumexp(logp, dim=0) - math.log(self.num_states)).to(dtype)
+
+    def prior(self, event_shape, *, device=None, dtype=None):
+        """The reference at ``t_max`` (:meth:`prior_probs` in every dimension), ``batch_shape == ()``."""
+        event_shape = torch.Size(event_shape)
+        probs = self.prior_probs(device=device, dtype=dtype)
+        logits = torch.log(probs).expand(*event_shape, self.num_states)
+        return self._categorical(logits, len(event_shape))
+
+    def sample_prior(self, num_samples: int, event_shape, *, generator=None, device=None, dtype=None):
+        """Draws from :meth:`prior` as ``torch.long`` states, reproducible from ``generator``."""
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        probs = self.prior_probs(device=device, dtype=torch.float64)
+        probs = probs.expand(int(num_samples), *event_shape, self.num_states)
+        return sample_categorical(probs, generator)
+
+    # ---------------------------------------------------------------- derived reverse-time quantities
+    def _mixture_weights(self, x0_probs: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+        r"""Log of :math:`w(x_0)/q_t(x_t|x_0)` with the weights restricted to the :math:`x_0` that can
+        reach :math:`x_t` and renormalised, plus the row maximum (for a stable matrix product)."""
+        logq = self._from_data(t, log=True).cols(self._index(xt)).to(x0_probs.dtype)
+        ok = torch.isfinite(logq)
+        w = torch.where(ok, x0_probs, torch.zeros_like(x0_probs))
+        w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+        a = torch.where(ok & (w > 0), torch.log(w) - logq, torch.full_like(w, -math.inf))
+        amax = a.amax(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).min)
+        return a, amax
+
+    def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t) -> torch.Tensor:
+        r"""Log of the mixture of posteriors :math:`p(x_s|x_t) = \sum_{x_0} p(x_0|x_t)\,q(x_s|x_t,x_0)`.
+
+        Computed as :math:`P(s,t)[x_s,x_t]\sum_{x_0}\frac{p(x_0|x_t)}{q(x_t|x_0)}P(t_{min},s)[x_0,x_s]`
+        (Austin et al. 2021, Eq. (4)), per dimension, with :math:`p(x_0|x_t)` restricted to the
+        :math:`x_0` that can reach :math:`x_t`. Shape ``(batch, *event, S)`` in ``x0_probs``' dtype.
+        The product over dimensions is the exact joint step only as the step shrinks (one dimension
+        jumps at a time in continuous time; Campbell et al. 2022, §4).
+        """
+        s, t = self._times(s, t, xt)
+        a, amax = self._mixture_weights(x0_probs, xt, t)
+        mix = self._from_data(s).left_mul(torch.exp(a - amax))
+        logst = self.matrices(s, t, log=True).cols(self._index(xt)).to(x0_probs.dtype)
+        out = torch.log(mix) + amax + logst
+        return out - torch.logsumexp(out, dim=-1, keepdim=True)
+
+    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+        r"""Reverse rates :math:`\hat R_t(x\to y)` for every ``y`` (Campbell et al. 2022, Prop. 1).
+
+        :math:`\hat R_t(x\to y) = R_t(y\to x)\sum_{x_0} p(x_0|x_t=x)\,q_t(y|x_0)/q_t(x|x_0)` per dimension
+        for ``y != x``; the entry at ``y == x`` is the negative total rate, so rows sum to zero.
+        Shape ``(batch, *event, S)``.
+        """
+        t = self._time(t, x)
+        a, amax = self._mixture_weights(x0_probs, x, t)
+        ratio = self._from_data(t).left_mul(torch.exp(a - amax)) * torch.exp(amax)
+        gen = self._R.to(device=x.device, dtype=x0_probs.dtype)
+        into_x = gen.T[self._index(x)] * self.beta(t).to(x0_probs.dtype).reshape(-1, *([1] * x.dim()))
+        return _with_diagonal(into_x * ratio, x)
+
+    def conditional_reverse_rates(self, x0: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+        """Reverse rates of the chain conditioned on the data, :math:`R_t(y\\to x) q_t(y|x_0)/q_t(x|x_0)`."""
+        probs = torch.nn.functional.one_hot(self._index(x0), self.num_states).to(self._time_of(x))
+        return self.reverse_rates(probs, x, t)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_states={self.num_states}, t_min={self.t_min:g}, t_max={self.t_max:g})"
+
+
+def _with_diagonal(rates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Set the entry at the current state to minus the total outgoing rate."""
+    idx = x.long()[..., None]
+    off = rates.scatter(-1, idx, 0.0)
+    return off.scatter(-1, idx, -off.sum(-1, keepdim=True))
+
+
+def _check_generator(generator) -> torch.Tensor:
+    if not isinstance(generator, torch.Tensor):
+        generator = torch.as_tensor(generator)
+    gen = generator.to(torch.float64).cpu()
+    if gen.dim() != 2 or gen.shape[0] != gen.shape[1] or gen.shape[0] < 2:
+        raise ValueError(f"generator must be a square (S, S) matrix with S >= 2, got shape {tuple(gen.shape)}")
+    check_finite("generator", gen)
+    off = gen - torch.diag(torch.diagonal(gen))
+    if bool((off < 0).any()):
+        raise ValueError("generator must have non-negative off-diagonal entries (rates), got a negative one")
+    scale = max(1.0, float(gen.abs().max()))
+    if bool((gen.sum(1).abs() > 1e-9 * scale * gen.shape[0]).any()):
+        raise ValueError(f"generator rows must sum to 0, got row sums up to {float(gen.sum(1).abs().max()):.3g}")
+    return gen
+
+
+class UniformChain(MarkovChain):
+    r"""Uniform noise: each dimension jumps at rate ``rate`` to a state drawn uniformly from all ``S``.
+
+    :math:`R = \text{rate}\,(\tfrac1S\mathbf 1\mathbf 1^\top - I)`, so
+    :math:`P(s,t) = e^{-\Delta}I + (1 - e^{-\Delta})\tfrac1S\mathbf 1\mathbf 1^\top`,
+    :math:`\Delta = \text{rate}\,(t - s)`; the stationary law is uniform (Austin et al. 2021, App. A.2).
+    """
+
+    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float = 10.0,
+                 validate_args: bool | None = None):
+        s = _check_num_states(num_states)
+        check_positive("rate", rate)
+        self.rate_scale = float(rate)
+        gen = self.rate_scale * (torch.full((s, s), 1.0 / s, dtype=torch.float64) - torch.eye(s, dtype=torch.float64))
+        super().__init__(gen, t_min=t_min, t_max=t_max, validate_args=validate_args)
+
+    def _log_matrix_of(self, db):
+        d = (self.rate_scale * db)[:, None, None]
+        n = self.num_states
+        off = torch.log(-torch.expm1(-d)) - math.log(n)                      # (1 - e^-d)/S
+        diag = torch.logaddexp(-d, off)
+        eye = torch.eye(n, dtype=torch.bool, device=d.device)
+        return torch.where(eye, diag, off)
+
+    def _matrix_of(self, db):
+        return torch.exp(self._log_matrix_of(db))
+
+
+class AbsorbingChain(MarkovChain):
+    r"""Masking: each dimension jumps at rate ``rate`` to the absorbing mask state ``S - 1`` and stays.
+
+    ``num_states`` counts the mask; data use ``0 .. S-2``. :math:`P(s,t)[i,i] = e^{-\Delta}`,
+    :math:`P(s,t)[i, S-1] = 1 - e^{-\Delta}` for ``i < S-1``, and the mask row is a point mass
+    (Austin et al. 2021, App. A.2.2).
+    """
+
+    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float = 10.0,
+                 validate_args: bool | None = None):
+        s = _check_num_states(num_states)
+        check_positive("rate", rate)
+        self.rate_scale = float(rate)
+        gen = torch.zeros((s, s), dtype=torch.float64)
+        gen[:-1, -1] = self.rate_scale
+        gen[:-1, :-1] -= self.rate_scale * torch.eye(s - 1, dtype=torch.float64)
+        super().__init__(gen, t_min=t_min, t_max=t_max, validate_args=validate_args)
+
+    @property
+    def mask_state(self) -> int:
+        return self.num_states - 1
+
+    def _log_matrix_of(self, db):
+        d = (self.rate_scale * db)[:, None, None]
+        n = self.num_states
+        i = torch.arange(n, device=d.device)
+        stay = (i[:, None] == i[None, :]) & (i[:, None] < n - 1)
+        to_mask = (i[None, :] == n - 1) & (i[:, None] < n - 1)
+        mask_row = (i[:, None] == n - 1) & (i[None, :] == n - 1)
+        neg_inf = torch.full_like(d, -math.inf)
+        out = torch.where(stay, -d, neg_inf)
+        out = torch.where(to_mask, torch.log(-torch.expm1(-d)), out)
+        out = torch.where(mask_row, torch.zeros_like(d), out)
+        return out
+
+    def _matrix_of(self, db):
+        return torch.exp(self._log_matrix_of(db))
+
+
+def _check_num_states(num_states) -> int:
+    if isinstance(num_states, bool) or int(num_states) != num_states or num_states < 2:
+        raise ValueError(f"num_states must be an integer >= 2, got {num_states!r}")
+    return int(num_states)
