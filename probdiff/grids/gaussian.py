@@ -157,7 +157,9 @@ class ScoreOptimal(Grid):
     :math:`\Lambda(t) = \int\sqrt{\delta}` between consecutive times. :meth:`reparameterise` accumulates
     :math:`\Lambda_i = \sum_{j<i}\sqrt{L_j}` (each :math:`\sqrt{L_j}` floored at ``floor`` times their mean,
     so :math:`\Lambda` is strictly increasing), inverts it by piecewise-linear interpolation in t and keeps
-    the endpoints. A grid whose costs are already equal is a fixed point. :meth:`fit` iterates this from
+    the endpoints. A grid whose costs are already equal is a fixed point. The costs are estimated on each
+    interval split into ``refine`` parts, because :math:`L \approx \delta\,dt^2` holds for short steps only
+    (on a coarse grid the weight :math:`\sigma_{t_{i+1}}^2` of the last step to ``t_min`` hides its cost). :meth:`fit` iterates this from
     a log-SNR grid; :meth:`update` blends one re-estimate into the current grid,
     :math:`t \leftarrow \gamma t^* + (1-\gamma)t`, which stays strictly monotone for any
     :math:`\gamma\in(0, 1]` — the online form used during training.
@@ -166,7 +168,7 @@ class ScoreOptimal(Grid):
     ``times[0] = t_max``, ``times[-1] = t_min`` of the process it is used with).
 
     Attributes:
-        costs: the local costs :math:`L_i` estimated on the grid the times were computed from
+        costs: the local costs estimated on the refined grid the times were computed from
             (``None`` for a grid built from times).
     """
 
@@ -219,9 +221,10 @@ class ScoreOptimal(Grid):
         return torch.stack(costs)
 
     @staticmethod
-    def reparameterise(times, costs, *, floor: float = 1e-3) -> torch.Tensor:
-        r"""The constant-speed times for ``costs`` measured on ``times``: equal increments of
-        :math:`\Lambda`, inverted piecewise-linearly; endpoints kept; strictly decreasing."""
+    def reparameterise(times, costs, *, steps: int | None = None, floor: float = 1e-3) -> torch.Tensor:
+        r"""``steps + 1`` constant-speed times (default: as many as ``times``) for ``costs`` measured on the
+        intervals of ``times``: equal increments of :math:`\Lambda`, inverted piecewise-linearly in t;
+        endpoints kept; strictly decreasing."""
         ts = torch.as_tensor(times, dtype=torch.float64).cpu()
         costs = torch.as_tensor(costs, dtype=torch.float64).cpu()
         if costs.shape != (ts.shape[0] - 1,):
@@ -229,13 +232,16 @@ class ScoreOptimal(Grid):
         check_finite("costs", costs)
         if bool((costs < 0).any()):
             raise ValueError("costs must be >= 0")
-        if not (isinstance(floor, (int, float)) and 0 < floor <= 1):
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
             raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
+        steps = ts.shape[0] - 1 if steps is None else steps
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
         speed = costs.sqrt()
         mean = float(speed.mean())
         speed = speed.clamp_min(floor * mean) if mean > 0 else torch.ones_like(speed)
         lam = torch.cat([speed.new_zeros(1), speed.cumsum(0)])
-        targets = torch.linspace(0.0, float(lam[-1]), ts.shape[0], dtype=torch.float64)
+        targets = torch.linspace(0.0, float(lam[-1]), int(steps) + 1, dtype=torch.float64)
         j = torch.searchsorted(lam, targets, right=True).clamp(1, ts.shape[0] - 1) - 1
         w = ((targets - lam[j]) / (lam[j + 1] - lam[j])).clamp(0.0, 1.0)
         out = ts[j] + w * (ts[j + 1] - ts[j])
@@ -245,9 +251,10 @@ class ScoreOptimal(Grid):
     # ---------------------------------------------------------------- fitting
     @classmethod
     def fit(cls, process: GaussianProcess, model, data: torch.Tensor, steps: int, *, iterations: int = 4,
-            init: Grid | None = None, floor: float = 1e-3, generator: torch.Generator | None = None) -> "ScoreOptimal":
-        """Fit a ``steps``-step schedule: start from ``init`` (default :class:`LogSNR`) and apply
-        ``iterations`` full updates (estimate the costs on the current grid, move to constant speed).
+            refine: int = 8, init: Grid | None = None, floor: float = 1e-3,
+            generator: torch.Generator | None = None) -> "ScoreOptimal":
+        r"""Fit a ``steps``-step schedule: start from ``init`` (default :class:`LogSNR`) and apply
+        ``iterations`` full updates (:meth:`update` with ``gamma=1``).
 
         Args:
             process: the Gaussian process.
@@ -255,6 +262,9 @@ class ScoreOptimal(Grid):
             data: samples of the data, ``(batch, *event)``; a few hundred suffice in low dimension.
             steps: number of steps of the schedule.
             iterations: number of estimate-and-reparameterise rounds (>= 1).
+            refine: each interval is split into ``refine`` equal sub-intervals for the cost estimate
+                (``L`` approximates :math:`\delta\,dt^2` only for short steps; ``refine=1`` estimates on
+                the grid itself, as in THEORY.md §6).
             init: starting grid with ``steps`` steps.
             floor: relative floor of the per-interval speed (see :meth:`reparameterise`).
             generator: random source of the noise in the cost estimate.
@@ -267,16 +277,21 @@ class ScoreOptimal(Grid):
             raise ValueError(f"init must be a Grid with steps={steps}, got {init!r}")
         grid = cls(init.times(process))
         for _ in range(int(iterations)):
-            grid = grid.update(process, model, data, gamma=1.0, floor=floor, generator=generator)
+            grid = grid.update(process, model, data, gamma=1.0, refine=refine, floor=floor, generator=generator)
         return grid
 
-    def update(self, process: GaussianProcess, model, data: torch.Tensor, *, gamma: float = 0.1,
+    def update(self, process: GaussianProcess, model, data: torch.Tensor, *, gamma: float = 0.1, refine: int = 8,
                floor: float = 1e-3, generator: torch.Generator | None = None) -> "ScoreOptimal":
         r"""A new grid :math:`\gamma t^* + (1-\gamma)t`, with :math:`t^*` the constant-speed times for the
-        costs re-estimated on this grid (``gamma`` in (0, 1]); ``self`` is left unchanged."""
+        costs re-estimated on this grid, each interval split into ``refine`` equal parts (``gamma`` in
+        (0, 1]); ``self`` is left unchanged. Returns a grid with the same number of steps."""
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
             raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}")
+        if isinstance(refine, bool) or int(refine) != refine or refine < 1:
+            raise ValueError(f"refine must be a positive integer, got {refine!r}")
         ts = self.times(process)
-        costs = self.local_costs(process, model, data, ts, generator=generator)
-        new = self.reparameterise(ts, costs, floor=floor)
+        u = torch.arange(int(refine), dtype=torch.float64) / int(refine)
+        fine = torch.cat([(ts[:-1, None] + u * (ts[1:, None] - ts[:-1, None])).reshape(-1), ts[-1:]])
+        costs = self.local_costs(process, model, data, fine, generator=generator)
+        new = self.reparameterise(fine, costs, steps=self.steps, floor=floor)
         return type(self)(self._finish(gamma * new + (1.0 - gamma) * ts, process), costs=costs)
