@@ -31,3 +31,4 @@ from .models import BlackoutModel, CategoricalModel  # noqa: E402
 from .processes import AbsorbingChain, Blackout, MarkovChain, UniformChain  # noqa: E402
 # --- training, data, cli (issue 6) ---
 # --- testing toolkit (issue 7) ---
+from . import testing  # noqa: E402

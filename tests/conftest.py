@@ -2,10 +2,14 @@
 
 import pytest
 import torch
-from hypothesis import settings
+import probdiff.testing
 
-settings.register_profile("probdiff-ci", derandomize=True, deadline=None, max_examples=40, print_blob=True)
-settings.load_profile("probdiff-ci")
+# the deterministic profile (derandomize=True, deadline=None) lives in the public toolkit
+probdiff.testing.register_profile()
+
+# The tests work on small tensors; one intra-op thread avoids oversubscribing the CI's two cores (with
+# several pytest processes on a loaded machine, two threads per process made small ops ~1000x slower).
+torch.set_num_threads(1)
 
 
 @pytest.fixture

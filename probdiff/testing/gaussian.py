@@ -1,0 +1,335 @@
+r"""Checks of linear Gaussian processes (THEORY.md §1, §3).
+
+For :math:`q(x_t|x_0) = \mathcal N(\alpha_t x_0, \sigma_t^2 I)`:
+
+* Chapman–Kolmogorov by exact moments: the transition mean is affine in :math:`x_s`, so
+  :math:`E[x_t] = m(\mu_s)` and :math:`\mathrm{Var}[x_t] = v + (m(\mu_s + \sigma_s) - m(\mu_s))^2`.
+* :math:`(\alpha,\sigma)\leftrightarrow(f,g)`: :math:`f = (\log\alpha)'`, :math:`g^2 = (\sigma^2)' - 2f\sigma^2
+  = -\sigma^2\lambda'` by Ridders' finite differences (Song et al. 2021, App. B; Kingma et al. 2021, §3).
+* Forward simulation of ``process.sde()`` with torchsde (Euler–Maruyama on a log-SNR-adapted grid).
+* The reverse family :math:`dx = [f x - \tfrac{1+\eta^2}{2} g^2 s]dt + \eta g\,d\bar W` driven by the exact
+  score of a Gaussian mixture preserves :math:`p_t` (McAllester 2023, §§5–7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..oracles import Empirical, GaussianMixture
+from ..processes.gaussian import GaussianProcess, _expand, _time_derivative
+from ..reverse import reverse
+from ._core import CheckConfig, Inputs, fail_worst
+from ._numerics import derivative, sample_with, simulation_grid
+from .generic import event_size
+from .identities import CHAPMAN_KOLMOGOROV, CLOSED_FORMS, COEFFICIENTS, REVERSE_MARGINALS, SCORE, SIMULATION
+
+__all__ = ["default_mixture", "moment_check"]
+
+
+def _moments(d):
+    return d.mean, d.variance
+
+
+# ==================================================================== Chapman-Kolmogorov
+@CHAPMAN_KOLMOGOROV.register(GaussianProcess)
+def _chapman_kolmogorov(process, inputs: Inputs, config: CheckConfig):
+    x0, s, t = inputs.x0, inputs.s, inputs.t
+    rtol, atol = config.tol
+    mu_s, var_s = _moments(process.marginal(x0, s))
+    sd_s = var_s.sqrt()
+    m0, v = _moments(process.transition(mu_s, s, t))
+    m_plus = process.transition(mu_s + sd_s, s, t).mean
+    m_minus = process.transition(mu_s - sd_s, s, t).mean
+    mu_t, var_t = _moments(process.marginal(x0, t))
+    ctx = {"s": s, "t": t, "x0": x0}
+    scale = mu_t.abs() + var_t.sqrt() + m_plus.abs()
+    fail_worst(CHAPMAN_KOLMOGOROV, process, "transition mean is affine in x_s: m(mu+sd) - m(mu) vs m(mu) - m(mu-sd)",
+               m_plus - m0, m0 - m_minus, atol + rtol * scale, ctx)
+    fail_worst(CHAPMAN_KOLMOGOROV, process, "mean of transition(x_s ~ marginal(x0, s)) vs marginal(x0, t).mean",
+               m0, mu_t, atol + rtol * scale, ctx)
+    fail_worst(CHAPMAN_KOLMOGOROV, process,
+               "variance of transition(x_s ~ marginal(x0, s)) = v + (m(mu_s + sd_s) - m(mu_s))^2 vs marginal(x0, t).variance",
+               v + (m_plus - m0) ** 2, var_t, atol + rtol * (var_t + v), ctx)
+    return "exact moments"
+
+
+# ==================================================================== score target
+@SCORE.register(GaussianProcess)
+def _score(process, inputs: Inputs, config: CheckConfig):
+    x0, t = inputs.times()
+    gen = inputs.generator
+    rtol, atol = config.tol
+    alpha, sigma = _expand(process.alpha(t), x0), _expand(process.sigma(t), x0)
+    xt = (alpha * x0 + sigma * torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device=x0.device)).detach()
+    target = -(xt - alpha * x0) / sigma**2
+    with torch.enable_grad():
+        x = xt.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(process.marginal(x0, t).log_prob(x).sum(), x)
+    scale = (xt.abs() + (alpha * x0).abs()) / sigma**2
+    ctx = {"t": t, "x0": x0, "x_t": xt, "alpha_t": alpha.flatten(), "sigma_t": sigma.flatten()}
+    fail_worst(SCORE, process, "-(x_t - alpha_t x_0)/sigma_t^2 vs autograd grad_x log marginal(x0, t).log_prob(x_t)",
+               target, grad, atol + rtol * scale, ctx)
+    # the exact model of the one-point data set {x0[0]} has the score of q(x_t | x0[0])
+    y = x0[:1]
+    xt1 = (alpha * y + sigma * torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device=x0.device)).detach()
+    model = Empirical(y).model(process).score(xt1, t)
+    fail_worst(SCORE, process, "score of Empirical({x0}).model(process) vs -(x_t - alpha_t x_0)/sigma_t^2",
+               model, -(xt1 - alpha * y) / sigma**2, atol + 1e3 * rtol * (xt1.abs() + (alpha * y).abs()) / sigma**2,
+               {"t": t, "x0": y[0], "x_t": xt1})
+    return None
+
+
+# ==================================================================== coefficients by finite differences
+@COEFFICIENTS.register(GaussianProcess)
+def _coefficients(process, inputs: Inputs, config: CheckConfig):
+    _, t = inputs.times()
+    t = torch.unique(t.to(torch.float64))
+    lo, hi = process.t_min, process.t_max
+    la, la_err = derivative(process.log_alpha, t, lo, hi)
+    lam, lam_err = derivative(lambda u: 2.0 * (process.log_alpha(u) - process.log_sigma(u)), t, lo, hi)
+    a_dot, a_err = derivative(process.alpha, t, lo, hi)
+    s_dot, s_err = derivative(process.sigma, t, lo, hi)
+    sigma2 = process.sigma(t) ** 2
+    rel = config.fd_rtol
+
+    def compare(what, observed, expected, err):
+        fail_worst(COEFFICIENTS, process, what, observed, expected, 1e-12 + rel * expected.abs() + 10 * err,
+                   {"t": t, "finite-difference error estimate": err})
+
+    compare("drift_coef(t) vs f = d log alpha/dt (finite differences)", process.drift_coef(t), la, la_err)
+    compare("d_log_snr(t) vs d lambda/dt, lambda = 2 (log alpha - log sigma) (finite differences)",
+            process.d_log_snr(t), lam, lam_err)
+    compare("diffusion(t)^2 vs g^2 = d sigma^2/dt - 2 f sigma^2 = -sigma^2 d lambda/dt (finite differences)",
+            process.diffusion(t) ** 2, -sigma2 * lam, sigma2 * lam_err)
+    compare("alpha_dot(t) vs d alpha/dt (finite differences)", process.alpha_dot(t), a_dot, a_err)
+    compare("sigma_dot(t) vs d sigma/dt (finite differences)", process.sigma_dot(t), s_dot, s_err)
+    return f"{t.numel()} times, Ridders extrapolation"
+
+
+# ==================================================================== closed forms vs the generic path
+_SCHEDULE = {
+    # name -> generic derivation from the declared schedule (GaussianProcess' definitions)
+    "alpha": lambda p, t: torch.exp(p.log_alpha(t)),
+    "sigma": lambda p, t: torch.exp(p.log_sigma(t)),
+    "log_alpha": lambda p, t: torch.log(p.alpha(t)),
+    "log_sigma": lambda p, t: torch.log(p.sigma(t)),
+    "log_snr": lambda p, t: 2.0 * (p.log_alpha(t) - p.log_sigma(t)),
+}
+_DERIVED = {
+    "drift_coef": lambda p, t: _time_derivative(p.log_alpha, t),
+    "d_log_snr": lambda p, t: _time_derivative(lambda u: 2.0 * (p.log_alpha(u) - p.log_sigma(u)), t),
+    "diffusion": lambda p, t: p.sigma(t) * torch.sqrt(-_time_derivative(
+        lambda u: 2.0 * (p.log_alpha(u) - p.log_sigma(u)), t)),
+    "alpha_dot": lambda p, t: _time_derivative(p.alpha, t),
+    "sigma_dot": lambda p, t: _time_derivative(p.sigma, t),
+}
+
+
+def _overridden(process, name: str, base=GaussianProcess) -> bool:
+    return getattr(type(process), name) is not getattr(base, name)
+
+
+@CLOSED_FORMS.register(GaussianProcess)
+def _closed_forms(process, inputs: Inputs, config: CheckConfig):
+    x0, s, t = inputs.x0, inputs.s, inputs.t
+    _, times = inputs.times()
+    times = times.to(torch.float64)
+    rtol, atol = config.tol
+    checked = []
+    for table, rel in ((_SCHEDULE, max(rtol, 1e-12)), (_DERIVED, config.fd_rtol)):
+        for name, generic in table.items():
+            if not _overridden(process, name):
+                continue
+            observed, expected = getattr(process, name)(times), generic(process, times)
+            fail_worst(CLOSED_FORMS, process, f"{type(process).__name__}.{name}(t) vs generic {name} "
+                                              "(autograd of the declared schedule)" if table is _DERIVED else
+                       f"{type(process).__name__}.{name}(t) vs generic {name} from the other declared functions",
+                       observed, expected, 1e-12 + rel * expected.abs(), {"t": times})
+            checked.append(name)
+    xt = process.marginal(x0, t).mean
+    queries = {
+        "marginal": lambda cls: cls.marginal(process, x0, t),
+        "transition": lambda cls: cls.transition(process, x0, s, t),
+        "posterior": lambda cls: cls.posterior(process, x0, xt, s, t),
+        "prior": lambda cls: cls.prior(process, x0.shape[1:], device=x0.device, dtype=x0.dtype),
+    }
+    for name, query in queries.items():
+        if not _overridden(process, name):
+            continue
+        mine, generic = query(type(process)), query(GaussianProcess)
+        for stat in ("mean", "variance"):
+            a, b = getattr(mine, stat), getattr(generic, stat)
+            a, b = torch.broadcast_tensors(a, b)
+            if a.dim() == x0.dim() - 1:  # the prior has no batch dimension
+                a, b = a[None], b[None]
+            fail_worst(CLOSED_FORMS, process, f"{type(process).__name__}.{name} {stat} vs GaussianProcess.{name} {stat}",
+                       a, b, atol + rtol * b.abs(), {"s": s, "t": t, "x0": x0})
+        checked.append(name)
+    return ("checked " + ", ".join(checked)) if checked else "no closed forms overridden"
+
+
+# ==================================================================== Monte-Carlo moments
+def moment_check(identity, process, what: str, samples: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                 config: CheckConfig, context: dict) -> None:
+    """Compare the per-coordinate mean and variance of ``samples`` (shape ``(n, d)``) with the expected
+    ``mean`` and ``var`` (shape ``(d,)``): tolerance ``z`` empirical standard errors plus ``mc_bias`` of the
+    statistic's scale."""
+    n = samples.shape[0]
+    m_hat = samples.mean(0)
+    centred = samples - m_hat
+    v_hat = centred.pow(2).mean(0) * n / (n - 1)
+    se_m = samples.std(0) / math.sqrt(n)
+    se_v = centred.pow(2).std(0) / math.sqrt(n)
+    sd = var.sqrt()
+    fail_worst(identity, process, f"{what}: sample mean vs expected mean", m_hat[None], mean[None],
+               (config.z * se_m + config.mc_bias * sd)[None], context)
+    fail_worst(identity, process, f"{what}: sample variance vs expected variance", v_hat[None], var[None],
+               (config.z * se_v + config.mc_bias * var)[None], context)
+
+
+# ==================================================================== forward simulation (torchsde)
+def _grid_brownian(ts: torch.Tensor, size, generator, dtype, device):
+    """Brownian motion sampled on the fixed nodes ``ts`` from a ``torch.Generator`` (reproducible, and
+    without torchsde's Brownian-interval overhead); answers the increments torchsde's Euler step asks for
+    between nodes."""
+    import torchsde
+
+    class GridBrownian(torchsde.BaseBrownian):
+        __slots__ = ("_w", "_ts")
+
+        def __init__(self, w, nodes):
+            self._w, self._ts = w, nodes
+
+        def _index(self, t) -> int:
+            return int(torch.argmin((self._ts - float(t)).abs()))
+
+        def __call__(self, ta, tb=None, return_U=False, return_A=False):
+            return self._w[self._index(tb)] - self._w[self._index(ta)]
+
+        def __repr__(self):
+            return f"GridBrownian(nodes={self._ts.numel()})"
+
+        dtype = property(lambda self: self._w.dtype)
+        device = property(lambda self: self._w.device)
+        shape = property(lambda self: self._w.shape[1:])
+        levy_area_approximation = property(lambda self: "none")
+
+    dt = (ts[1:] - ts[:-1]).to(dtype=dtype, device=device)
+    z = torch.randn((dt.numel(), *size), generator=generator, dtype=dtype, device=device)
+    w = torch.cat([torch.zeros((1, *size), dtype=dtype, device=device),
+                   torch.cumsum(z * dt.sqrt().reshape(-1, *([1] * len(size))), 0)])
+    return GridBrownian(w, ts.to(dtype=torch.float64, device="cpu"))
+
+
+class _Additive(torch.nn.Module):
+    """``process.sde()`` seen as a Stratonovich SDE. The noise of ``dx = f x dt + g dW`` is additive (g does
+    not depend on x), so the Itô and Stratonovich solutions coincide and torchsde's Heun method applies:
+    trapezoidal in ``g^2``, it removes the O(dt) variance bias of Euler's left-point rule."""
+
+    sde_type = "stratonovich"
+    noise_type = "diagonal"
+
+    def __init__(self, sde):
+        super().__init__()
+        self.sde = sde
+
+    def f(self, t, y):
+        return self.sde.f(t, y)
+
+    def g(self, t, y):
+        return self.sde.g(t, y)
+
+
+@SIMULATION.register(GaussianProcess)
+def _simulation(process, inputs: Inputs, config: CheckConfig):
+    import torchsde
+
+    gen, n = inputs.generator, config.num_samples
+    x0 = inputs.x0[:1]
+    d = event_size(x0)
+    span = process.t_max - process.t_min
+    outputs = [process.t_min + 0.3 * span, process.t_min + 0.7 * span, process.t_max]
+    ts = simulation_grid(process, process.t_min, process.t_max, config.steps, include=outputs)
+    dtype, device = x0.dtype, x0.device
+    start = process.marginal(x0.expand(n, *x0.shape[1:]), process.t_min)
+    y = sample_with(start, gen).reshape(n, d)
+    bm = _grid_brownian(ts, (n, d), gen, dtype, device)
+    sde = _Additive(process.sde())
+    ts_dev = ts.to(dtype=dtype, device=device)
+    out = {}
+    for k in range(ts.numel() - 1):
+        pair = ts_dev[k:k + 2]
+        y = torchsde.sdeint(sde, y, pair, method="heun", dt=float(pair[1] - pair[0]), bm=bm)[-1]
+        for t_out in outputs:
+            if abs(float(ts[k + 1]) - t_out) < 1e-12 * max(1.0, abs(t_out)):
+                out[t_out] = y
+    for t_out, samples in out.items():
+        marg = process.marginal(x0, t_out)
+        moment_check(SIMULATION, process, f"torchsde.sdeint(process.sde()) at t = {t_out:.6g}", samples,
+                     marg.mean.reshape(-1), marg.variance.reshape(-1), config,
+                     {"t": t_out, "x0": x0[0], "paths": n, "steps": ts.numel() - 1})
+    return f"{n} paths, {ts.numel() - 1} torchsde Heun steps"
+
+
+# ==================================================================== reverse family
+def default_mixture(dtype=torch.float64, device=None) -> GaussianMixture:
+    """The 2-D, two-component mixture of unit scale the reverse-family check uses by default."""
+    weights = torch.tensor([0.35, 0.65])
+    means = torch.tensor([[-0.6, 0.3], [0.5, -0.25]])
+    covs = torch.tensor([[[0.05, 0.02], [0.02, 0.08]], [[0.10, -0.03], [-0.03, 0.04]]])
+    return GaussianMixture(weights, means, covs).to(dtype=dtype, device=device)
+
+
+def _mixture_moments(mixture: GaussianMixture):
+    w, mu, c = mixture.weights, mixture.means, mixture.covs
+    mean = (w[:, None] * mu).sum(0)
+    second = (w[:, None, None] * (c + mu[:, :, None] * mu[:, None, :])).sum(0)
+    return mean, second - mean[:, None] * mean[None, :]
+
+
+def _heun_step(rev, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, noise: float, gen) -> torch.Tensor:
+    """One step backwards from ``t`` to ``s < t`` of ``dx = b dt + eta g dW``: trapezoidal drift with the
+    same additive noise increment in predictor and corrector (stochastic Heun; weak order 2 for additive
+    noise, e.g. Karras et al. 2022, Alg. 2 without churn), written here independently of the solvers."""
+    dt = t - s
+    kick = 0.0
+    if noise > 0:
+        g2 = 0.5 * (rev.diffusion(t) ** 2 + rev.diffusion(s) ** 2)
+        kick = torch.sqrt(g2 * dt) * torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+    b_t = rev.drift(x, t)
+    pred = x - b_t * dt + kick
+    return x - 0.5 * (b_t + rev.drift(pred, s)) * dt + kick
+
+
+@REVERSE_MARGINALS.register(GaussianProcess)
+def _reverse_marginals(process, inputs: Inputs, config: CheckConfig, mixture: GaussianMixture | None = None):
+    gen, n = inputs.generator, max(config.num_samples // 2, 2)
+    dtype, device = config.dtype, inputs.x0.device
+    mixture = mixture or default_mixture(dtype, device)
+    model = mixture.model(process)
+    span = process.t_max - process.t_min
+    t_mid = process.t_min + 0.5 * span
+    ts = simulation_grid(process, process.t_min, process.t_max, config.steps // 2, include=[t_mid]).flip(0)
+    ts_dev = ts.to(dtype=dtype, device=device)
+    data_mean, data_cov = _mixture_moments(mixture)
+    x_data = mixture.sample(n, generator=gen)
+    for noise in config.noises:
+        rev = reverse(process, model, noise)
+        t0 = torch.full((n,), float(ts_dev[0]), dtype=dtype, device=device)
+        x = _expand(process.alpha(t0), x_data) * x_data + _expand(process.sigma(t0), x_data) * torch.randn(
+            x_data.shape, generator=gen, dtype=dtype, device=device)
+        for k in range(ts.numel() - 1):
+            t, s = ts_dev[k], ts_dev[k + 1]
+            x = _heun_step(rev, x, t, s, noise, gen)
+            t_now = float(ts[k + 1])
+            if abs(t_now - t_mid) < 1e-12 or k == ts.numel() - 2:
+                alpha, sigma = process.alpha(s), process.sigma(s)
+                mean = alpha * data_mean
+                var = alpha**2 * torch.diagonal(data_cov) + sigma**2
+                moment_check(REVERSE_MARGINALS, process,
+                             f"reverse(process, exact mixture model, noise={noise:g}) at t = {t_now:.6g}", x, mean, var,
+                             config, {"noise": noise, "t": t_now, "samples": n, "steps": ts.numel() - 1,
+                                      "started at": f"p_(t_max), t_max = {process.t_max:g}"})
+    return f"noises {tuple(config.noises)}, {n} samples, {ts.numel() - 1} stochastic Heun steps"

@@ -1,0 +1,110 @@
+"""The project's own processes pass the whole battery of probdiff.testing.check_process.
+
+A new built-in process joins ``BUILT_IN`` and gets every identity for free.
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+
+import probdiff as pd
+from probdiff import testing as pt
+from probdiff.testing import strategies as pst
+
+
+def _vp_linear_sde():
+    return pd.LinearSDE(lambda t: -0.5 * (0.1 + 19.9 * t), lambda t: torch.sqrt(0.1 + 19.9 * t), table_size=257)
+
+
+def _ve_linear_sde():
+    rate = math.log(5000.0)
+    return pd.LinearSDE(lambda t: torch.zeros_like(t), lambda t: 0.01 * torch.exp(rate * t) * math.sqrt(2 * rate),
+                        t_min=0.0, sigma_init=0.01, table_size=257)
+
+
+GAUSSIAN = {
+    "VPSDE": pd.VPSDE,
+    "SubVPSDE": pd.SubVPSDE,
+    "VESDE": pd.VESDE,
+    "CosineVP": pd.CosineVP,
+    "LinearBlend": pd.LinearBlend,
+    "LinearSDE-VP": _vp_linear_sde,
+    "LinearSDE-VE": _ve_linear_sde,
+}
+BUILT_IN = dict(GAUSSIAN)
+
+# identities that must run (not be "n/a") for every process of a family
+GAUSSIAN_IDENTITIES = {pt.SHAPES, pt.BAD_INPUT, pt.CHAPMAN_KOLMOGOROV, pt.BAYES, pt.SCORE, pt.COEFFICIENTS,
+                       pt.PRIOR, pt.CLOSED_FORMS, pt.SIMULATION, pt.REVERSE_MARGINALS}
+CHAIN_IDENTITIES = {pt.SHAPES, pt.BAD_INPUT, pt.CHAPMAN_KOLMOGOROV, pt.BAYES, pt.GENERATOR, pt.PRIOR,
+                    pt.CLOSED_FORMS, pt.SIMULATION, pt.REVERSE_MARGINALS}
+
+
+def _expected_identities(process):
+    return GAUSSIAN_IDENTITIES if isinstance(process, pd.GaussianProcess) else CHAIN_IDENTITIES
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_built_in_process_passes_check_process(name):
+    process = BUILT_IN[name]()
+    report = pt.check_process(process)
+    assert report.passed, str(report)
+    ran = {r.identity for r in report.results if r.passed}
+    assert _expected_identities(process) <= ran, str(report)
+
+
+@settings(max_examples=6)
+@given(pst.gaussian_processes())
+def test_random_gaussian_processes_pass_deterministic_identities(process):
+    pt.check_process(process, skip=[pt.SIMULATION, pt.REVERSE_MARGINALS], batch=32)
+
+
+@pytest.mark.slow
+@settings(max_examples=20)
+@given(pst.gaussian_processes())
+def test_random_gaussian_processes_pass_every_identity(process):
+    pt.check_process(process)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_built_in_processes_pass_heavy_monte_carlo(name, seed):
+    """Ten times the Monte-Carlo samples and four times the steps: tolerances shrink ~3x."""
+    pt.check_process(BUILT_IN[name](), seed=seed, num_samples=20000, steps=400, mc_bias=0.01, batch=256)
+
+
+def test_float32_inputs_pass_with_dtype_tolerances():
+    pt.check_process(pd.VPSDE(), dtype=torch.float32, skip=[pt.SIMULATION, pt.REVERSE_MARGINALS])
+
+
+def test_report_lists_every_identity_and_options_select_checks():
+    report = pt.check_process(pd.VESDE(), checks=[pt.BAYES, pt.PRIOR])
+    assert [r.identity for r in report.results] == [pt.BAYES, pt.PRIOR]
+    assert "Bayes identity" in str(report)
+    report = pt.check_process(pd.VESDE(), skip=[pt.SIMULATION, pt.REVERSE_MARGINALS])
+    assert pt.SIMULATION not in {r.identity for r in report.results}
+    with pytest.raises(ValueError, match="unknown check options"):
+        pt.check_process(pd.VESDE(), tolerance=1.0)
+    with pytest.raises(ValueError, match="checks must be Identity"):
+        pt.check_process(pd.VESDE(), checks=["bayes"])
+    with pytest.raises(ValueError, match="process must be a ForwardProcess"):
+        pt.check_process(object())
+
+
+def test_explicit_inputs_of_an_assert_function():
+    p = pd.VPSDE()
+    x0 = torch.linspace(-1, 1, 6, dtype=torch.float64).reshape(3, 2)
+    pt.assert_bayes(p, x0, torch.tensor([1e-5, 0.3, 0.5], dtype=torch.float64), 1.0)
+    pt.assert_score(p, x0, t=0.7)
+    with pytest.raises(ValueError, match="s must be < t"):
+        pt.assert_bayes(p, x0, 0.5, torch.tensor([0.6, 0.5, 0.7], dtype=torch.float64))
+
+
+def test_same_seed_same_verdict_and_inputs():
+    p = pd.CosineVP()
+    a = pt.draw_inputs(p, pt.CheckConfig(seed=4))
+    b = pt.draw_inputs(p, pt.CheckConfig(seed=4))
+    assert torch.equal(a.x0, b.x0) and torch.equal(a.s, b.s) and torch.equal(a.t, b.t)

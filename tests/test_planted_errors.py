@@ -1,0 +1,184 @@
+"""Proof that the checks of probdiff.testing can fail: correct processes with one planted error each.
+
+Every identity of ``probdiff.testing.IDENTITIES`` is tripped by at least one planted error below
+(``test_every_identity_is_tripped`` keeps that true), and ``check_process`` names the broken identity.
+"""
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+import probdiff as pd
+from probdiff import testing as pt
+from probdiff.processes.gaussian import ForwardSDE, _expand
+
+TRIPPED: set = set()
+
+
+def _fails(identity, call):
+    """``call()`` must raise an AssertionError naming ``identity``; returns the message."""
+    with pytest.raises(AssertionError, match=identity.name.replace("(", r"\(").replace(")", r"\)")) as info:
+        call()
+    assert isinstance(info.value, pt.IdentityError) and info.value.identity is identity
+    TRIPPED.add(identity.name)
+    return str(info.value)
+
+
+# ==================================================================== planted Gaussian errors
+class WrongPosteriorVariance(pd.VPSDE):
+    """Posterior standard deviation 1.5 times too large."""
+
+    def posterior(self, x0, xt, s, t):
+        d = super().posterior(x0, xt, s, t)
+        return self._normal(d.mean, 1.5 * d.stddev, x0.dim() - 1)
+
+
+class DriftSignError(pd.VPSDE):
+    """f = +beta/2 instead of -beta/2."""
+
+    def drift_coef(self, t):
+        return 0.5 * self.beta(t)
+
+
+class TransitionIgnoresS(pd.VPSDE):
+    """q(x_t | x_s) = N(alpha_t x_s, sigma_t^2): the marginal formula applied to x_s."""
+
+    def transition(self, xs, s, t):
+        s, t = self._times(s, t, xs)
+        return self._normal(_expand(self.alpha(t), xs) * xs, _expand(self.sigma(t), xs).expand_as(xs), xs.dim() - 1)
+
+
+class PriorWrongScale(pd.VPSDE):
+    """Reference N(0, (2 sigma_{t_max})^2) and sample_prior drawing from it."""
+
+    def prior(self, event_shape, *, device=None, dtype=None):
+        d = super().prior(event_shape, device=device, dtype=dtype)
+        return self._normal(d.mean, 2.0 * d.stddev, len(event_shape))
+
+    def sample_prior(self, num_samples, event_shape, *, generator=None, device=None, dtype=None):
+        return 2.0 * super().sample_prior(num_samples, event_shape, generator=generator, device=device, dtype=dtype)
+
+
+class MissingToEvent(pd.VESDE):
+    """marginal forgets .to_event: batch_shape (batch, *event) instead of (batch,)."""
+
+    def marginal(self, x0, t):
+        d = super().marginal(x0, t)
+        return dist.Normal(d.mean, d.stddev)
+
+
+class NoValidation(pd.LinearBlend):
+    """Accepts any time: out-of-range t silently extrapolates the schedule."""
+
+    def _check_time(self, t, name="t"):
+        return None
+
+
+class WrongMarginalScale(pd.VPSDE):
+    """marginal uses 1.1 sigma_t while sigma(t) (and so the score target) says sigma_t."""
+
+    def marginal(self, x0, t):
+        d = super().marginal(x0, t)
+        return self._normal(d.mean, 1.1 * d.stddev, x0.dim() - 1)
+
+
+class WrongAlphaDot(pd.LinearBlend):
+    """alpha_dot = -1.1 while alpha = 1 - t."""
+
+    def alpha_dot(self, t):
+        return torch.full_like(torch.as_tensor(t), -1.1)
+
+
+class InconsistentLogAlpha(pd.LinearBlend):
+    """alpha = 1 - t but log_alpha = log(1 - 0.9 t): two declarations that disagree."""
+
+    def log_alpha(self, t):
+        return torch.log1p(-0.9 * torch.as_tensor(t))
+
+
+class WrongSDEModule(pd.CosineVP):
+    """Every coefficient is right, but sde() simulates with diffusion 1.2 g."""
+
+    def sde(self):
+        return _ScaledSDE(self)
+
+
+class _ScaledSDE(ForwardSDE):
+    def g(self, t, y):
+        return 1.2 * super().g(t, y)
+
+
+def test_wrong_posterior_variance_breaks_bayes():
+    p = WrongPosteriorVariance()
+    msg = _fails(pt.BAYES, lambda: pt.check_process(p))
+    assert "log q(x_s|x_t,x_0)" in msg and "tolerance" in msg and "s = " in msg and "t = " in msg
+
+
+def test_drift_sign_error_breaks_coefficients_simulation_and_reverse():
+    p = DriftSignError()
+    msg = _fails(pt.COEFFICIENTS, lambda: pt.check_process(p))
+    assert "drift_coef" in msg
+    _fails(pt.CLOSED_FORMS, lambda: pt.assert_closed_forms(p))
+    _fails(pt.SIMULATION, lambda: pt.assert_simulation(p))
+    _fails(pt.REVERSE_MARGINALS, lambda: pt.assert_reverse_marginals(p))
+
+
+def test_transition_ignoring_s_breaks_chapman_kolmogorov():
+    p = TransitionIgnoresS()
+    _fails(pt.CHAPMAN_KOLMOGOROV, lambda: pt.check_process(p))
+    _fails(pt.BAYES, lambda: pt.assert_bayes(p))
+
+
+def test_prior_with_wrong_scale_breaks_prior():
+    p = PriorWrongScale()
+    msg = _fails(pt.PRIOR, lambda: pt.check_process(p))
+    assert "KL" in msg
+    # the sample_prior half of the check on its own: prior and sample_prior agree with each other but
+    # not with the marginal, so the KL part fails first; a sample_prior off from prior is caught too
+    class SamplePriorOnly(pd.VPSDE):
+        def sample_prior(self, num_samples, event_shape, *, generator=None, device=None, dtype=None):
+            return 2.0 * super().sample_prior(num_samples, event_shape, generator=generator, device=device,
+                                              dtype=dtype)
+
+    msg = _fails(pt.PRIOR, lambda: pt.assert_prior(SamplePriorOnly()))
+    assert "sample_prior" in msg
+
+
+def test_missing_to_event_breaks_shape_law():
+    msg = _fails(pt.SHAPES, lambda: pt.check_process(MissingToEvent()))
+    assert "batch_shape" in msg
+
+
+def test_missing_validation_is_caught():
+    msg = _fails(pt.BAD_INPUT, lambda: pt.check_process(NoValidation()))
+    assert "expected ValueError" in msg
+
+
+def test_marginal_inconsistent_with_schedule_breaks_score_target():
+    _fails(pt.SCORE, lambda: pt.assert_score(WrongMarginalScale()))
+
+
+def test_wrong_alpha_dot_is_caught():
+    msg = _fails(pt.COEFFICIENTS, lambda: pt.check_process(WrongAlphaDot()))
+    assert "alpha_dot" in msg
+    _fails(pt.CLOSED_FORMS, lambda: pt.assert_closed_forms(WrongAlphaDot()))
+
+
+def test_inconsistent_declarations_break_closed_forms():
+    msg = _fails(pt.CLOSED_FORMS, lambda: pt.assert_closed_forms(InconsistentLogAlpha()))
+    assert "alpha" in msg
+
+
+def test_wrong_sde_module_is_caught_only_by_simulation():
+    report = pt.check_process(WrongSDEModule(), raise_on_failure=False)
+    assert [r.identity for r in report.failures] == [pt.SIMULATION]
+    _fails(pt.SIMULATION, report.raise_if_failed)
+
+
+def test_failure_message_names_worst_input():
+    with pytest.raises(AssertionError) as info:
+        pt.assert_bayes(WrongPosteriorVariance(), torch.zeros(3, 2, dtype=torch.float64),
+                        torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), 0.9)
+    msg = str(info.value)
+    assert msg.startswith("Bayes identity violated by WrongPosteriorVariance")
+    assert "worst input (sample" in msg and "observed" in msg and "expected" in msg and "> tolerance" in msg
