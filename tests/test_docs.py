@@ -2,7 +2,8 @@
 name of ``probdiff`` has an API entry.
 
 Both builds run Sphinx in a subprocess with ``-W`` (warnings are errors). The doctest builder runs the
-``>>>`` blocks of the pages *and* of the docstrings that autodoc pulls in.
+``>>>`` blocks of the pages *and* of the docstrings that autodoc pulls in. The Sphinx builds take about a
+minute, so they are marked ``slow``; ``.ci/run`` runs them explicitly.
 """
 
 from __future__ import annotations
@@ -64,12 +65,14 @@ def _public_names() -> list[tuple[str, ...]]:
     return sorted(names)
 
 
+@pytest.mark.slow
 def test_html_builds_without_warnings(html):
     assert (html / "index.html").is_file()
     for page in ("getting_started", "concepts", "declaring_processes", "api", "references"):
         assert (html / f"{page}.html").is_file(), page
 
 
+@pytest.mark.slow
 def test_every_public_name_has_an_api_entry(html):
     documented = _inventory(html / "objects.inv")
     missing = [names[0] for names in _public_names() if not any(name in documented for name in names)]
@@ -87,6 +90,7 @@ def test_every_page_cites_its_papers():
         assert "]_" in text, f"{page.name} cites no paper"
 
 
+@pytest.mark.slow
 def test_doctests_pass(tmp_path):
     result = _sphinx("doctest", tmp_path)
     assert result.returncode == 0, f"sphinx-build -b doctest failed:\n{result.stdout}\n{result.stderr}"
