@@ -49,6 +49,36 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     return idx.clamp_max(probs.shape[-1] - 1)
 
 
+def uniformized_expm(gen: torch.Tensor, db: torch.Tensor, terms: int = 16) -> torch.Tensor:
+    r""":math:`\exp(\Delta B\,R)` for a generator ``gen`` and increments ``db`` ``(U,)``, shape ``(U, S, S)``.
+
+    Uniformization (Jensen 1953; Grassmann 1977) with scaling and squaring: with
+    :math:`\lambda = \max_i |R_{ii}|` and :math:`A = I + R/\lambda` (a stochastic matrix),
+    :math:`e^{yR/\lambda \cdot\lambda} = e^{-y}\sum_k \frac{y^k}{k!}A^k`, :math:`y = \lambda\Delta B/2^m \le 1/2`,
+    then squared ``m`` times. Every operation adds non-negative numbers, so even tiny transition
+    probabilities keep full *relative* accuracy (``torch.linalg.matrix_exp`` loses it through
+    cancellation, which matters for posteriors, ratios of tiny probabilities). ``m`` also spreads the
+    up to ``S - 1`` jumps a far entry needs over substeps of a few jumps each, well inside ``terms``.
+    """
+    s = gen.shape[0]
+    lam = float((-torch.diagonal(gen)).max().clamp_min(torch.finfo(torch.float64).tiny))
+    eye = torch.eye(s, dtype=gen.dtype, device=gen.device)
+    step = eye + gen / lam
+    x = lam * db.to(gen.dtype)
+    need = max(float(x.max()) / 0.5 if x.numel() else 1.0, 4.0 * (s - 1) / terms, 1.0)
+    m = max(0, math.ceil(math.log2(need)))
+    y = (x / 2**m)[:, None, None]
+    term = eye.expand(x.shape[0], s, s)
+    acc = term.clone()
+    for k in range(1, terms + 1):
+        term = (term @ step) * (y / k)
+        acc = acc + term
+    acc = acc * torch.exp(-y)
+    for _ in range(m):
+        acc = acc @ acc
+    return acc
+
+
 class Batched:
     """A batch of ``(S, S)`` matrices stored once per distinct time: ``mats[inv[b]]`` belongs to sample ``b``.
 
@@ -151,10 +181,10 @@ class MarkovChain(ForwardProcess):
     def _matrix_of(self, db: torch.Tensor) -> torch.Tensor:
         """:math:`\\exp(\\Delta B\\,R)` for a vector ``db`` of float64 increments, shape ``(U, S, S)``.
 
-        Subclasses with a closed form override this and :meth:`_log_matrix_of`.
+        Generic path: :func:`uniformized_expm`. Subclasses with a closed form override this and
+        :meth:`_log_matrix_of`.
         """
-        gen = self._R.to(device=db.device)
-        return torch.linalg.matrix_exp(db[:, None, None] * gen).clamp_min(0.0)
+        return uniformized_expm(self._R.to(device=db.device), db)
 
     def _log_matrix_of(self, db: torch.Tensor) -> torch.Tensor:
         """:math:`\\log\\exp(\\Delta B\\,R)` elementwise (``-inf`` where a transition is impossible)."""
