@@ -1,0 +1,154 @@
+"""Grids: Karras, LogSNR and the score-optimal schedule (THEORY.md §6)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import probdiff as pd
+from probdiff.grids import Karras, LogSNR, ScoreOptimal, Uniform
+from probdiff.grids.gaussian import _bisect, time_of_log_snr
+from probdiff.solvers import Euler
+
+PROCESSES = [pd.VPSDE(), pd.SubVPSDE(), pd.VESDE(), pd.CosineVP(), pd.LinearBlend(),
+             pd.LinearSDE(lambda t: -0.5 * (0.1 + 19.9 * t), lambda t: torch.sqrt(0.1 + 19.9 * t), t_min=1e-3,
+                          table_size=257)]
+
+
+def _sigma_tilde(process, ts):
+    return (process.sigma(ts) / process.alpha(ts)).numpy()
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("steps", [1, 2, 10, 37])
+def test_grids_are_strictly_decreasing_with_exact_endpoints(process, steps):
+    for grid in (Uniform(steps), Karras(steps), Karras(steps, rho=1.0), LogSNR(steps)):
+        ts = grid.times(process)
+        assert ts.dtype == torch.float64 and ts.shape == (steps + 1,)
+        assert float(ts[0]) == process.t_max and float(ts[-1]) == process.t_min
+        assert bool((ts[1:] < ts[:-1]).all())
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=lambda p: type(p).__name__)
+def test_karras_follows_edm_eq5_in_sigma_over_alpha(process):
+    steps, rho = 12, 7.0
+    ts = Karras(steps, rho).times(process)
+    ends = torch.tensor([process.t_max, process.t_min], dtype=torch.float64)
+    s_max, s_min = _sigma_tilde(process, ends)
+    i = np.arange(steps + 1)
+    expected = (s_max ** (1 / rho) + i / steps * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    np.testing.assert_allclose(_sigma_tilde(process, ts), expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=lambda p: type(p).__name__)
+def test_log_snr_grid_is_uniform_in_log_snr(process):
+    lam = process.log_snr(LogSNR(9).times(process)).numpy()
+    np.testing.assert_allclose(np.diff(lam), np.full(9, (lam[-1] - lam[0]) / 9), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("process", [pd.VPSDE(), pd.VESDE(), pd.LinearBlend()], ids=lambda p: type(p).__name__)
+@settings(max_examples=15)
+@given(u=st.floats(0.0, 1.0))
+def test_closed_form_log_snr_inverses_agree_with_bisection(process, u):
+    t = torch.tensor([process.t_min + u * (process.t_max - process.t_min)], dtype=torch.float64)
+    lam = process.log_snr(t)
+    torch.testing.assert_close(time_of_log_snr(process, lam), t, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(_bisect(process, lam), t, rtol=1e-9, atol=1e-12)
+
+
+def test_grid_arguments_are_validated():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="steps"):
+            Karras(bad)
+    for rho in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="rho"):
+            Karras(5, rho=rho)
+    with pytest.raises(ValueError, match="finite log-SNR"):
+        Karras(5).times(pd.LinearBlend(t_max=1.0))
+    with pytest.raises(ValueError, match="GaussianProcess"):
+        LogSNR(5).times(object())
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        ScoreOptimal(torch.tensor([1.0, 0.5, 0.5, 0.0]))
+    with pytest.raises(ValueError, match="spans"):
+        ScoreOptimal(torch.tensor([1.0, 0.5, 0.0])).times(pd.VPSDE())
+
+
+# ---------------------------------------------------------------- score-optimal
+def test_reparameterise_is_monotone_keeps_endpoints_and_floors_zero_costs():
+    ts = torch.linspace(1.0, 0.0, 11, dtype=torch.float64)
+    costs = torch.tensor([0.0, 0.0, 4.0, 1.0, 0.0, 9.0, 1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    new = ScoreOptimal.reparameterise(ts, costs)
+    assert float(new[0]) == 1.0 and float(new[-1]) == 0.0 and bool((new[1:] < new[:-1]).all())
+    # the speed sqrt(L) is 0,0,2,1,0,3,1,0,0,1 (floored at 1e-3 of its mean 0.8): total ~8, so the interval
+    # of speed 3 ([0.5, 0.4]) receives 3/8 of the 10 new steps, the interval of speed 2 ([0.8, 0.7]) 2/8.
+    inside = lambda a, b: int(((new < a) & (new > b)).sum())  # noqa: E731
+    assert inside(0.5, 0.4) in (3, 4) and inside(0.8, 0.7) in (2, 3)
+    assert bool((ScoreOptimal.reparameterise(ts, torch.zeros(10, dtype=torch.float64)) == ts).all())
+
+
+def test_reparameterise_fixed_point_where_cost_is_uniform():
+    ts = torch.tensor([1.0, 0.9, 0.6, 0.55, 0.2, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(ScoreOptimal.reparameterise(ts, torch.full((5,), 0.3, dtype=torch.float64)), ts)
+
+
+@pytest.mark.parametrize("refine", [1, 4])
+def test_score_optimal_fixed_point_for_a_flat_cost(refine):
+    # VE with all data at 0: s(x, t) = -x / sigma_t^2, and with x = sigma_t eps the cost is exactly
+    # L(t, t') = |eps|^2 (q - 1/q)^2, q = sigma_t / sigma_t' = exp(log(smax/smin) (t - t')): equal on a uniform grid.
+    process = pd.VESDE(sigma_min=0.05, sigma_max=20.0)
+    model = pd.oracles.Empirical(torch.zeros(1, 3, dtype=torch.float64)).model(process)
+    data = torch.zeros(64, 3, dtype=torch.float64)
+    uniform = ScoreOptimal(Uniform(8).times(process))
+    updated = uniform.update(process, model, data, gamma=1.0, refine=refine, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(updated.times(process), Uniform(8).times(process), rtol=1e-9, atol=1e-9)
+    fitted = ScoreOptimal.fit(process, model, data, 8, refine=refine, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fitted.times(process), Uniform(8).times(process), rtol=1e-7, atol=1e-7)
+
+
+def test_update_blends_and_stays_monotone():
+    process = pd.VPSDE()
+    mix = _ring()
+    model, data = mix.model(process), mix.sample(200, generator=torch.Generator().manual_seed(1))
+    old = ScoreOptimal(Uniform(10).times(process))
+    full = old.update(process, model, data, gamma=1.0, generator=torch.Generator().manual_seed(2))
+    part = old.update(process, model, data, gamma=0.25, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(part.times(process), 0.25 * full.times(process) + 0.75 * old.times(process))
+    for grid in (full, part):
+        ts = grid.times(process)
+        assert bool((ts[1:] < ts[:-1]).all()) and float(ts[0]) == 1.0 and float(ts[-1]) == process.t_min
+    assert not torch.allclose(full.times(process), old.times(process))
+    for gamma in (0.0, 1.5, True):
+        with pytest.raises(ValueError, match="gamma"):
+            old.update(process, model, data, gamma=gamma)
+
+
+def _ring():
+    k = 8
+    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+    return pd.oracles.GaussianMixture(torch.full((k,), 1 / k, dtype=torch.float64),
+                                      4.0 * torch.stack([angle.cos(), angle.sin()], 1),
+                                      0.05 * torch.eye(2, dtype=torch.float64).expand(k, 2, 2))
+
+
+def test_score_optimal_beats_uniform_at_ten_steps_on_the_ring():
+    process = pd.VPSDE()
+    mix = _ring()
+    model = mix.model(process)
+    data = mix.sample(256, generator=torch.Generator().manual_seed(0))
+    grid = ScoreOptimal.fit(process, model, data, 10, iterations=3, generator=torch.Generator().manual_seed(1))
+    rev = pd.probability_flow(process, model)
+    x0 = process.sample_prior(1000, (2,), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    reference = pd.sample(rev, x_init=x0, solver=pd.solvers.TorchDiffEq(rtol=1e-8, atol=1e-8), grid=Uniform(1)).x
+
+    def error(g):
+        return float((pd.sample(rev, x_init=x0, solver=Euler(), grid=g).x - reference).pow(2).sum(1).mean().sqrt())
+
+    def log_density_gap(g):
+        return float(mix.log_prob(mix.sample(1000, generator=torch.Generator().manual_seed(3))).mean()
+                     - mix.log_prob(pd.sample(rev, x_init=x0, solver=Euler(), grid=g).x).mean())
+
+    assert error(grid) < 0.6 * error(Uniform(10))
+    assert log_density_gap(grid) < log_density_gap(Uniform(10))
