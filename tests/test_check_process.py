@@ -33,7 +33,15 @@ GAUSSIAN = {
     "LinearSDE-VP": _vp_linear_sde,
     "LinearSDE-VE": _ve_linear_sde,
 }
-BUILT_IN = dict(GAUSSIAN)
+CHAINS = {
+    "UniformChain": lambda: pd.UniformChain(4),
+    "AbsorbingChain": lambda: pd.AbsorbingChain(4),
+    "Blackout": lambda: pd.Blackout(max_count=6),
+    "MarkovChain-time-dependent": lambda: pd.MarkovChain(
+        torch.tensor([[-1.0, 0.7, 0.3], [0.2, -0.5, 0.3], [1.0, 1.0, -2.0]], dtype=torch.float64),
+        beta=lambda t: 0.5 + t, integrated_beta=lambda t: 0.5 * t + 0.5 * t**2, t_max=5.0),
+}
+BUILT_IN = {**GAUSSIAN, **CHAINS}
 
 # identities that must run (not be "n/a") for every process of a family
 GAUSSIAN_IDENTITIES = {pt.SHAPES, pt.BAD_INPUT, pt.CHAPMAN_KOLMOGOROV, pt.BAYES, pt.SCORE, pt.COEFFICIENTS,
@@ -61,10 +69,16 @@ def test_random_gaussian_processes_pass_deterministic_identities(process):
     pt.check_process(process, skip=[pt.SIMULATION, pt.REVERSE_MARGINALS], batch=32)
 
 
+@settings(max_examples=6)
+@given(pst.markov_chains())
+def test_random_markov_chains_pass_every_identity(process):
+    pt.check_process(process, batch=32, num_samples=1000)
+
+
 @pytest.mark.slow
 @settings(max_examples=20)
-@given(pst.gaussian_processes())
-def test_random_gaussian_processes_pass_every_identity(process):
+@given(pst.processes())
+def test_random_processes_pass_every_identity(process):
     pt.check_process(process)
 
 

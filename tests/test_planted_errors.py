@@ -182,3 +182,98 @@ def test_failure_message_names_worst_input():
     msg = str(info.value)
     assert msg.startswith("Bayes identity violated by WrongPosteriorVariance")
     assert "worst input (sample" in msg and "observed" in msg and "expected" in msg and "> tolerance" in msg
+
+
+# ==================================================================== planted Markov-chain errors
+def test_generator_rows_not_summing_to_zero_are_rejected_by_the_constructor():
+    bad = torch.tensor([[-1.0, 1.0, 0.0], [0.5, -0.4, 0.0], [0.0, 1.0, -1.0]])
+    with pytest.raises(ValueError, match="rows must sum to 0"):
+        pd.MarkovChain(bad)
+
+
+class LeakyChain(pd.UniformChain):
+    """Generator rows sum to -0.2 (mass leaks), smuggled past the constructor's validation."""
+
+    def __init__(self):
+        super().__init__(3, t_max=10.0)
+        self._R = self._R - 0.2 * torch.eye(3, dtype=torch.float64)
+
+    def _log_matrix_of(self, db):  # use the generic matrix exponential of the leaky generator
+        return pd.MarkovChain._log_matrix_of(self, db)
+
+    def _matrix_of(self, db):
+        return pd.MarkovChain._matrix_of(self, db)
+
+
+class ChainTransitionIgnoresS(pd.UniformChain):
+    """q(x_t | x_s) = row x_s of P(t_min, t) instead of P(s, t)."""
+
+    def transition(self, xs, s, t):
+        s, t = self._times(s, t, xs)
+        logits = self._from_data(t, log=True).rows(self._index(xs)).to(t.dtype)
+        return self._categorical(logits, xs.dim() - 1)
+
+
+class BlackoutWrongKeepProbability(pd.Blackout):
+    """marginal uses Bin(n_0, e^{-1.2 t}) while the death rate is 1."""
+
+    def marginal(self, x0, t):
+        from probdiff.processes.blackout import _log1m_exp
+
+        self._check_states("x0", x0)
+        t = 1.2 * self._time(t, x0)
+        return self._counts(torch.zeros_like(x0), x0, self._expand(-t, x0), self._expand(_log1m_exp(t), x0),
+                            x0.dim() - 1)
+
+
+class ReverseRatesWithoutRatio(pd.AbsorbingChain):
+    """Reverse rates R_t(y -> x) without the posterior ratio q_t(y|x_0)/q_t(x|x_0)."""
+
+    def reverse_rates(self, x0_probs, x, t):
+        t = self._time(t, x)
+        from probdiff.processes.discrete import _with_diagonal
+
+        into_x = self.generator.to(x0_probs.dtype).T[x.long()] * self.beta(t).to(x0_probs.dtype).reshape(
+            -1, *([1] * x.dim()))
+        return _with_diagonal(into_x, x)
+
+
+class DeclaredGeneratorDisagrees(pd.UniformChain):
+    """The public ``generator`` is twice the rates the chain actually uses."""
+
+    @property
+    def generator(self):
+        return 2.0 * self._R
+
+
+def test_leaky_generator_breaks_generator_law():
+    msg = _fails(pt.GENERATOR, lambda: pt.check_process(LeakyChain()))
+    assert "row sums of rate(t)" in msg
+
+
+def test_chain_transition_ignoring_s_breaks_chapman_kolmogorov():
+    _fails(pt.CHAPMAN_KOLMOGOROV, lambda: pt.check_process(ChainTransitionIgnoresS(3)))
+    _fails(pt.BAYES, lambda: pt.assert_bayes(ChainTransitionIgnoresS(3)))
+
+
+def test_wrong_blackout_binomial_is_caught():
+    p = BlackoutWrongKeepProbability(max_count=4)
+    _fails(pt.CHAPMAN_KOLMOGOROV, lambda: pt.check_process(p))
+    msg = _fails(pt.CLOSED_FORMS, lambda: pt.assert_closed_forms(p))
+    assert "Blackout" in msg and "marginal" in msg
+
+
+def test_reverse_rates_without_ratio_break_time_reversal():
+    msg = _fails(pt.REVERSE_MARGINALS, lambda: pt.check_process(ReverseRatesWithoutRatio(4)))
+    assert "R_hat" in msg
+
+
+def test_declared_generator_disagreeing_with_rates_is_caught_by_jump_simulation():
+    report = pt.check_process(DeclaredGeneratorDisagrees(3), raise_on_failure=False)
+    assert [r.identity for r in report.failures] == [pt.SIMULATION]
+    _fails(pt.SIMULATION, report.raise_if_failed)
+
+
+def test_every_identity_is_tripped_by_a_planted_error():
+    """Runs last in this module: every identity of the battery failed on at least one planted error."""
+    assert {i.name for i in pt.IDENTITIES} <= TRIPPED, sorted({i.name for i in pt.IDENTITIES} - TRIPPED)

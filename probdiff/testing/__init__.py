@@ -42,6 +42,7 @@ from .identities import (
 )
 from . import generic as _generic  # noqa: F401  (registers the implementations for any ForwardProcess)
 from . import gaussian as _gaussian  # noqa: F401  (registers the Gaussian implementations)
+from . import chains as _chains  # noqa: F401  (registers the Markov-chain implementations)
 from ._asserts import (
     assert_bayes,
     assert_chapman_kolmogorov,

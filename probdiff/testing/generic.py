@@ -62,12 +62,12 @@ def _shapes(process, inputs: Inputs, config: CheckConfig):
     if tuple(draws.shape) != tuple(x0.shape) or draws.dtype != x0.dtype:
         SHAPES.fail(process, f"  sample_prior({batch[0]}, {tuple(event)}): shape {tuple(draws.shape)} dtype "
                              f"{draws.dtype}, expected {tuple(x0.shape)} {x0.dtype}")
-    # a scalar time means that time for every sample
+    # a scalar (0-d) time means that time for every sample
     for k in (0, x0.shape[0] - 1):
         lp_vec = process.marginal(x0, torch.full_like(t, float(t[k]))).log_prob(xt)
-        lp_scalar = process.marginal(x0, float(t[k])).log_prob(xt)
+        lp_scalar = process.marginal(x0, t[k].clone()).log_prob(xt)
         rtol, atol = config.tol
-        fail_worst(SHAPES, process, "marginal(x0, t: float).log_prob vs marginal(x0, t: (batch,)).log_prob",
+        fail_worst(SHAPES, process, "marginal(x0, t: 0-d tensor).log_prob vs marginal(x0, t: (batch,)).log_prob",
                    lp_scalar, lp_vec, atol + rtol * lp_vec.abs(), {"t": float(t[k]), "x0": x0, "xt": xt})
     return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._core import identity
 
-__all__ = ["SHAPES", "BAD_INPUT", "CHAPMAN_KOLMOGOROV", "BAYES", "SCORE", "COEFFICIENTS", "GENERATOR", "PRIOR",
+__all__ = ["SHAPES", "BAD_INPUT", "GENERATOR", "CHAPMAN_KOLMOGOROV", "BAYES", "SCORE", "COEFFICIENTS", "PRIOR",
            "CLOSED_FORMS", "SIMULATION", "REVERSE_MARGINALS"]
 
 SHAPES = identity(
@@ -20,6 +20,11 @@ SHAPES = identity(
 BAD_INPUT = identity(
     "bad input rejected",
     "t outside [t_min, t_max], NaN t or data, a mis-shaped t, s >= t raise ValueError",
+)
+GENERATOR = identity(
+    "generator law",
+    "rate(t) has non-negative off-diagonal entries and rows summing to zero; transition_matrix(s, t) is "
+    "stochastic, equals expm(int_s^t R) and P(s,t) P(t,u) = P(s,u)",
 )
 CHAPMAN_KOLMOGOROV = identity(
     "Chapman-Kolmogorov",
@@ -37,11 +42,6 @@ COEFFICIENTS = identity(
     "(alpha, sigma) <-> (f, g)",
     "f = d log alpha/dt, g^2 = d sigma^2/dt - 2 f sigma^2 = -sigma^2 d lambda/dt, alpha' = f alpha, "
     "sigma' = sigma (f - lambda'/2) (finite differences)",
-)
-GENERATOR = identity(
-    "generator law",
-    "rate(t) has non-negative off-diagonal entries and rows summing to zero; transition_matrix(s, t) is "
-    "stochastic, equals expm(int_s^t R) and P(s,t) P(t,u) = P(s,u)",
 )
 PRIOR = identity(
     "prior matches marginal at t_max",

@@ -1,0 +1,318 @@
+r"""Checks and strategies of discrete-state Markov chains (THEORY.md §5).
+
+For a chain with generator :math:`R_t = \beta(t) R` per dimension, :math:`P(s,t) = \exp((B(t)-B(s))R)`:
+
+* generator law: off-diagonal rates :math:`\ge 0`, rows of :math:`R_t` summing to zero, stochastic
+  :math:`P(s,t)` equal to ``scipy.linalg.expm`` of :math:`\int_s^t R_u\,du` integrated by Gauss–Legendre
+  quadrature of ``rate`` (independent of ``integrated_beta`` and of torch's ``matrix_exp``), and the
+  semigroup law :math:`P(s,u)P(u,t) = P(s,t)`;
+* Chapman–Kolmogorov by exact enumeration of the states,
+  :math:`\sum_{x_s} q(x_s|x_0)\,q(x_t|x_s) = q(x_t|x_0)`, and every query equal to its row of :math:`P`;
+* forward simulation by exact jumps (Gillespie in the clock :math:`B(t)`), compared with the marginals;
+* time reversal with an exact data law: :math:`p_t(x)\hat R_t(x\to y) = p_t(y) R_t(y\to x)` for
+  :math:`t > t_{min}` (Campbell et al. 2022, Prop. 1), so the reverse chain has the forward marginals;
+* closed forms (Blackout's binomials, the uniform and absorbing kernels) equal the generic chain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.linalg
+import torch
+from hypothesis import strategies as st
+
+from ..processes.discrete import AbsorbingChain, MarkovChain, UniformChain, sample_categorical
+from ..processes.blackout import Blackout
+from ._core import DATA, CheckConfig, Inputs, fail_worst
+from ._numerics import sample_with
+from .generic import _bad_input
+from .identities import (
+    BAD_INPUT,
+    CHAPMAN_KOLMOGOROV,
+    CLOSED_FORMS,
+    GENERATOR,
+    REVERSE_MARGINALS,
+    SIMULATION,
+)
+
+__all__ = ["markov_chains", "uniform_chains", "absorbing_chains", "blackouts", "random_chains", "state_probs"]
+
+#: Chains with more states than this are checked through their matrices instead of by enumeration.
+MAX_ENUMERATED_STATES = 64
+
+
+@DATA.register(MarkovChain)
+def _chain_data(process, shape, generator, dtype, device):
+    """States uniform over ``0 .. S-1`` (``torch.long``)."""
+    return torch.randint(0, process.num_states, shape, generator=generator, device=device)
+
+
+def state_probs(distribution, like: torch.Tensor, num_states: int) -> torch.Tensor:
+    """Per-dimension probabilities ``(batch, *event, S)`` of a distribution over states with an
+    ``Independent`` event (evaluates ``base_dist.log_prob`` at every state)."""
+    base = distribution.base_dist
+    cols = [torch.exp(base.log_prob(torch.full_like(like, j))) for j in range(num_states)]
+    return torch.stack(cols, -1).to(torch.float64)
+
+
+# ==================================================================== generator law
+def _quadrature_integral(process, s: torch.Tensor, t: torch.Tensor, nodes: int = 24) -> torch.Tensor:
+    r""":math:`\int_s^t R_u du` per pair by Gauss–Legendre quadrature of ``process.rate``, ``(n, S, S)``."""
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    x, w = torch.as_tensor(x), torch.as_tensor(w)
+    half = 0.5 * (t - s)
+    u = 0.5 * (t + s)[:, None] + half[:, None] * x[None]                   # (n, nodes)
+    rates = process.rate(u.reshape(-1)).reshape(*u.shape, process.num_states, process.num_states)
+    return (half[:, None, None, None] * w[None, :, None, None] * rates).sum(1)
+
+
+@GENERATOR.register(MarkovChain)
+def _generator_law(process, inputs: Inputs, config: CheckConfig):
+    s, t = inputs.s.to(torch.float64), inputs.t.to(torch.float64)
+    n = process.num_states
+    times = torch.cat([s, t])
+    rates = process.rate(times)
+    scale = rates.abs().amax((-1, -2)).clamp_min(1.0)
+    off = rates * (1 - torch.eye(n, dtype=rates.dtype))
+    fail_worst(GENERATOR, process, "smallest off-diagonal rate of rate(t) (must be >= 0)",
+               off.amin((-1, -2)).clamp_max(0.0), torch.zeros_like(times), torch.zeros_like(times),
+               {"t": times})
+    fail_worst(GENERATOR, process, "row sums of rate(t) (must be 0)", rates.sum(-1),
+               torch.zeros_like(rates.sum(-1)), 1e-9 * n * scale[:, None], {"t": times})
+    k = min(s.numel(), 16)
+    s, t = s[:k], t[:k]
+    P = process.transition_matrix(s, t).to(torch.float64)
+    fail_worst(GENERATOR, process, "row sums of transition_matrix(s, t) (must be 1)", P.sum(-1),
+               torch.ones_like(P.sum(-1)), torch.full_like(P.sum(-1), 1e-9 * n), {"s": s, "t": t})
+    fail_worst(GENERATOR, process, "smallest entry of transition_matrix(s, t) (must be >= 0)",
+               P.amin((-1, -2)).clamp_max(0.0), torch.zeros_like(s), torch.zeros_like(s), {"s": s, "t": t})
+    integral = _quadrature_integral(process, s, t)
+    expm = torch.stack([torch.as_tensor(scipy.linalg.expm(m.numpy())) for m in integral])
+    fail_worst(GENERATOR, process, "transition_matrix(s, t) vs scipy.linalg.expm(Gauss-Legendre integral of rate "
+                                   "over [s, t])", P, expm, torch.full_like(P, 1e-8), {"s": s, "t": t})
+    u = s + (t - s) * torch.rand(k, generator=inputs.generator, dtype=torch.float64, device=s.device)
+    prod = process.transition_matrix(s, u).to(torch.float64) @ process.transition_matrix(u, t).to(torch.float64)
+    fail_worst(GENERATOR, process, "P(s, u) P(u, t) vs P(s, t) (semigroup)", prod, P, torch.full_like(P, 1e-10),
+               {"s": s, "u": u, "t": t})
+    return f"{n} states"
+
+
+# ==================================================================== Chapman-Kolmogorov
+@CHAPMAN_KOLMOGOROV.register(MarkovChain)
+def _chapman_kolmogorov_chain(process, inputs: Inputs, config: CheckConfig):
+    x0, s, t = inputs.x0, inputs.s, inputs.t
+    n = process.num_states
+    t_min = torch.full_like(s, process.t_min)
+    ctx = {"s": s, "t": t, "x0": x0}
+    if n > MAX_ENUMERATED_STATES:
+        P0s = process.transition_matrix(t_min, s).to(torch.float64)
+        P0t = process.transition_matrix(t_min, t).to(torch.float64)
+        fail_worst(CHAPMAN_KOLMOGOROV, process, "P(t_min, s) P(s, t) vs P(t_min, t)",
+                   P0s @ process.transition_matrix(s, t).to(torch.float64), P0t, torch.full_like(P0t, 1e-9), ctx)
+        return "matrix products (too many states to enumerate)"
+    q_s = state_probs(process.marginal(x0, s), x0, n)                                   # (B, *E, S)
+    q_t = state_probs(process.marginal(x0, t), x0, n)
+    rows = [state_probs(process.transition(torch.full_like(x0, k), s, t), x0, n) for k in range(n)]
+    trans = torch.stack(rows, -2)                                                       # (B, *E, S, S)
+    composite = (q_s[..., :, None] * trans).sum(-2)
+    fail_worst(CHAPMAN_KOLMOGOROV, process, "sum over x_s of q(x_s|x_0) q(x_t|x_s) vs q(x_t|x_0) (exact enumeration)",
+               composite, q_t, torch.full_like(q_t, 1e-9), ctx)
+    # every query is its row of the transition matrix
+    P0t = process.transition_matrix(t_min, t).to(torch.float64)
+    idx = x0.long().reshape(x0.shape[0], -1)
+    rows0 = torch.gather(P0t, 1, idx[..., None].expand(-1, -1, n)).reshape(q_t.shape)
+    fail_worst(CHAPMAN_KOLMOGOROV, process, "marginal(x0, t) vs row x0 of transition_matrix(t_min, t)",
+               q_t, rows0, torch.full_like(q_t, 1e-9), ctx)
+    Pst = process.transition_matrix(s, t).to(torch.float64)
+    fail_worst(CHAPMAN_KOLMOGOROV, process, "transition(x_s = k, s, t) vs row k of transition_matrix(s, t)",
+               trans.reshape(x0.shape[0], -1, n, n)[:, 0], Pst,
+               torch.full_like(Pst, 1e-9), ctx)
+    return f"exact enumeration of {n} states"
+
+
+# ==================================================================== bad input
+@BAD_INPUT.register(MarkovChain)
+def _chain_bad_input(process, inputs: Inputs, config: CheckConfig):
+    note = _bad_input(process, inputs, config)
+    if note:
+        return note
+    x0, t = inputs.x0, inputs.t
+    cases = [
+        (f"marginal(x0 with a state = num_states = {process.num_states}, t)",
+         lambda: process.marginal(torch.full_like(x0, process.num_states), t)),
+        ("marginal(x0 with a negative state, t)", lambda: process.marginal(torch.full_like(x0, -1), t)),
+        ("marginal(x0 = 0.5 (not a state), t)", lambda: process.marginal(torch.full(x0.shape, 0.5,
+                                                                                   dtype=torch.float64), t)),
+    ]
+    for what, call in cases:
+        try:
+            call()
+        except ValueError:
+            continue
+        except Exception as err:  # noqa: BLE001
+            BAD_INPUT.fail(process, f"  {what} raised {type(err).__name__}: {err}; expected ValueError")
+        BAD_INPUT.fail(process, f"  {what} returned normally; expected ValueError")
+    return None
+
+
+# ==================================================================== closed forms
+@CLOSED_FORMS.register(MarkovChain)
+def _chain_closed_forms(process, inputs: Inputs, config: CheckConfig):
+    x0, s, t = inputs.x0, inputs.s, inputs.t
+    cls, checked = type(process), []
+    ctx = {"s": s, "t": t, "x0": x0}
+    if cls._matrix_of is not MarkovChain._matrix_of or cls._log_matrix_of is not MarkovChain._log_matrix_of:
+        db = process._delta_b(s, t)
+        generic = MarkovChain._matrix_of(process, db)
+        fail_worst(CLOSED_FORMS, process, f"{cls.__name__} closed-form P(s, t) vs generic matrix_exp((B(t) - B(s)) R)",
+                   process._matrix_of(db), generic, torch.full_like(generic, 1e-9), ctx)
+        fail_worst(CLOSED_FORMS, process, f"{cls.__name__} closed-form log P(s, t) vs log of generic matrix_exp",
+                   torch.exp(process._log_matrix_of(db)), generic, torch.full_like(generic, 1e-9), ctx)
+        checked.append("transition matrices")
+    n = process.num_states
+    if n <= MAX_ENUMERATED_STATES:
+        xs = sample_with(process.marginal(x0, s), inputs.generator)
+        xt = sample_with(process.transition(xs, s, t), inputs.generator)
+        queries = {
+            "marginal": lambda c: c.marginal(process, x0, t),
+            "transition": lambda c: c.transition(process, x0, s, t),
+            "posterior": lambda c: c.posterior(process, x0, xt, s, t),
+        }
+        for name, query in queries.items():
+            if getattr(cls, name) is getattr(MarkovChain, name):
+                continue
+            mine, generic = state_probs(query(cls), x0, n), state_probs(query(MarkovChain), x0, n)
+            fail_worst(CLOSED_FORMS, process, f"{cls.__name__}.{name} vs MarkovChain.{name} (probabilities of every state)",
+                       mine, generic, torch.full_like(generic, 1e-9), ctx)
+            checked.append(name)
+    return ("checked " + ", ".join(checked)) if checked else "no closed forms overridden"
+
+
+# ==================================================================== exact jump simulation
+@SIMULATION.register(MarkovChain)
+def _chain_simulation(process, inputs: Inputs, config: CheckConfig):
+    """Gillespie's algorithm in the clock B(t) - B(t_min), where R_t = beta(t) R is homogeneous."""
+    gen, n_paths, n = inputs.generator, config.num_samples, process.num_states
+    starts = torch.unique(inputs.x0.reshape(-1))[:4].long()
+    x = starts[None, :].expand(n_paths, -1).clone()
+    R = process.generator.to(torch.float64)
+    span = process.t_max - process.t_min
+    outputs = [process.t_min + 0.1 * span, process.t_min + 0.4 * span, process.t_max]
+    clocks = process.integrated_beta(torch.tensor(outputs, dtype=torch.float64)) - process.integrated_beta(
+        torch.tensor(process.t_min, dtype=torch.float64))
+    clock = torch.zeros(x.shape, dtype=torch.float64)
+    x0 = starts[None, :]
+    jumps = 0
+    for t_out, target in zip(outputs, clocks.tolist()):
+        while True:
+            out_rate = -R[x, x]
+            active = (clock < target) & (out_rate > 0)
+            if not bool(active.any()):
+                break
+            wait = -torch.log1p(-torch.rand(x.shape, generator=gen, dtype=torch.float64)) / out_rate.clamp_min(1e-300)
+            jump = active & (clock + wait <= target)
+            clock = torch.where(active, torch.where(jump, clock + wait, torch.full_like(clock, target)), clock)
+            dest = sample_categorical((R[x] * (1 - torch.eye(n, dtype=R.dtype)[x])).clamp_min(0.0), gen)
+            x = torch.where(jump, dest, x)
+            jumps += int(jump.sum())
+        clock = torch.full_like(clock, target)
+        freq = torch.nn.functional.one_hot(x, n).to(torch.float64).mean(0)                 # (E, S)
+        p = state_probs(process.marginal(x0, t_out), x0, n)[0]                          # (E, S)
+        tol = config.z * torch.sqrt(p * (1 - p) / n_paths) + 1.0 / n_paths
+        fail_worst(SIMULATION, process, f"state frequencies of exact jump simulation at t = {t_out:.6g} vs "
+                                        "marginal probabilities", freq, p, tol,
+                   {"x0 (one per row)": starts, "t": t_out, "paths": n_paths})
+    return f"{n_paths} paths from {starts.numel()} states, {jumps} jumps"
+
+
+# ==================================================================== time reversal
+@REVERSE_MARGINALS.register(MarkovChain)
+def _chain_time_reversal(process, inputs: Inputs, config: CheckConfig):
+    n, gen = process.num_states, inputs.generator
+    p0 = torch.rand(n, generator=gen, dtype=torch.float64) + 0.1
+    p0 = p0 / p0.sum()
+    _, times = inputs.times()
+    # at t_min exactly q(x_t|x_0) is the identity and p(x_0|x_t) a point mass: the reversal holds as t -> t_min
+    times = times[times > process.t_min][:16].to(torch.float64)
+    k = times.numel()
+    t_min = torch.full_like(times, process.t_min)
+    P = process.transition_matrix(t_min, times).to(torch.float64)                          # (k, S, S)
+    p_t = torch.einsum("i,kij->kj", p0, P)                                                  # (k, S)
+    states = torch.arange(n)
+    x = states[None, :].expand(k, n).reshape(k * n, 1)                                      # (k S, 1)
+    tt = times.repeat_interleave(n)
+    post = p0[None, :, None] * P / p_t[:, None, :].clamp_min(1e-300)                       # p(x0 | x_t = x): (k, x0, x)
+    x0_probs = post.transpose(1, 2).reshape(k * n, 1, n)
+    rev = process.reverse_rates(x0_probs, x, tt).reshape(k, n, n).to(torch.float64)        # R_hat(x -> y)
+    fwd = process.rate(times).to(torch.float64)                                             # R_t(y -> x) at [y, x]
+    lhs = p_t[:, :, None] * rev                                                              # p_t(x) R_hat(x -> y)
+    rhs = p_t[:, None, :] * fwd.transpose(1, 2)                                              # p_t(y) R_t(y -> x)
+    off = ~torch.eye(n, dtype=torch.bool)
+    scale = (lhs.abs() + rhs.abs()).amax((-1, -2), keepdim=True).clamp_min(1e-300)
+    fail_worst(REVERSE_MARGINALS, process, "time reversal p_t(x) R_hat_t(x->y) vs p_t(y) R_t(y->x) (x != y), "
+                                           "exact posterior of a random data law",
+               torch.where(off, lhs, 0.0), torch.where(off, rhs, 0.0), 1e-9 * scale.expand_as(lhs),
+               {"t": times, "data law p_0": p0})
+    return f"{n} states, {k} times"
+
+
+# ==================================================================== strategies
+def uniform_chains(*, max_states: int = 5) -> st.SearchStrategy[UniformChain]:
+    """:class:`~probdiff.UniformChain` with 2..``max_states`` states, rate in [0.5, 2], ``t_max = 10/rate``."""
+    return st.tuples(st.integers(2, max_states), st.floats(0.5, 2.0)).map(
+        lambda a: UniformChain(a[0], rate=a[1], t_max=10.0 / a[1]))
+
+
+def absorbing_chains(*, max_states: int = 5) -> st.SearchStrategy[AbsorbingChain]:
+    """:class:`~probdiff.AbsorbingChain` with 2..``max_states`` states, rate in [0.5, 2], ``t_max = 10/rate``."""
+    return st.tuples(st.integers(2, max_states), st.floats(0.5, 2.0)).map(
+        lambda a: AbsorbingChain(a[0], rate=a[1], t_max=10.0 / a[1]))
+
+
+def blackouts(*, max_states: int = 5) -> st.SearchStrategy[Blackout]:
+    """:class:`~probdiff.Blackout` with ``max_count`` 1..``max_states - 1`` and ``t_max`` in [10, 15]."""
+    return st.tuples(st.integers(1, max(1, max_states - 1)), st.floats(10.0, 15.0)).map(
+        lambda a: Blackout(max_count=a[0], t_max=a[1]))
+
+
+class _LinearBeta:
+    """``beta(t) = a + b t`` and its integral ``a t + b t^2 / 2``."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __call__(self, t):
+        return self.a + self.b * torch.as_tensor(t)
+
+    def integral(self, t):
+        t = torch.as_tensor(t)
+        return self.a * t + 0.5 * self.b * t * t
+
+
+@st.composite
+def random_chains(draw, *, max_states: int = 5) -> MarkovChain:
+    """:class:`~probdiff.MarkovChain` with a random irreducible generator (off-diagonal rates in
+    [0.1, 2]) on 2..``max_states`` states, optionally scaled by ``beta(t) = a + b t``, and ``t_max``
+    large enough that the chain forgets its start (``B(t_max)`` times the spectral gap >= 12)."""
+    n = draw(st.integers(2, max_states))
+    rates = torch.tensor(draw(st.lists(st.floats(0.1, 2.0), min_size=n * n, max_size=n * n)),
+                         dtype=torch.float64).reshape(n, n)
+    rates.fill_diagonal_(0.0)
+    gen = rates - torch.diag(rates.sum(1))
+    gap = float(-torch.linalg.eigvals(gen).real.sort(descending=True).values[1])
+    if draw(st.booleans()):
+        beta = _LinearBeta(draw(st.floats(0.2, 1.0)), draw(st.floats(0.0, 2.0)))
+        # smallest t_max with B(t_max) gap >= 12
+        a, b = beta.a, beta.b
+        target = 12.0 / gap
+        t_max = 2.0 * target / (a + math.sqrt(a * a + 2.0 * b * target))  # root of a t + b t^2/2 = target
+        return MarkovChain(gen, beta=beta, integrated_beta=beta.integral, t_max=t_max)
+    return MarkovChain(gen, t_max=12.0 / gap)
+
+
+def markov_chains(*, max_states: int = 5) -> st.SearchStrategy[MarkovChain]:
+    """Any Markov chain with a random valid generator: uniform, absorbing, Blackout or a random one."""
+    return st.one_of(uniform_chains(max_states=max_states), absorbing_chains(max_states=max_states),
+                     blackouts(max_states=max_states), random_chains(max_states=max_states))
