@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 # --- sampling (issue 3) ---
 from . import geometry  # noqa: E402
 # --- likelihood (issue 4) ---
+from .likelihood import ExactTrace, Hutchinson, bits_per_dim, dequantize, log_likelihood  # noqa: E402
+from . import ppl  # noqa: E402
 # --- discrete (issue 5) ---
 from . import oracles_discrete as _oracles_discrete, reverse_discrete as _reverse_discrete  # noqa: F401,E402  (registrations)
 from .models import BlackoutModel, CategoricalModel  # noqa: E402

@@ -1,0 +1,187 @@
+r"""Bits per dimension and uniform dequantisation (THEORY.md §4).
+
+``K``-level data (integers :math:`n \in \{0, \dots, K-1\}` per dimension) are mapped onto the interval
+``data_range`` :math:`= [lo, hi]` cut into ``K`` bins of width :math:`w = (hi - lo)/K`; bin ``n`` is
+:math:`[lo + wn,\ lo + w(n+1))` with centre :math:`lo + w(n + \tfrac12)`. One object,
+:class:`Quantization`, owns this lattice; dequantisation, the discretised decoder of the ELBO and
+:func:`bits_per_dim` all use it, so the three cannot disagree.
+
+*Uniform dequantisation* (Theis, van den Oord & Bethge, "A note on the evaluation of generative models",
+ICLR 2016, §3.1; Uria et al. 2013): :math:`x = lo + w(n + u)`, :math:`u \sim U[0, 1)^D`. For any density
+:math:`p` on :math:`\mathbb R^D`, :math:`P(n) = \int_{\mathrm{bin}(n)} p \ge w^D \exp E_u[\log p(x)]` (Jensen),
+so
+
+.. math::
+
+    \text{bpd} = -\frac{E_u[\log p(x)]}{D \ln 2} + \log_2 K - \log_2(hi - lo)
+               = -\frac{E_u[\log p(x)] + D\log w}{D\ln 2}
+
+is an upper bound on the lossless code length of ``n`` in bits per dimension. For 8-bit images on
+``[-1, 1]`` the constant is :math:`\log_2 256 - \log_2 2 = 7`: it is *not* a free offset but the
+log-Jacobian of the map from bin indices to ``data_range`` coordinates, and :func:`bits_per_dim`
+adds it itself from the declared ``levels`` and ``data_range``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._validation import check_finite
+
+__all__ = ["Quantization", "dequantize", "bits_per_dim"]
+
+
+class Quantization:
+    """The lattice of ``levels`` bins of equal width covering ``data_range = (lo, hi)``.
+
+    Args:
+        levels: number of levels ``K >= 2`` (256 for 8-bit data).
+        data_range: ``(lo, hi)`` with ``lo < hi``, the interval the data coordinates cover. Ho et al.'s
+            convention ``x = 2n/255 - 1`` for 8-bit images puts bin *centres* at -1 and 1, i.e.
+            ``data_range = (-1 - 1/255, 1 + 1/255)``; ``(-1, 1)`` puts the bin *edges* there.
+    """
+
+    def __init__(self, levels: int, data_range):
+        if isinstance(levels, bool) or not isinstance(levels, (int,)) and not (
+                isinstance(levels, float) and levels.is_integer()) or int(levels) < 2:
+            raise ValueError(f"levels must be an integer >= 2 (the number of quantisation levels), got {levels!r}")
+        try:
+            lo, hi = (float(v) for v in data_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
+        check_finite("data_range", lo)
+        check_finite("data_range", hi)
+        if not lo < hi:
+            raise ValueError(f"data_range must satisfy lo < hi, got {data_range!r}")
+        self.levels = int(levels)
+        self.lo, self.hi = lo, hi
+
+    @property
+    def width(self) -> float:
+        """Bin width :math:`(hi - lo)/K`."""
+        return (self.hi - self.lo) / self.levels
+
+    def bits_offset(self) -> float:
+        """The constant :math:`\\log_2 K - \\log_2(hi - lo) = -\\log_2 w` added per dimension by :func:`bits_per_dim`."""
+        return math.log2(self.levels) - math.log2(self.hi - self.lo)
+
+    def check_index(self, n: torch.Tensor) -> torch.Tensor:
+        """``n`` as a tensor of integer-valued levels in ``[0, K-1]`` (ValueError otherwise)."""
+        n = torch.as_tensor(n)
+        if n.is_floating_point() or n.is_complex():
+            check_finite("n", n)
+            if not bool((n == n.round()).all()):
+                raise ValueError("n must hold integer levels, got non-integer values")
+        if n.dtype == torch.bool or bool((n < 0).any()) or bool((n > self.levels - 1).any()):
+            raise ValueError(f"n must hold integer levels in [0, {self.levels - 1}], got values in "
+                             f"[{float(n.min())}, {float(n.max())}]")
+        return n
+
+    def centers(self, n: torch.Tensor, *, dtype=None) -> torch.Tensor:
+        """Bin centres :math:`lo + w(n + 1/2)`."""
+        n = self.check_index(n)
+        return self.lo + self.width * (n.to(dtype or torch.get_default_dtype()) + 0.5)
+
+    def index(self, x: torch.Tensor) -> torch.Tensor:
+        """The level of each bin *centre* in ``x`` (int64); ValueError if ``x`` is not on the centres."""
+        check_finite("x", x)
+        pos = (x - self.lo) / self.width - 0.5
+        n = pos.round()
+        tol = 1e-4 if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
+        if bool(((pos - n).abs() > tol * max(1.0, self.levels)).any()):
+            raise ValueError(f"x must lie on the bin centres lo + w(n + 1/2) of {self!r} (quantised data)")
+        return self.check_index(n.long())
+
+    def edges(self, n: torch.Tensor, *, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper edges of bin ``n``; the outer bins extend to ``-inf`` and ``+inf``.
+
+        Open outer bins make the discretised decoder a proper distribution over the ``K`` levels
+        (Ho et al., "Denoising Diffusion Probabilistic Models", NeurIPS 2020, Eq. (13)).
+        """
+        n = self.check_index(n)
+        dtype = dtype or torch.get_default_dtype()
+        nf = n.to(dtype)
+        lower = torch.where(n == 0, torch.full_like(nf, -math.inf), self.lo + self.width * nf)
+        upper = torch.where(n == self.levels - 1, torch.full_like(nf, math.inf), self.lo + self.width * (nf + 1))
+        return lower, upper
+
+    def dequantize(self, n: torch.Tensor, *, generator: torch.Generator | None = None, dtype=None) -> torch.Tensor:
+        """Uniform dequantisation :math:`x = lo + w(n + u)`, :math:`u \\sim U[0,1)` i.i.d. per entry."""
+        n = self.check_index(n)
+        dtype = dtype or torch.get_default_dtype()
+        u = torch.rand(n.shape, generator=generator, device=n.device, dtype=dtype)
+        return self.lo + self.width * (n.to(dtype) + u)
+
+    def __repr__(self) -> str:
+        return f"Quantization(levels={self.levels}, data_range=({self.lo:g}, {self.hi:g}))"
+
+
+def dequantize(n: torch.Tensor, levels: int, data_range, *, generator: torch.Generator | None = None,
+               dtype=None) -> torch.Tensor:
+    r"""Uniformly dequantised data :math:`x = lo + (hi - lo)(n + u)/K`, :math:`u \sim U[0, 1)^D`.
+
+    Args:
+        n: integer levels in ``[0, levels - 1]``, any shape (integer or integer-valued float tensor).
+        levels: ``K``.
+        data_range: ``(lo, hi)``.
+        generator: source of ``u``.
+        dtype: floating dtype of the result (default: torch's default dtype).
+
+    Returns:
+        Continuous data in ``[lo, hi)`` of ``n``'s shape. Score its log-density with
+        :func:`bits_per_dim` using the *same* ``levels`` and ``data_range``.
+    """
+    return Quantization(levels, data_range).dequantize(n, generator=generator, dtype=dtype)
+
+
+def bits_per_dim(log_prob: torch.Tensor, event_shape, levels: int | None = None, data_range=None) -> torch.Tensor:
+    r"""Bits per dimension from a log-density or a log-probability, elementwise over ``log_prob``.
+
+    Two cases, chosen by the arguments (both or neither of ``levels`` and ``data_range``):
+
+    * ``levels`` and ``data_range`` given: ``log_prob`` is the log-*density* (nats) of continuous data
+      in ``data_range`` coordinates — e.g. :func:`probdiff.log_likelihood` of :func:`dequantize`\ d data,
+      averaged over the dequantisation noise for the bound to hold. Returns
+
+      .. math:: -\frac{\log p}{D\ln 2} + \log_2 K - \log_2(hi - lo).
+
+    * neither: ``log_prob`` is the log-*probability* (mass, nats, so ``<= 0``) of discrete data — e.g. the
+      ELBO with :class:`~probdiff.likelihood.decoders.DiscretizedGaussian` decoder, or a chain's ELBO.
+      Returns :math:`-\log P/(D\ln 2)` with no constant.
+
+    A density of non-dequantised data is not a code length (it can even be negative) and has no
+    argument combination here.
+
+    Args:
+        log_prob: nats, any shape (usually ``(batch,)``).
+        event_shape: shape of one data point; ``D`` is its number of elements.
+        levels, data_range: the quantisation of the data (see :class:`Quantization`).
+
+    Raises:
+        ValueError: only one of ``levels`` and ``data_range`` is given, bad ``event_shape``, non-finite
+            ``log_prob``, or a positive log-probability in the discrete case.
+    """
+    try:
+        shape = tuple(int(s) for s in event_shape)
+    except TypeError:
+        raise ValueError(f"event_shape must be a sequence of positive integers, got {event_shape!r}") from None
+    if len(shape) == 0 or any(s < 1 for s in shape):
+        raise ValueError(f"event_shape must be a non-empty sequence of positive integers, got {event_shape!r}")
+    dim = math.prod(shape)
+    log_prob = torch.as_tensor(log_prob)
+    if not log_prob.is_floating_point():
+        log_prob = log_prob.to(torch.get_default_dtype())
+    check_finite("log_prob", log_prob)
+    if (levels is None) != (data_range is None):
+        raise ValueError("give both levels and data_range (log_prob is a density of dequantised data) or neither "
+                         f"(log_prob is a log-probability of discrete data); got levels={levels!r}, "
+                         f"data_range={data_range!r}")
+    bits = -log_prob / (dim * math.log(2.0))
+    if levels is None:
+        if bool((log_prob > 1e-6 * (1 + dim)).any()):
+            raise ValueError("log_prob must be <= 0 for a log-probability of discrete data; for the log-density "
+                             "of dequantised data pass levels and data_range")
+        return bits
+    return bits + Quantization(levels, data_range).bits_offset()
