@@ -27,7 +27,7 @@ from ._core import (
     draw_times,
 )
 from ._profile import PROFILE, PROFILE_SETTINGS, register_profile
-from .identities import (
+from ._identities import (
     BAD_INPUT,
     BAYES,
     CHAPMAN_KOLMOGOROV,
@@ -40,9 +40,9 @@ from .identities import (
     SHAPES,
     SIMULATION,
 )
-from . import generic as _generic  # noqa: F401  (registers the implementations for any ForwardProcess)
-from . import gaussian as _gaussian  # noqa: F401  (registers the Gaussian implementations)
-from . import chains as _chains  # noqa: F401  (registers the Markov-chain implementations)
+from . import _generic  # noqa: F401  (registers the implementations for any ForwardProcess)
+from . import _gaussian  # noqa: F401  (registers the Gaussian implementations)
+from . import _chains  # noqa: F401  (registers the Markov-chain implementations)
 from ._asserts import (
     assert_bayes,
     assert_chapman_kolmogorov,

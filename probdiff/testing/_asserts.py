@@ -10,7 +10,7 @@ and returns a short note (or None) when the identity holds.
 
 from __future__ import annotations
 
-from .identities import (
+from ._identities import (
     BAD_INPUT,
     BAYES,
     CHAPMAN_KOLMOGOROV,

@@ -25,13 +25,16 @@ import torch
 from hypothesis import strategies as st
 
 from .. import oracles
+from ..processes.blackout import Blackout
+from ..processes.discrete import AbsorbingChain, MarkovChain, UniformChain
 from ..processes.gaussian import VESDE, VPSDE, CosineVP, LinearBlend, LinearSDE, SubVPSDE
 from ._core import DATA
 
 __all__ = [
     "data", "vp_sdes", "subvp_sdes", "ve_sdes", "cosine_vps", "linear_blends", "linear_sdes", "gaussian_processes",
     "times", "time_pairs", "data_shapes", "seeds", "tensors", "process_data", "gaussian_mixtures",
-    "empirical_datasets", "markov_chains", "processes",
+    "empirical_datasets", "uniform_chains", "absorbing_chains", "blackouts", "random_chains", "markov_chains",
+    "processes",
 ]
 
 #: Re-exported for convenience: ``@given(pst.data())`` draws interactively.
@@ -154,19 +157,68 @@ def gaussian_processes() -> st.SearchStrategy:
 
 
 # ==================================================================== Markov chains
-def markov_chains(*, max_states: int = 5) -> st.SearchStrategy:
-    """Markov chains with random valid generators on ``2..max_states`` states (see the chain module)."""
-    from . import chains  # the chain strategies live beside the chain checks
+def uniform_chains(*, max_states: int = 5) -> st.SearchStrategy[UniformChain]:
+    """:class:`~probdiff.UniformChain` with 2..``max_states`` states, rate in [0.5, 2], ``t_max = 10/rate``."""
+    return st.tuples(st.integers(2, max_states), st.floats(0.5, 2.0)).map(
+        lambda a: UniformChain(a[0], rate=a[1], t_max=10.0 / a[1]))
 
-    return chains.markov_chains(max_states=max_states)
+
+def absorbing_chains(*, max_states: int = 5) -> st.SearchStrategy[AbsorbingChain]:
+    """:class:`~probdiff.AbsorbingChain` with 2..``max_states`` states, rate in [0.5, 2], ``t_max = 10/rate``."""
+    return st.tuples(st.integers(2, max_states), st.floats(0.5, 2.0)).map(
+        lambda a: AbsorbingChain(a[0], rate=a[1], t_max=10.0 / a[1]))
+
+
+def blackouts(*, max_states: int = 5) -> st.SearchStrategy[Blackout]:
+    """:class:`~probdiff.Blackout` with ``max_count`` 1..``max_states - 1`` and ``t_max`` in [10, 15]."""
+    return st.tuples(st.integers(1, max(1, max_states - 1)), st.floats(10.0, 15.0)).map(
+        lambda a: Blackout(max_count=a[0], t_max=a[1]))
+
+
+class _LinearBeta:
+    """``beta(t) = a + b t`` and its integral ``a t + b t^2 / 2``."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __call__(self, t):
+        return self.a + self.b * torch.as_tensor(t)
+
+    def integral(self, t):
+        t = torch.as_tensor(t)
+        return self.a * t + 0.5 * self.b * t * t
+
+
+@st.composite
+def random_chains(draw, *, max_states: int = 5) -> MarkovChain:
+    """:class:`~probdiff.MarkovChain` with a random irreducible generator (off-diagonal rates in
+    [0.1, 2]) on 2..``max_states`` states, optionally scaled by ``beta(t) = a + b t``, and ``t_max``
+    large enough that the chain forgets its start (``B(t_max)`` times the spectral gap >= 12)."""
+    n = draw(st.integers(2, max_states))
+    rates = torch.tensor(draw(st.lists(st.floats(0.1, 2.0), min_size=n * n, max_size=n * n)),
+                         dtype=torch.float64).reshape(n, n)
+    rates.fill_diagonal_(0.0)
+    gen = rates - torch.diag(rates.sum(1))
+    gap = float(-torch.linalg.eigvals(gen).real.sort(descending=True).values[1])
+    if draw(st.booleans()):
+        beta = _LinearBeta(draw(st.floats(0.2, 1.0)), draw(st.floats(0.0, 2.0)))
+        # smallest t_max with B(t_max) gap >= 12
+        a, b = beta.a, beta.b
+        target = 12.0 / gap
+        t_max = 2.0 * target / (a + math.sqrt(a * a + 2.0 * b * target))  # root of a t + b t^2/2 = target
+        return MarkovChain(gen, beta=beta, integrated_beta=beta.integral, t_max=t_max)
+    return MarkovChain(gen, t_max=12.0 / gap)
+
+
+def markov_chains(*, max_states: int = 5) -> st.SearchStrategy[MarkovChain]:
+    """Any Markov chain with a random valid generator: uniform, absorbing, Blackout or a random one."""
+    return st.one_of(uniform_chains(max_states=max_states), absorbing_chains(max_states=max_states),
+                     blackouts(max_states=max_states), random_chains(max_states=max_states))
 
 
 def processes() -> st.SearchStrategy:
     """Any built-in forward process with random valid parameters (Gaussian processes and Markov chains)."""
-    try:
-        return st.one_of(gaussian_processes(), markov_chains())
-    except ImportError:  # the discrete processes are not available
-        return gaussian_processes()
+    return st.one_of(gaussian_processes(), markov_chains())
 
 
 # ==================================================================== times

@@ -22,8 +22,8 @@ from ..processes.gaussian import GaussianProcess, _expand, _time_derivative
 from ..reverse import reverse
 from ._core import CheckConfig, Inputs, fail_worst
 from ._numerics import derivative, sample_with, simulation_grid
-from .generic import event_size
-from .identities import CHAPMAN_KOLMOGOROV, CLOSED_FORMS, COEFFICIENTS, REVERSE_MARGINALS, SCORE, SIMULATION
+from ._generic import event_size
+from ._identities import CHAPMAN_KOLMOGOROV, CLOSED_FORMS, COEFFICIENTS, REVERSE_MARGINALS, SCORE, SIMULATION
 
 __all__ = ["default_mixture", "moment_check"]
 

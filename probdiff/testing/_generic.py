@@ -14,7 +14,7 @@ from torch.distributions import kl_divergence
 from ..processes.base import ForwardProcess
 from ._core import CheckConfig, Inputs, fail_worst
 from ._numerics import sample_with, seed_from
-from .identities import BAD_INPUT, BAYES, CHAPMAN_KOLMOGOROV, PRIOR, SHAPES
+from ._identities import BAD_INPUT, BAYES, CHAPMAN_KOLMOGOROV, PRIOR, SHAPES
 
 __all__ = ["event_size"]
 

@@ -16,19 +16,15 @@ For a chain with generator :math:`R_t = \beta(t) R` per dimension, :math:`P(s,t)
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.linalg
 import torch
-from hypothesis import strategies as st
 
-from ..processes.discrete import AbsorbingChain, MarkovChain, UniformChain, sample_categorical
-from ..processes.blackout import Blackout
+from ..processes.discrete import MarkovChain, sample_categorical
 from ._core import DATA, CheckConfig, Inputs, fail_worst
 from ._numerics import sample_with
-from .generic import _bad_input
-from .identities import (
+from ._generic import _bad_input
+from ._identities import (
     BAD_INPUT,
     CHAPMAN_KOLMOGOROV,
     CLOSED_FORMS,
@@ -37,7 +33,7 @@ from .identities import (
     SIMULATION,
 )
 
-__all__ = ["markov_chains", "uniform_chains", "absorbing_chains", "blackouts", "random_chains", "state_probs"]
+__all__ = ["state_probs", "MAX_ENUMERATED_STATES"]
 
 #: Chains with more states than this are checked through their matrices instead of by enumeration.
 MAX_ENUMERATED_STATES = 64
@@ -256,63 +252,3 @@ def _chain_time_reversal(process, inputs: Inputs, config: CheckConfig):
                torch.where(off, lhs, 0.0), torch.where(off, rhs, 0.0), 1e-9 * scale.expand_as(lhs),
                {"t": times, "data law p_0": p0})
     return f"{n} states, {k} times"
-
-
-# ==================================================================== strategies
-def uniform_chains(*, max_states: int = 5) -> st.SearchStrategy[UniformChain]:
-    """:class:`~probdiff.UniformChain` with 2..``max_states`` states, rate in [0.5, 2], ``t_max = 10/rate``."""
-    return st.tuples(st.integers(2, max_states), st.floats(0.5, 2.0)).map(
-        lambda a: UniformChain(a[0], rate=a[1], t_max=10.0 / a[1]))
-
-
-def absorbing_chains(*, max_states: int = 5) -> st.SearchStrategy[AbsorbingChain]:
-    """:class:`~probdiff.AbsorbingChain` with 2..``max_states`` states, rate in [0.5, 2], ``t_max = 10/rate``."""
-    return st.tuples(st.integers(2, max_states), st.floats(0.5, 2.0)).map(
-        lambda a: AbsorbingChain(a[0], rate=a[1], t_max=10.0 / a[1]))
-
-
-def blackouts(*, max_states: int = 5) -> st.SearchStrategy[Blackout]:
-    """:class:`~probdiff.Blackout` with ``max_count`` 1..``max_states - 1`` and ``t_max`` in [10, 15]."""
-    return st.tuples(st.integers(1, max(1, max_states - 1)), st.floats(10.0, 15.0)).map(
-        lambda a: Blackout(max_count=a[0], t_max=a[1]))
-
-
-class _LinearBeta:
-    """``beta(t) = a + b t`` and its integral ``a t + b t^2 / 2``."""
-
-    def __init__(self, a, b):
-        self.a, self.b = a, b
-
-    def __call__(self, t):
-        return self.a + self.b * torch.as_tensor(t)
-
-    def integral(self, t):
-        t = torch.as_tensor(t)
-        return self.a * t + 0.5 * self.b * t * t
-
-
-@st.composite
-def random_chains(draw, *, max_states: int = 5) -> MarkovChain:
-    """:class:`~probdiff.MarkovChain` with a random irreducible generator (off-diagonal rates in
-    [0.1, 2]) on 2..``max_states`` states, optionally scaled by ``beta(t) = a + b t``, and ``t_max``
-    large enough that the chain forgets its start (``B(t_max)`` times the spectral gap >= 12)."""
-    n = draw(st.integers(2, max_states))
-    rates = torch.tensor(draw(st.lists(st.floats(0.1, 2.0), min_size=n * n, max_size=n * n)),
-                         dtype=torch.float64).reshape(n, n)
-    rates.fill_diagonal_(0.0)
-    gen = rates - torch.diag(rates.sum(1))
-    gap = float(-torch.linalg.eigvals(gen).real.sort(descending=True).values[1])
-    if draw(st.booleans()):
-        beta = _LinearBeta(draw(st.floats(0.2, 1.0)), draw(st.floats(0.0, 2.0)))
-        # smallest t_max with B(t_max) gap >= 12
-        a, b = beta.a, beta.b
-        target = 12.0 / gap
-        t_max = 2.0 * target / (a + math.sqrt(a * a + 2.0 * b * target))  # root of a t + b t^2/2 = target
-        return MarkovChain(gen, beta=beta, integrated_beta=beta.integral, t_max=t_max)
-    return MarkovChain(gen, t_max=12.0 / gap)
-
-
-def markov_chains(*, max_states: int = 5) -> st.SearchStrategy[MarkovChain]:
-    """Any Markov chain with a random valid generator: uniform, absorbing, Blackout or a random one."""
-    return st.one_of(uniform_chains(max_states=max_states), absorbing_chains(max_states=max_states),
-                     blackouts(max_states=max_states), random_chains(max_states=max_states))

@@ -1,8 +1,8 @@
 """The identities :func:`~probdiff.testing.check_process` checks, in the order it checks them.
 
 Each is an :class:`~probdiff.testing.Identity`; its implementations for each process family are
-registered in :mod:`probdiff.testing.generic` (any :class:`~probdiff.ForwardProcess`),
-:mod:`probdiff.testing.gaussian` and the chain module. A failure names the identity by its ``name``.
+registered beside it (``_generic.py`` for any :class:`~probdiff.ForwardProcess`, ``_gaussian.py``,
+``_chains.py``). A failure names the identity by its ``name``.
 """
 
 from __future__ import annotations
