@@ -25,6 +25,7 @@ from ._core import (
     draw_inputs,
     draw_time_pairs,
     draw_times,
+    fail_worst,
 )
 from ._profile import PROFILE, PROFILE_SETTINGS, register_profile
 from ._identities import (
@@ -60,7 +61,7 @@ from . import strategies  # noqa: E402
 
 __all__ = [
     "check_process", "CheckConfig", "Report", "CheckResult", "Identity", "IdentityError", "Inputs", "IDENTITIES",
-    "DATA", "draw_inputs", "draw_times", "draw_time_pairs", "PROFILE", "PROFILE_SETTINGS", "register_profile",
+    "DATA", "draw_inputs", "draw_times", "draw_time_pairs", "fail_worst", "PROFILE", "PROFILE_SETTINGS", "register_profile",
     "strategies",
     "SHAPES", "BAD_INPUT", "CHAPMAN_KOLMOGOROV", "BAYES", "SCORE", "COEFFICIENTS", "GENERATOR", "PRIOR",
     "CLOSED_FORMS", "SIMULATION", "REVERSE_MARGINALS",
