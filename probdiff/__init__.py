@@ -32,5 +32,7 @@ from . import oracles_discrete as _oracles_discrete, reverse_discrete as _revers
 from .models import BlackoutModel, CategoricalModel  # noqa: E402
 from .processes import AbsorbingChain, Blackout, MarkovChain, UniformChain  # noqa: E402
 # --- training, data, cli (issue 6) ---
+from . import data, nn  # noqa: E402
+from .train import Trainer  # noqa: E402
 # --- testing toolkit (issue 7) ---
 from . import testing  # noqa: E402

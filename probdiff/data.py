@@ -119,7 +119,8 @@ class Dequantize:
     r"""Integer levels -> continuous data in ``[lo, hi]`` with uniform dequantisation.
 
     :math:`x = lo + (hi - lo)(n + u)/K`, :math:`u \sim U[0, 1)^D` fresh on every call (or ``u = 1/2``, the
-    bin centres, with ``noise=False`` — for pictures, never for likelihoods).
+    bin centres, with ``noise=False`` — for pictures, never for likelihoods). The lattice is
+    :class:`probdiff.likelihood.Quantization`, the one :func:`probdiff.bits_per_dim` scores against.
 
     Args:
         levels: K.
@@ -127,27 +128,25 @@ class Dequantize:
     """
 
     def __init__(self, levels: int, data_range=(-1.0, 1.0)):
-        if isinstance(levels, bool) or int(levels) != levels or levels < 2:
-            raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
-        lo, hi = (float(v) for v in data_range)
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range!r}")
-        self.levels, self.data_range = int(levels), (lo, hi)
+        from .likelihood.bpd import Quantization
+
+        self.lattice = Quantization(levels, data_range)
+        self.levels, self.data_range = self.lattice.levels, (self.lattice.lo, self.lattice.hi)
 
     def __call__(self, counts: torch.Tensor, generator: torch.Generator | None = None, *, noise: bool = True,
                  dtype=None) -> torch.Tensor:
-        dtype = dtype or torch.get_default_dtype()
         if noise:
-            u = torch.rand(counts.shape, generator=generator, device=counts.device, dtype=dtype)
-        else:
-            u = torch.full(counts.shape, 0.5, device=counts.device, dtype=dtype)
-        lo, hi = self.data_range
-        return lo + (hi - lo) * (counts.to(dtype) + u) / self.levels
+            return self.lattice.dequantize(counts, generator=generator, dtype=dtype)
+        return self.lattice.centers(counts, dtype=dtype)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """The inverse map: continuous ``x`` -> integer levels (clamped to ``[0, K-1]``)."""
+        """Continuous ``x`` (e.g. samples) -> the level of the bin it falls in (clamped to ``[0, K-1]``)."""
         lo, hi = self.data_range
         return torch.clamp(torch.floor((x - lo) / (hi - lo) * self.levels), 0, self.levels - 1).to(torch.int64)
+
+    def bits_options(self) -> dict:
+        """Arguments of :func:`probdiff.bits_per_dim` for log-densities of these data."""
+        return {"levels": self.levels, "data_range": self.data_range}
 
     def __repr__(self) -> str:
         return f"Dequantize(levels={self.levels}, data_range={self.data_range})"
@@ -160,7 +159,11 @@ class Counts:
         return counts
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.int64)
+        return x.round().to(torch.int64) if x.is_floating_point() else x.to(torch.int64)
+
+    def bits_options(self) -> dict:
+        """Log-probabilities of counts are code lengths: :func:`probdiff.bits_per_dim` adds no constant."""
+        return {}
 
     def __repr__(self) -> str:
         return "Counts()"
