@@ -89,6 +89,16 @@ def test_reparameterise_is_monotone_keeps_endpoints_and_floors_zero_costs():
     assert bool((ScoreOptimal.reparameterise(ts, torch.zeros(10, dtype=torch.float64)) == ts).all())
 
 
+def test_reparameterise_floor_gives_zero_cost_intervals_a_minimum_speed():
+    # speeds sqrt(L) = [0, 1], mean 0.5, floor 0.5 -> [0.25, 1]; Lambda = [0, 0.25, 1.25] at t = [1, 0.5, 0];
+    # five equal increments of 0.25 put one step on [1, 0.5] and four on [0.5, 0]
+    new = ScoreOptimal.reparameterise(torch.tensor([1.0, 0.5, 0.0]), torch.tensor([0.0, 1.0]), steps=5, floor=0.5)
+    torch.testing.assert_close(new, torch.tensor([1.0, 0.5, 0.375, 0.25, 0.125, 0.0], dtype=torch.float64))
+    for floor in (0.0, 1.5):
+        with pytest.raises(ValueError, match="floor"):
+            ScoreOptimal.reparameterise(torch.tensor([1.0, 0.0]), torch.tensor([1.0]), floor=floor)
+
+
 def test_reparameterise_fixed_point_where_cost_is_uniform():
     ts = torch.tensor([1.0, 0.9, 0.6, 0.55, 0.2, 0.0], dtype=torch.float64)
     torch.testing.assert_close(ScoreOptimal.reparameterise(ts, torch.full((5,), 0.3, dtype=torch.float64)), ts)
