@@ -53,13 +53,11 @@ class Decoder(abc.ABC):
                           generator: torch.Generator | None = None) -> torch.Tensor:
         """:math:`E_{q(z|x_0)}[\\log p(x_0|z)]`, shape ``(batch,)``; Monte Carlo unless overridden."""
         self.check(x0)
-        alpha = _expand(process.alpha(process._time(process.t_min, x0)), x0)
-        sigma = _expand(process.sigma(process._time(process.t_min, x0)), x0)
-        total = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-        for _ in range(num_samples):
-            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-            total = total + self.distribution(process, alpha * x0 + sigma * eps).log_prob(x0)
-        return total / num_samples
+        t = process._time(process.t_min, x0)
+        x_rep = x0.unsqueeze(0).expand(num_samples, *x0.shape).reshape(-1, *x0.shape[1:])
+        eps = torch.randn(x_rep.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        z = _expand(process.alpha(t[:1]), x_rep) * x_rep + _expand(process.sigma(t[:1]), x_rep) * eps
+        return self.distribution(process, z).log_prob(x_rep).reshape(num_samples, x0.shape[0]).mean(0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -38,10 +38,10 @@ import torch
 from torch.distributions import kl_divergence
 
 from ..grids.base import Grid
+from ..grids.gaussian import time_of_log_snr
 from ..processes.gaussian import GaussianProcess, _expand
 from .decoders import Decoder, GaussianDecoder
 from .elbo import ELBO
-from .timechange import inverse_log_snr
 
 __all__ = ["TimeSampler", "UniformLogSNR", "UniformTime", "gaussian_elbo"]
 
@@ -80,7 +80,7 @@ class UniformLogSNR(TimeSampler):
         ends = process.log_snr(torch.tensor([process.t_min, process.t_max], dtype=torch.float64, device=device))
         lam_max, lam_min = float(ends[0]), float(ends[1])
         lam = lam_max - (lam_max - lam_min) * self._uniform(shape, generator, device)
-        t = inverse_log_snr(process, lam)
+        t = time_of_log_snr(process, lam)
         return t, torch.full_like(t, lam_max - lam_min)
 
 

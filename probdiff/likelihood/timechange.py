@@ -8,13 +8,17 @@ variable :math:`u = \phi(t)` with :math:`\phi` strictly increasing and different
     \frac{dx}{du} = h\big(x, t(u)\big)\,\frac{dt}{du}, \qquad \frac{dt}{du} = \frac{1}{\phi'(t(u))}.
 
 The solution at :math:`u_{max} = \phi(t_{max})` is the same; only the work of an adaptive solver changes.
-In the log-SNR variable :math:`u = -\lambda_t` the probability-flow ODE of a Gaussian process is far less
-stiff near the data end, where :math:`\sigma_t \to 0` (Kingma et al., "Variational Diffusion Models",
-NeurIPS 2021, §3.3: the bound and the flow are invariant to the schedule except at its ends;
-Lu et al., "DPM-Solver", NeurIPS 2022, §3.1, integrate in :math:`\lambda` for the same reason).
+The log-SNR variable :math:`u = -\lambda_t` spreads the work evenly over noise *levels* (the flow and the
+bound depend on the schedule only through :math:`\lambda`: Kingma et al., "Variational Diffusion Models",
+NeurIPS 2021, §3.3; Lu et al., "DPM-Solver", NeurIPS 2022, §3.1 integrate in :math:`\lambda`). Which
+variable is cheaper depends on the data: on the Gaussian-mixture and empirical oracles of
+``benchmarks/likelihood.py`` the process' own time needed fewer evaluations (the flow of data with a
+smooth density is smooth in :math:`t` near :math:`t_{min}`, where log-SNR time spends many steps on
+nothing), so :class:`PhysicalTime` is the default of :func:`probdiff.log_likelihood`.
 
-:func:`inverse_log_snr` solves :math:`\lambda_t = \ell` for :math:`t` by safeguarded Newton iterations in
-float64; it serves both the time change here and the importance sampling of :math:`t` in the ELBO.
+:math:`t(u)` inverts :math:`\lambda` with :func:`probdiff.grids.gaussian.time_of_log_snr` (closed forms where
+registered, bisection otherwise), the same inverse the log-SNR grids and the ELBO's sampler of
+:math:`t` use.
 """
 
 from __future__ import annotations
@@ -23,61 +27,10 @@ import abc
 
 import torch
 
+from ..grids.gaussian import time_of_log_snr
 from ..processes.gaussian import GaussianProcess
 
-__all__ = ["TimeVariable", "PhysicalTime", "LogSNRTime", "inverse_log_snr"]
-
-
-def _f64(process: GaussianProcess, t: torch.Tensor) -> torch.Tensor:
-    return process.log_snr(t.to(torch.float64))
-
-
-def inverse_log_snr(process: GaussianProcess, lam: torch.Tensor, *, max_iters: int = 100) -> torch.Tensor:
-    r"""The time :math:`t \in [t_{min}, t_{max}]` with :math:`\lambda_t = \ell`, elementwise (float64).
-
-    :math:`\lambda_t` is strictly decreasing, so the root is unique. Newton steps
-    :math:`t \leftarrow t - (\lambda_t - \ell)/\lambda_t'` are kept inside a bracket that shrinks with every
-    evaluation; a step leaving it is replaced by bisection, so convergence is guaranteed, and quadratic near
-    the root. Values of ``lam`` outside :math:`[\lambda_{t_{max}}, \lambda_{t_{min}}]` by more than rounding
-    raise ``ValueError``.
-
-    Args:
-        process: a :class:`~probdiff.GaussianProcess` with finite log-SNR at both ends.
-        lam: log-SNR values, any shape.
-
-    Returns:
-        Tensor of times, float64, shape of ``lam``.
-    """
-    lam = torch.as_tensor(lam).to(torch.float64)
-    device = lam.device
-    lo = torch.full_like(lam, process.t_min)
-    hi = torch.full_like(lam, process.t_max)
-    lam_lo = _f64(process, torch.tensor(process.t_min, dtype=torch.float64, device=device))
-    lam_hi = _f64(process, torch.tensor(process.t_max, dtype=torch.float64, device=device))
-    if not (bool(torch.isfinite(lam_lo)) and bool(torch.isfinite(lam_hi))):
-        raise ValueError(f"process must have a finite log-SNR at t_min and t_max to invert it, got "
-                         f"lambda(t_min)={float(lam_lo)}, lambda(t_max)={float(lam_hi)}")
-    slack = 1e-9 * (1.0 + float(lam_lo.abs().max(lam_hi.abs())))
-    if bool(((lam > lam_lo + slack) | (lam < lam_hi - slack) | ~torch.isfinite(lam)).any()):
-        raise ValueError(f"lam must lie in [lambda(t_max), lambda(t_min)] = [{float(lam_hi)}, {float(lam_lo)}]")
-    lam = lam.clamp(float(lam_hi), float(lam_lo))
-    # Linear interpolation in lambda is a good start: lambda is nearly linear in t away from the ends.
-    t = lo + (hi - lo) * (lam_lo - lam) / (lam_lo - lam_hi)
-    tol = 4 * torch.finfo(torch.float64).eps * max(1.0, abs(process.t_max))
-    for _ in range(max_iters):
-        resid = _f64(process, t) - lam
-        # lambda decreases: a positive residual means t is left of the root
-        lo = torch.where(resid > 0, t, lo)
-        hi = torch.where(resid <= 0, t, hi)
-        slope = process.d_log_snr(t)
-        t_new = t - resid / slope
-        outside = ~((t_new > lo) & (t_new < hi))
-        t_new = torch.where(outside, 0.5 * (lo + hi), t_new)
-        done = bool(((t_new - t).abs() <= tol).all()) or bool(((hi - lo) <= tol).all())
-        t = t_new
-        if done:
-            break
-    return t.clamp(process.t_min, process.t_max)
+__all__ = ["TimeVariable", "PhysicalTime", "LogSNRTime"]
 
 
 class TimeVariable(abc.ABC):
@@ -140,7 +93,7 @@ class LogSNRTime(TimeVariable):
     def time(self, process, u):
         # Solvers may probe just beyond the interval (initial-step selection); clamp like PhysicalTime.
         lo, hi = self.bounds(process)
-        return inverse_log_snr(process, -torch.as_tensor(u, dtype=torch.float64).clamp(lo, hi))
+        return time_of_log_snr(process, -torch.as_tensor(u, dtype=torch.float64).clamp(lo, hi))
 
     def dt_du(self, process, t):
         return -1.0 / process.d_log_snr(torch.as_tensor(t, dtype=torch.float64))
