@@ -193,12 +193,14 @@ def _chain_simulation(process, inputs: Inputs, config: CheckConfig):
     gen, n_paths, n = inputs.generator, config.num_samples, process.num_states
     starts = torch.unique(inputs.x0.reshape(-1))[:4].long()
     x = starts[None, :].expand(n_paths, -1).clone()
-    R = process.generator.to(torch.float64)
+    device = inputs.x0.device
+    R = process.generator.to(device=device, dtype=torch.float64)
+    off_diag = 1 - torch.eye(n, dtype=torch.float64, device=device)
     span = process.t_max - process.t_min
     outputs = [process.t_min + 0.1 * span, process.t_min + 0.4 * span, process.t_max]
     clocks = process.integrated_beta(torch.tensor(outputs, dtype=torch.float64)) - process.integrated_beta(
         torch.tensor(process.t_min, dtype=torch.float64))
-    clock = torch.zeros(x.shape, dtype=torch.float64)
+    clock = torch.zeros(x.shape, dtype=torch.float64, device=device)
     x0 = starts[None, :]
     jumps = 0
     for t_out, target in zip(outputs, clocks.tolist()):
@@ -207,10 +209,11 @@ def _chain_simulation(process, inputs: Inputs, config: CheckConfig):
             active = (clock < target) & (out_rate > 0)
             if not bool(active.any()):
                 break
-            wait = -torch.log1p(-torch.rand(x.shape, generator=gen, dtype=torch.float64)) / out_rate.clamp_min(1e-300)
+            uniform = torch.rand(x.shape, generator=gen, dtype=torch.float64, device=device)
+            wait = -torch.log1p(-uniform) / out_rate.clamp_min(1e-300)
             jump = active & (clock + wait <= target)
             clock = torch.where(active, torch.where(jump, clock + wait, torch.full_like(clock, target)), clock)
-            dest = sample_categorical((R[x] * (1 - torch.eye(n, dtype=R.dtype)[x])).clamp_min(0.0), gen)
+            dest = sample_categorical((R[x] * off_diag[x]).clamp_min(0.0), gen)
             x = torch.where(jump, dest, x)
             jumps += int(jump.sum())
         clock = torch.full_like(clock, target)
@@ -227,7 +230,8 @@ def _chain_simulation(process, inputs: Inputs, config: CheckConfig):
 @REVERSE_MARGINALS.register(MarkovChain)
 def _chain_time_reversal(process, inputs: Inputs, config: CheckConfig):
     n, gen = process.num_states, inputs.generator
-    p0 = torch.rand(n, generator=gen, dtype=torch.float64) + 0.1
+    device = inputs.x0.device
+    p0 = torch.rand(n, generator=gen, dtype=torch.float64, device=device) + 0.1
     p0 = p0 / p0.sum()
     _, times = inputs.times()
     # at t_min exactly q(x_t|x_0) is the identity and p(x_0|x_t) a point mass: the reversal holds as t -> t_min
@@ -236,7 +240,7 @@ def _chain_time_reversal(process, inputs: Inputs, config: CheckConfig):
     t_min = torch.full_like(times, process.t_min)
     P = process.transition_matrix(t_min, times).to(torch.float64)                          # (k, S, S)
     p_t = torch.einsum("i,kij->kj", p0, P)                                                  # (k, S)
-    states = torch.arange(n)
+    states = torch.arange(n, device=device)
     x = states[None, :].expand(k, n).reshape(k * n, 1)                                      # (k S, 1)
     tt = times.repeat_interleave(n)
     post = p0[None, :, None] * P / p_t[:, None, :].clamp_min(1e-300)                       # p(x0 | x_t = x): (k, x0, x)
@@ -245,7 +249,7 @@ def _chain_time_reversal(process, inputs: Inputs, config: CheckConfig):
     fwd = process.rate(times).to(torch.float64)                                             # R_t(y -> x) at [y, x]
     lhs = p_t[:, :, None] * rev                                                              # p_t(x) R_hat(x -> y)
     rhs = p_t[:, None, :] * fwd.transpose(1, 2)                                              # p_t(y) R_t(y -> x)
-    off = ~torch.eye(n, dtype=torch.bool)
+    off = ~torch.eye(n, dtype=torch.bool, device=device)
     scale = (lhs.abs() + rhs.abs()).amax((-1, -2), keepdim=True).clamp_min(1e-300)
     fail_worst(REVERSE_MARGINALS, process, "time reversal p_t(x) R_hat_t(x->y) vs p_t(y) R_t(y->x) (x != y), "
                                            "exact posterior of a random data law",

@@ -379,10 +379,11 @@ class Report:
 
     def __str__(self) -> str:
         lines = [f"check_process({self.process!r}):"]
+        width = max((len(r.identity.name) for r in self.results), default=0)
         for r in self.results:
             status = {True: "passed", False: "FAILED", None: "n/a"}[r.passed]
             note = f"  ({r.message.splitlines()[0]})" if r.message and r.passed is not False else ""
-            lines.append(f"  {status:7s} {r.identity.name:<28s} {r.seconds:6.2f} s{note}")
+            lines.append(f"  {status:7s} {r.identity.name:<{width}s} {r.seconds:6.2f} s{note}")
         return "\n".join(lines)
 
 

@@ -71,7 +71,8 @@ def _score(process, inputs: Inputs, config: CheckConfig):
     ctx = {"t": t, "x0": x0, "x_t": xt, "alpha_t": alpha.flatten(), "sigma_t": sigma.flatten()}
     fail_worst(SCORE, process, "-(x_t - alpha_t x_0)/sigma_t^2 vs autograd grad_x log marginal(x0, t).log_prob(x_t)",
                target, grad, atol + rtol * scale, ctx)
-    # the exact model of the one-point data set {x0[0]} has the score of q(x_t | x0[0])
+    # the exact model of the one-point data set {x0[0]} has the score of q(x_t | x0[0]); it goes through the
+    # oracle's float64 kernel scan and the model's Tweedie conversion, hence the looser relative tolerance
     y = x0[:1]
     xt1 = (alpha * y + sigma * torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device=x0.device)).detach()
     model = Empirical(y).model(process).score(xt1, t)
