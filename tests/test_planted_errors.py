@@ -1,7 +1,7 @@
 """Proof that the checks of probdiff.testing can fail: correct processes with one planted error each.
 
-Every identity of ``probdiff.testing.IDENTITIES`` is tripped by at least one planted error below
-(``test_every_identity_is_tripped`` keeps that true), and ``check_process`` names the broken identity.
+Every identity of ``probdiff.testing.IDENTITIES`` is tripped by a planted error below (``PLANTED``, one
+per identity), and ``check_process`` names the broken identity.
 """
 
 import pyro.distributions as dist
@@ -12,15 +12,11 @@ import probdiff as pd
 from probdiff import testing as pt
 from probdiff.processes.gaussian import ForwardSDE, _expand
 
-TRIPPED: set = set()
-
-
 def _fails(identity, call):
     """``call()`` must raise an AssertionError naming ``identity``; returns the message."""
     with pytest.raises(AssertionError, match=identity.name.replace("(", r"\(").replace(")", r"\)")) as info:
         call()
     assert isinstance(info.value, pt.IdentityError) and info.value.identity is identity
-    TRIPPED.add(identity.name)
     return str(info.value)
 
 
@@ -274,6 +270,27 @@ def test_declared_generator_disagreeing_with_rates_is_caught_by_jump_simulation(
     _fails(pt.SIMULATION, report.raise_if_failed)
 
 
-def test_every_identity_is_tripped_by_a_planted_error():
-    """Runs last in this module: every identity of the battery failed on at least one planted error."""
-    assert {i.name for i in pt.IDENTITIES} <= TRIPPED, sorted({i.name for i in pt.IDENTITIES} - TRIPPED)
+# one planted error per identity, checked by that identity's own assert function
+PLANTED = {
+    pt.SHAPES.name: (MissingToEvent, pt.assert_shapes),
+    pt.BAD_INPUT.name: (NoValidation, pt.assert_rejects_bad_input),
+    pt.GENERATOR.name: (LeakyChain, pt.assert_generator),
+    pt.CHAPMAN_KOLMOGOROV.name: (TransitionIgnoresS, pt.assert_chapman_kolmogorov),
+    pt.BAYES.name: (WrongPosteriorVariance, pt.assert_bayes),
+    pt.SCORE.name: (WrongMarginalScale, pt.assert_score),
+    pt.COEFFICIENTS.name: (DriftSignError, pt.assert_coefficients),
+    pt.PRIOR.name: (PriorWrongScale, pt.assert_prior),
+    pt.CLOSED_FORMS.name: (InconsistentLogAlpha, pt.assert_closed_forms),
+    pt.SIMULATION.name: (WrongSDEModule, pt.assert_simulation),
+    pt.REVERSE_MARGINALS.name: (lambda: ReverseRatesWithoutRatio(4), pt.assert_reverse_marginals),
+}
+
+
+def test_every_identity_has_a_planted_error():
+    assert set(PLANTED) == {i.name for i in pt.IDENTITIES}
+
+
+@pytest.mark.parametrize("identity", pt.IDENTITIES, ids=lambda i: i.name)
+def test_each_identity_trips_on_its_planted_error(identity):
+    make, check = PLANTED[identity.name]
+    _fails(identity, lambda: check(make()))
