@@ -111,8 +111,8 @@ def linear_sdes(draw, *, table_size: int = 257) -> LinearSDE:
 
     * variance-preserving-like: ``f = -beta(t)/2``, ``g = sqrt(beta(t) (1 + d cos(w2 t)))`` with
       ``beta(t) = a + b t + c sin^2(w t + phi)``, ``b`` in [10, 25] (so the signal is gone at ``t_max = 1``);
-    * variance-exploding-like: ``f = 0``, ``g = s0 r^t sqrt(2 log r)`` with ``sigma_init = s0``, ``r`` in
-      [1e3, 1e4] (``sigma_{t_max} >= 10``).
+    * variance-exploding-like: ``f = 0``, ``g = s0 r^t sqrt(2 log r)`` with ``sigma_init = s0`` in
+      [5e-3, 2e-2] and ``r`` such that ``sigma_{t_max} = s0 r`` lies in [10, 100].
 
     ``table_size`` (nodes of the solved schedule) defaults to 257 to keep construction fast.
     """
@@ -124,7 +124,8 @@ def linear_sdes(draw, *, table_size: int = 257) -> LinearSDE:
         beta = _Smooth(1.0, a, b, c, w, phi, 1.0)
         g = _Product(beta, d, w2)
         return LinearSDE(f, g, t_min=draw(_log_uniform(1e-5, 1e-3)), table_size=table_size)
-    s0, r = draw(_log_uniform(5e-3, 2e-2)), draw(_log_uniform(1e3, 1e4))
+    s0, sigma_end = draw(_log_uniform(5e-3, 2e-2)), draw(_log_uniform(10.0, 100.0))
+    r = sigma_end / s0  # sigma_t = s0 r^t, so sigma_{t_max} = sigma_end >= 10
     return LinearSDE(_Zero(), _Exponential(s0 * math.sqrt(2 * math.log(r)), math.log(r)), t_min=0.0,
                      sigma_init=s0, table_size=table_size)
 
