@@ -149,16 +149,11 @@ class LikelihoodWeighting(Weighting):
 class ImportanceSampled(Weighting):
     r"""The ELBO integrand with :math:`t` drawn uniformly in log-SNR, :math:`\pi(t) \propto -\lambda_t'`.
 
-    :math:`t = \lambda^{-1}(u)`, :math:`u \sim U[\lambda_{t_{max}}, \lambda_{t_{min}}]`, inverted by bisection
-    (``iterations`` halvings of ``[t_min, t_max]``, enough for float64 at the default 60). The weight is
-    :math:`\tfrac{\lambda_{t_{min}}-\lambda_{t_{max}}}{2}\,(\alpha_t/\sigma_t)^2 / c_P^2`, which for an
-    epsilon model is a constant: the variance-reduced estimator of Song et al. (2021), §5.
+    :math:`t = \lambda^{-1}(u)`, :math:`u \sim U[\lambda_{t_{max}}, \lambda_{t_{min}}]`, inverted by
+    :func:`probdiff.grids.gaussian.time_of_log_snr` (closed forms where registered, else bisection). The
+    weight is :math:`\tfrac{\lambda_{t_{min}}-\lambda_{t_{max}}}{2}\,(\alpha_t/\sigma_t)^2 / c_P^2`, which for
+    an epsilon model is a constant: the variance-reduced estimator of Song et al. (2021), §5.
     """
-
-    def __init__(self, iterations: int = 60):
-        if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        self.iterations = int(iterations)
 
     @staticmethod
     def _range(process, like: torch.Tensor):
@@ -170,24 +165,15 @@ class ImportanceSampled(Weighting):
         return lam[0], lam[1]
 
     def sample_time(self, process, n, *, generator=None, device=None, dtype=None):
-        dtype = dtype or torch.get_default_dtype()
+        from ..grids.gaussian import time_of_log_snr
+
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
         lam_hi, lam_lo = self._range(process, u)
-        target = lam_lo + (lam_hi - lam_lo) * u
-        lo = torch.full_like(u, process.t_min)
-        hi = torch.full_like(u, process.t_max)
-        for _ in range(self.iterations):  # log-SNR decreases in t: move the bracket towards the target
-            mid = 0.5 * (lo + hi)
-            above = process.log_snr(mid) > target
-            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-        return (0.5 * (lo + hi)).to(dtype)
+        return time_of_log_snr(process, lam_lo + (lam_hi - lam_lo) * u).to(dtype or torch.get_default_dtype())
 
     def weight(self, process, t, scale):
         lam_hi, lam_lo = self._range(process, t)
         return (0.5 * (lam_hi - lam_lo)).to(t.dtype) * torch.exp(process.log_snr(t)) / scale**2
-
-    def __repr__(self) -> str:
-        return f"ImportanceSampled(iterations={self.iterations})"
 
 
 # ==================================================================== the loss
