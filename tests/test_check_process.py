@@ -5,6 +5,7 @@ A new built-in process joins ``BUILT_IN`` and gets every identity for free.
 
 import math
 
+import pyro.distributions as pyro_dist
 import pytest
 import torch
 from hypothesis import given, settings
@@ -122,3 +123,72 @@ def test_same_seed_same_verdict_and_inputs():
     a = pt.draw_inputs(p, pt.CheckConfig(seed=4))
     b = pt.draw_inputs(p, pt.CheckConfig(seed=4))
     assert torch.equal(a.x0, b.x0) and torch.equal(a.s, b.s) and torch.equal(a.t, b.t)
+
+
+class _DirectOU(pd.ForwardProcess):
+    """An Ornstein-Uhlenbeck process declared directly on ForwardProcess (not a GaussianProcess):
+    a user's new family, which gets the generic checks."""
+
+    def __init__(self):
+        super().__init__(1e-2, 6.0)
+
+    def _normal(self, loc, var, x):
+        return pyro_dist.Normal(loc, var.sqrt().reshape(-1, *([1] * (x.dim() - 1))).expand_as(loc)).to_event(x.dim() - 1)
+
+    def marginal(self, x0, t):
+        self._check_data("x0", x0)
+        t = self._time(t, x0)
+        a = torch.exp(-t).reshape(-1, *([1] * (x0.dim() - 1)))
+        return self._normal(a * x0, -torch.expm1(-2 * t), x0)
+
+    def transition(self, xs, s, t):
+        self._check_data("xs", xs)
+        s, t = self._times(s, t, xs)
+        a = torch.exp(-(t - s)).reshape(-1, *([1] * (xs.dim() - 1)))
+        return self._normal(a * xs, -torch.expm1(-2 * (t - s)), xs)
+
+    def posterior(self, x0, xt, s, t):
+        self._check_data("x0", x0)
+        self._check_data("xt", xt, like=x0)
+        s, t = self._times(s, t, x0)
+        shape = (-1, *([1] * (x0.dim() - 1)))
+        vs, vts = -torch.expm1(-2 * s), -torch.expm1(-2 * (t - s))
+        a_s, a_ts = torch.exp(-s), torch.exp(-(t - s))
+        var = 1 / (1 / vs + a_ts**2 / vts)
+        loc = var.reshape(shape) * (a_s.reshape(shape) * x0 / vs.reshape(shape)
+                                    + a_ts.reshape(shape) * xt / vts.reshape(shape))
+        return self._normal(loc, var, x0)
+
+    def prior(self, event_shape, *, device=None, dtype=None):
+        loc = torch.zeros(event_shape, device=device, dtype=dtype or torch.get_default_dtype())
+        return pyro_dist.Normal(loc, torch.ones_like(loc)).to_event(len(event_shape))
+
+
+def test_a_new_family_gets_the_generic_checks_and_can_register_its_own():
+    report = pt.check_process(_DirectOU())
+    ran = {r.identity for r in report.results if r.passed}
+    assert ran == {pt.SHAPES, pt.BAD_INPUT, pt.CHAPMAN_KOLMOGOROV, pt.BAYES, pt.PRIOR}, str(report)
+    assert "Monte Carlo" in next(r.message for r in report.results if r.identity is pt.CHAPMAN_KOLMOGOROV)
+    with pytest.raises(ValueError, match="no 'score target' check is registered for _DirectOU"):
+        pt.assert_score(_DirectOU())
+
+    calls = []
+
+    @pt.SIMULATION.register(_DirectOU)
+    def _simulate(process, inputs, config):
+        calls.append(inputs.x0.shape)
+        return "registered by the test"
+
+    report = pt.check_process(_DirectOU(), checks=[pt.SIMULATION])
+    assert report.passed and calls and report.results[0].message == "registered by the test"
+
+
+def test_generic_monte_carlo_chapman_kolmogorov_catches_a_transition_ignoring_s():
+    class Broken(_DirectOU):
+        def transition(self, xs, s, t):
+            return super().transition(xs, torch.full_like(torch.as_tensor(s, dtype=xs.dtype), self.t_min), t)
+
+    with pytest.raises(AssertionError, match="Chapman-Kolmogorov"):
+        pt.assert_chapman_kolmogorov(Broken())
+    with pytest.raises(AssertionError, match="bad input rejected"):  # s is never looked at, not even validated
+        pt.check_process(Broken())
