@@ -133,6 +133,19 @@ def test_hutchinson_divergence_unbiased(kind):
     assert ((forms.mean(0) - exact).abs() < 3 * se).all()
 
 
+def test_hutchinson_averages_its_probes():
+    """Hutchinson(P) is the mean of P single-probe estimates: its error shrinks like 1/sqrt(P)."""
+    fn = _small_net(6, seed=3)
+    x = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    _, exact = pd.ExactTrace()(fn, x, None)
+    trace = pd.Hutchinson(num_probes=5000, kind=ProbeKind.GAUSSIAN)
+    probes = trace.prepare(x, torch.Generator().manual_seed(4))
+    _, est = trace(fn, x, probes)
+    _, forms = probe_forms(fn, x, probes)
+    assert torch.allclose(est, forms.mean(0))
+    assert ((est - exact).abs() < 3 * forms.std(0) / math.sqrt(5000)).all()
+
+
 @pytest.mark.parametrize("kind", ["rademacher", "gaussian"])
 def test_hutchinson_log_likelihood_unbiased(kind):
     """Each copy of a point gets its own fixed probe; the mean over copies is within 3 SE of the exact value."""
