@@ -8,7 +8,9 @@ minute, so they are marked ``slow``; ``.ci/run`` runs them explicitly.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 import subprocess
 import sys
 import zlib
@@ -45,24 +47,37 @@ def _inventory(path: Path) -> set[str]:
     return {line.split(" ", 1)[0] for line in body.splitlines() if line.strip()}
 
 
-def _public_names() -> list[tuple[str, ...]]:
-    """Every public object, as the tuple of names under which an API entry counts: ``probdiff.<name>``
-    for a top-level object; ``probdiff.<mod>.<name>`` for a name in a public subpackage's ``__all__``, or
-    ``probdiff.<name>`` when the same object is re-exported at the top level."""
-    names = set()
-    for name, obj in vars(probdiff).items():
-        if name.startswith("_"):
+def _public_modules() -> list:
+    """``probdiff`` and every importable submodule whose dotted name has no ``_``-prefixed part."""
+    modules = [probdiff]
+    for info in pkgutil.walk_packages(probdiff.__path__, "probdiff."):
+        if any(part.startswith("_") for part in info.name.split(".")):
             continue
-        if inspect.ismodule(obj):
-            if not obj.__name__.startswith("probdiff."):
+        modules.append(importlib.import_module(info.name))
+    return modules
+
+
+def _public_names() -> list[tuple[str, ...]]:
+    """Every public object — a top-level name of ``probdiff`` or a name in a public module's ``__all__`` —
+    as the tuple of dotted paths under which it is reachable in public modules; an API entry under any
+    of them documents it (``probdiff.VPSDE`` documents ``probdiff.processes.gaussian.VPSDE``)."""
+    modules = _public_modules()
+    where: dict[int, set[str]] = {}
+    for module in modules:
+        for name, obj in vars(module).items():
+            if not name.startswith("_") and not inspect.ismodule(obj):
+                where.setdefault(id(obj), set()).add(f"{module.__name__}.{name}")
+    wanted = {}
+    for module in modules:
+        names = getattr(module, "__all__", None)
+        if names is None:
+            names = [n for n in vars(module) if module is probdiff and not n.startswith("_")]
+        for name in names:
+            obj = getattr(module, name)
+            if inspect.ismodule(obj) or isinstance(obj, str):
                 continue
-            for member in getattr(obj, "__all__", []):
-                alias = getattr(probdiff, member, None)
-                same = alias is not None and alias is getattr(obj, member)
-                names.add((f"{obj.__name__}.{member}",) + ((f"probdiff.{member}",) if same else ()))
-        else:
-            names.add((f"probdiff.{name}",))
-    return sorted(names)
+            wanted[id(obj)] = tuple(sorted(where.get(id(obj), {f"{module.__name__}.{name}"}), key=len))
+    return sorted(wanted.values())
 
 
 @pytest.mark.slow
