@@ -129,16 +129,22 @@ class BlackoutLoss:
 
 
 class CategoricalCrossEntropy:
-    """Per-sample :math:`-\\sum_d \\log p_\\theta(x_{0,d} \\mid x_t)`, :math:`t \\sim U[t_{min}, t_{max}]`.
+    """Per-sample :math:`-\\sum_d \\log p_\\theta(x_{0,d} \\mid x_t)` with :math:`x_t \\sim q(x_t|x_0)`.
 
     Args:
         process: a :class:`~probdiff.MarkovChain`.
+        time: the law of ``t``: ``None`` for :math:`U[t_{min}, t_{max}]`, or a proposal with a
+            ``sample(process, n, generator=, device=, dtype=)`` method such as :class:`LogitTime`
+            (which puts more draws at small ``t``, where the ELBO's reconstruction terms live).
     """
 
-    def __init__(self, process: MarkovChain):
+    def __init__(self, process: MarkovChain, time: LogitTime | None = None):
         if not isinstance(process, MarkovChain):
             raise ValueError(f"process must be a MarkovChain, got {type(process).__name__}")
+        if time is not None and not callable(getattr(time, "sample", None)):
+            raise ValueError(f"time must be None or a proposal with a sample(process, n, ...) method, got {time!r}")
         self.process = process
+        self.time = time
 
     def __call__(self, model: CategoricalModel, x0: torch.Tensor, *, generator=None) -> torch.Tensor:
         if not hasattr(model, "x0_logits"):
@@ -146,8 +152,11 @@ class CategoricalCrossEntropy:
         p = self.process
         p._check_states("x0", x0)
         dtype = x0.dtype if x0.is_floating_point() else torch.get_default_dtype()
-        u = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=dtype)
-        t = p.t_min + (p.t_max - p.t_min) * u
+        if self.time is None:
+            u = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=dtype)
+            t = p.t_min + (p.t_max - p.t_min) * u
+        else:
+            t = self.time.sample(p, x0.shape[0], generator=generator, device=x0.device, dtype=dtype)
         xt = p.sample_marginal(x0, t, generator=generator)
         logp = torch.log_softmax(model.x0_logits(xt, t), dim=-1)
         return -logp.gather(-1, x0.long()[..., None])[..., 0].flatten(1).sum(1)

@@ -376,6 +376,7 @@ def _with_diagonal(rates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _check_generator(generator) -> torch.Tensor:
     if not isinstance(generator, torch.Tensor):
         generator = torch.as_tensor(generator)
+    eps = torch.finfo(generator.dtype).eps if generator.is_floating_point() else 0.0
     gen = generator.to(torch.float64).cpu()
     if gen.dim() != 2 or gen.shape[0] != gen.shape[1] or gen.shape[0] < 2:
         raise ValueError(f"generator must be a square (S, S) matrix with S >= 2, got shape {tuple(gen.shape)}")
@@ -384,7 +385,7 @@ def _check_generator(generator) -> torch.Tensor:
     if bool((off < 0).any()):
         raise ValueError("generator must have non-negative off-diagonal entries (rates), got a negative one")
     scale = max(1.0, float(gen.abs().max()))
-    if bool((gen.sum(1).abs() > 1e-9 * scale * gen.shape[0]).any()):
+    if bool((gen.sum(1).abs() > max(8 * eps, 1e-12) * scale * gen.shape[0]).any()):
         raise ValueError(f"generator rows must sum to 0, got row sums up to {float(gen.sum(1).abs().max()):.3g}")
     return gen
 
