@@ -69,29 +69,14 @@ def drift_and_denoised(reverse, x: torch.Tensor, t, noise: float | None = None):
     t = p._time(t, x)
     noise = reverse.noise if noise is None else float(noise)
     denoised = reverse.model.denoise(x, t)
-    sigma = _expand(p.sigma(t), x)
-    eps = (x - _expand(p.alpha(t), x) * denoised) / sigma
-    drift = _expand(p.alpha_dot(t), x) * denoised + _expand(p.sigma_dot(t), x) * eps
+    alpha, sigma, f, g2 = p.alpha(t), p.sigma(t), p.drift_coef(t), p.diffusion(t) ** 2
+    # alpha' = f alpha and sigma' = sigma f + g^2 / (2 sigma), unless the process has closed forms (LinearBlend's
+    # alpha' = -1 stays finite at t = 1 where f = -inf); deriving them here saves the generic methods' repeated
+    # evaluations of alpha and sigma (this runs once per step of every Gaussian solver).
+    cls = type(p)
+    a_dot = p.alpha_dot(t) if cls.alpha_dot is not GaussianProcess.alpha_dot else f * alpha
+    s_dot = p.sigma_dot(t) if cls.sigma_dot is not GaussianProcess.sigma_dot else sigma * f + 0.5 * g2 / sigma
     if noise != 0.0:
-        drift = drift + (0.5 * noise**2) * _expand(p.diffusion(t) ** 2, x) / sigma * eps
-    return drift, denoised
-
-
-@Ancestral.register(GaussianProcess)
-def gaussian_ancestral_step(solver: Ancestral, reverse, x: torch.Tensor, t, s, state, generator) -> Step:
-    """One DDPM/DDIM step of ``reverse`` (a Gaussian reverse process) from ``t`` to ``s``."""
-    p = reverse.process
-    t, s = p._time(t, x, "t"), p._time(s, x, "s")
-    denoised = reverse.model.denoise(x, t)
-    alpha_t, sigma_t = _expand(p.alpha(t), x), _expand(p.sigma(t), x)
-    alpha_s, sigma_s = _expand(p.alpha(s), x), _expand(p.sigma(s), x)
-    eps = (x - alpha_t * denoised) / sigma_t
-    eta = solver.noise_level(reverse)
-    if eta == 0.0:
-        return Step(alpha_s * denoised + sigma_s * eps, denoised, state, 1)
-    # 1 - r with r = exp(lambda_t - lambda_s) < 1, in expm1 form so that small steps keep their digits.
-    one_minus_r = _expand(-torch.expm1(p.log_snr(t) - p.log_snr(s)), x)
-    var = sigma_s**2 * torch.clamp(eta**2 * one_minus_r, max=1.0)
-    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    x_s = alpha_s * denoised + torch.sqrt(sigma_s**2 - var) * eps + torch.sqrt(var) * z
-    return Step(x_s, denoised, state, 1)
+        s_dot = s_dot + (0.5 * noise**2) * g2 / sigma
+    eps = (x - _expand(alpha, x) * denoised) / _expand(sigma, x)
+    return _expand(a_dot, x) * denoised + _expand(s_dot, x) * eps, denoised
