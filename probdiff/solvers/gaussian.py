@@ -80,3 +80,23 @@ def drift_and_denoised(reverse, x: torch.Tensor, t, noise: float | None = None):
         s_dot = s_dot + (0.5 * noise**2) * g2 / sigma
     eps = (x - _expand(alpha, x) * denoised) / _expand(sigma, x)
     return _expand(a_dot, x) * denoised + _expand(s_dot, x) * eps, denoised
+
+
+@Ancestral.register(GaussianProcess)
+def gaussian_ancestral_step(solver: Ancestral, reverse, x: torch.Tensor, t, s, state, generator) -> Step:
+    """One DDPM/DDIM step of ``reverse`` (a Gaussian reverse process) from ``t`` to ``s``."""
+    p = reverse.process
+    t, s = p._time(t, x, "t"), p._time(s, x, "s")
+    denoised = reverse.model.denoise(x, t)
+    alpha_t, sigma_t = _expand(p.alpha(t), x), _expand(p.sigma(t), x)
+    alpha_s, sigma_s = _expand(p.alpha(s), x), _expand(p.sigma(s), x)
+    eps = (x - alpha_t * denoised) / sigma_t
+    eta = solver.noise_level(reverse)
+    if eta == 0.0:
+        return Step(alpha_s * denoised + sigma_s * eps, denoised, state, 1)
+    # 1 - r with r = exp(lambda_t - lambda_s) < 1, in expm1 form so that small steps keep their digits.
+    one_minus_r = _expand(-torch.expm1(p.log_snr(t) - p.log_snr(s)), x)
+    var = sigma_s**2 * torch.clamp(eta**2 * one_minus_r, max=1.0)
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    x_s = alpha_s * denoised + torch.sqrt(sigma_s**2 - var) * eps + torch.sqrt(var) * z
+    return Step(x_s, denoised, state, 1)
