@@ -102,7 +102,8 @@ class _Increments:
 
     torchsde's default ``BrownianInterval`` keeps a binary tree of Brownian-bridge samples so that any
     interval can be queried in any order; that costs several normal draws and tree walks per query
-    (about 30× a plain Euler–Maruyama loop on a 1000×64 state). The adapter only ever asks for the
+    (8–10× a plain Euler–Maruyama loop on a 1000×64 state in ``benchmarks/samplers.py``; the issue measured
+    about 30× on its machine). The adapter only ever asks for the
     increment of one grid interval after another, so one draw per interval is exact:
     :math:`W(t_b)-W(t_a)\\sim\\mathcal N(0, (t_b-t_a)I)` and, for SRK, the space-time Lévy area
     :math:`H\\sim\\mathcal N(0, \\tfrac{t_b-t_a}{12}I)` independent of it, returned as
