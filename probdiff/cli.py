@@ -295,6 +295,11 @@ def cmd_train(a) -> str:
                       clip=a.clip, seed=a.seed, checkpoint=checkpoint, checkpoint_every=a.checkpoint_every,
                       config=config, device=device)
     if a.resume:
+        saved = load_checkpoint(checkpoint).get("config") or {}
+        changed = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+        if changed:
+            raise CheckpointError(f"checkpoint {checkpoint} was trained with other settings (checkpoint, now): "
+                                  f"{changed}; resume with the same options")
         trainer.resume()
         _say(f"resumed from {checkpoint} at step {trainer.step}")
     elif checkpoint.exists() and not a.overwrite:

@@ -95,6 +95,8 @@ def test_resume_and_overwrite_guard(trained, tmp_path, capsys):
                        "--resume", "--checkpoint-every", "3")
     assert code == 0 and "resumed from" in out and "trained 9/9" in out
     assert torch.load(path, weights_only=True)["step"] == 9
+    code, _, err = run(capsys, "train", "--checkpoint", str(path), *TINY, "--resume", "--process", "subvp")
+    assert code == 1 and "other settings" in err and "subvp" in err
 
 
 def test_config_file(tmp_path, capsys):
@@ -168,3 +170,24 @@ def test_help_and_console_entry_point(capsys):
     done = subprocess.run([sys.executable, "-m", "probdiff.cli", "sample", "--checkpoint", "/nonexistent/x.pt"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_train_and_sharded_likelihood(tmp_path, capsys):
+    """`torchrun -m probdiff.cli` trains with two gloo processes; the sharded likelihood equals one process'."""
+    import os
+
+    ckpt = tmp_path / "dist.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                "probdiff.cli"]
+    done = subprocess.run([*torchrun, "train", "--checkpoint", str(ckpt), *TINY], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 process(es)" in done.stdout and torch.load(ckpt, weights_only=True)["step"] == 6
+    done = subprocess.run([*torchrun, "likelihood", "--checkpoint", str(ckpt), "--limit", "5", "--rtol", "1e-4",
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    sharded = float(re.search(r"exact: ([0-9.]+) ±", done.stdout).group(1))
+    code, out, _ = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--limit", "5", "--rtol", "1e-4", "--quiet")
+    assert code == 0 and float(re.search(r"exact: ([0-9.]+) ±", out).group(1)) == pytest.approx(sharded, abs=2e-4)
