@@ -64,7 +64,8 @@ class Quantization:
         return (self.hi - self.lo) / self.levels
 
     def bits_offset(self) -> float:
-        """The constant :math:`\\log_2 K - \\log_2(hi - lo) = -\\log_2 w` added per dimension by :func:`bits_per_dim`."""
+        """The constant :math:`\\log_2 K - \\log_2(hi - lo) = -\\log_2 w`, added per dimension by
+        :func:`bits_per_dim`."""
         return math.log2(self.levels) - math.log2(self.hi - self.lo)
 
     def check_index(self, n: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,8 @@ class Decoder(abc.ABC):
 
 
 class GaussianDecoder(Decoder):
-    r""":math:`p(x_0|z) = \mathcal N(x_0; z/\alpha_{t_{min}}, (\sigma_{t_{min}}/\alpha_{t_{min}})^2 I)`, for continuous data."""
+    r""":math:`p(x_0|z) = \mathcal N(x_0; z/\alpha_{t_{min}}, (\sigma_{t_{min}}/\alpha_{t_{min}})^2 I)`,
+    for continuous data."""
 
     def distribution(self, process, z):
         loc, scale = _loc_scale(process, z)
