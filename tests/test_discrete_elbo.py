@@ -31,7 +31,8 @@ def test_prior_kl_by_independent_computation():
 
 
 @pytest.mark.parametrize("make", [lambda: pd.UniformChain(4, t_max=9.0), lambda: pd.AbsorbingChain(5, t_max=12.0),
-                                  lambda: pd.Blackout(max_count=3, t_max=10.0)])
+                                  lambda: pd.Blackout(max_count=3, t_max=10.0),
+                                  lambda: pd.UniformChain(4, t_min=0.3, t_max=9.0)])     # data at t_min > 0
 def test_oracle_elbo_is_exact_in_one_dimension_on_any_grid(make):
     # One dimension: the mixture-of-posteriors step is the exact reversal, so ELBO = log p(x) - prior mismatch.
     chain = make()

@@ -6,11 +6,11 @@ r"""Evidence lower bounds for Markov chains, registered in :data:`probdiff.likel
 .. math::
 
     \log p(x_0) \ge -\mathrm{KL}(q(x_{t_0}|x_0)\,\|\,\pi)
-      - \sum_{k} E_{q(x_{t_k}|x_0)}\mathrm{KL}\big(q(x_{t_{k+1}}|x_{t_k},x_0)\,\|\,p(x_{t_{k+1}}|x_{t_k})\big)
-      + E_{q(x_{t_{min}}|x_0)}\log p(x_0|x_{t_{min}}),
+      - \sum_{k} E_{q(x_{t_k}|x_0)}\mathrm{KL}\big(q(x_{t_{k+1}}|x_{t_k},x_0)\,\|\,p(x_{t_{k+1}}|x_{t_k})\big),
 
-every KL exact (a sum over the ``S`` states per dimension), only :math:`x_{t_k}` sampled; the last term
-vanishes when ``t_min = 0`` (then the last KL is the reconstruction term). With the exact
+every KL exact (a sum over the ``S`` states per dimension), only :math:`x_{t_k}` sampled. The data sit
+at ``t_min`` (:math:`q(x_{t_{min}}|x_0)` is a point mass), so the last KL is the reconstruction term
+:math:`-\log p(x_0|x_{t_1})`. With the exact
 :math:`p(x_0|x_t)` of a data set the mixture-of-posteriors step is the exact time reversal, so the bound
 equals :math:`\log p(x_0)` up to the prior mismatch on every grid.
 
@@ -61,19 +61,6 @@ def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
     return _xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).reshape(b, -1).sum(1)
 
 
-def _reconstruction(process: MarkovChain, model, x0: torch.Tensor, generator) -> torch.Tensor:
-    """:math:`\\log p(x_0|x_{t_{min}})` with the model's :math:`p(x_0|x_t)` restricted to states that reach
-    :math:`x_t` (as in the reverse kernel)."""
-    b = x0.shape[0]
-    t = torch.full((b,), process.t_min, dtype=torch.float64, device=x0.device)
-    xt = process.sample_marginal(x0, t, generator=generator)
-    probs = reverse(process, model).x0_probs(xt, t).double()
-    logq = process._from_data(t, log=True).cols(xt.long()).double()
-    w = torch.where(torch.isfinite(logq), probs, torch.zeros_like(probs))
-    logw = torch.log(w.gather(-1, x0.long()[..., None])[..., 0]) - torch.log(w.sum(-1))
-    return logw.reshape(b, -1).sum(1)
-
-
 def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Discrete-time ELBO of a chain on ``grid`` (required), nats, shape ``(batch,)``, averaged over
@@ -97,8 +84,6 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
         probs = rev.x0_probs(xt, t).double()
         logp = process.reverse_kernel_log_probs(probs, xt, s, t)
         total = total - _xlogy_ratio(torch.exp(logq), logq, logp).reshape(b, -1).sum(1)
-    if process.t_min > 0:
-        total = total + _reconstruction(process, model, x0, generator)
     return total.reshape(x.shape[0], k).mean(1)
 
 
