@@ -91,7 +91,8 @@ def test_wrong_model_bound_is_below_data_log_likelihood():
     chain = pd.UniformChain(4, t_max=6.0)
     data = torch.tensor([[0, 1, 2], [3, 3, 0], [1, 2, 3], [2, 0, 0]])
     flat = pd.CategoricalModel(lambda x, t: torch.zeros(*x.shape, 4, dtype=t.dtype), chain)
-    e = pd.elbo(chain, flat, data, grid=pd.grids.Uniform(20), num_samples=20, generator=torch.Generator().manual_seed(5))
+    e = pd.elbo(chain, flat, data, grid=pd.grids.Uniform(20), num_samples=20,
+                generator=torch.Generator().manual_seed(5))
     assert e.mean() < math.log(1 / 4) - 1.0
     # the flat model's data law is uniform: its log-likelihood is 3 log(1/4); the bound lies below it
     assert (e < 3 * math.log(1 / 4) + 1e-6).all()

@@ -1,9 +1,6 @@
 """Sampling Markov chains through ``pd.sample``: the exact ancestral step reproduces the data law of the
 Empirical oracle (chi-square), tau-leaping and the binomial bridge, reproducibility, solver checks."""
 
-import math
-
-import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -94,8 +91,9 @@ def test_same_generator_same_samples_and_models_drive_samplers():
     b = pd.Blackout(max_count=16, t_max=10.0)
     model = pd.BlackoutModel(lambda x, t: torch.zeros(x.shape, dtype=t.dtype) + 1.0, b)
     rev = pd.reverse(b, model)
-    run = lambda: pd.sample(rev, (8, 3), solver=pd.solvers.BinomialBridge(), grid=pd.grids.LogitObservation(30),
-                            generator=torch.Generator().manual_seed(5)).x
+    def run():
+        return pd.sample(rev, (8, 3), solver=pd.solvers.BinomialBridge(), grid=pd.grids.LogitObservation(30),
+                         generator=torch.Generator().manual_seed(5)).x
     assert torch.equal(run(), run())
     chain = pd.UniformChain(4)
     cat = pd.CategoricalModel(lambda x, t: torch.zeros(*x.shape, 4, dtype=t.dtype), chain)
@@ -117,6 +115,7 @@ def test_solver_checks():
     with pytest.raises(ValueError, match="x0_probs"):
         pd.sample(pd.reverse(b, mean_model), (2, 2), solver=pd.solvers.Ancestral(), grid=pd.grids.Uniform(3))
     with pytest.raises(ValueError, match="logits of shape"):
-        pd.CategoricalModel(lambda x, t: torch.zeros(*x.shape, 3), chain).x0_probs(torch.zeros(2, 2, dtype=torch.long), 0.5)
+        bad = pd.CategoricalModel(lambda x, t: torch.zeros(*x.shape, 3), chain)
+        bad.x0_probs(torch.zeros(2, 2, dtype=torch.long), 0.5)
     with pytest.raises(ValueError, match="MarkovChain"):
         pd.CategoricalModel(lambda x, t: x, pd.VPSDE())

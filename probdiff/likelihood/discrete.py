@@ -33,7 +33,6 @@ lossless bits/dim, no dequantisation.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
