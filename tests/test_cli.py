@@ -70,7 +70,7 @@ def test_exact_likelihood_of_a_zero_network_matches_closed_form(tmp_path, capsys
 
     path = tmp_path / "zero.pt"
     assert cli.main(["train", "--checkpoint", str(path), *TINY[:-7], "--steps", "1", "--warmup", "1",
-                     "--lr", "1e-12", "--quiet"]) == 0
+                     "--lr", "1e-12", "--t-min", "1e-4", "--quiet"]) == 0
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(path), "--limit", "4", "--rtol", "1e-6", "--quiet")
     assert code == 0
     got = float(re.search(r"exact: ([0-9.]+) ±", out).group(1))
@@ -117,6 +117,8 @@ def test_config_file(tmp_path, capsys):
 BAD = [
     (["train", "--process", "nope"], 2, "invalid choice"),
     (["train", "--steps", "0"], 2, "--steps must be a positive integer"),
+    (["train", "--process", "blackout", "--t-min", "0.1", "--steps", "1"], 1, "--t-min does not apply"),
+    (["train", "--t-min", "2", "--steps", "1"], 1, "t_min must be < t_max"),
     (["train", "--data", "missing.npz"], 1, "missing.npz: no such file"),
     (["train", "--model", "categorical", "--steps", "1"], 1, "process must be a MarkovChain"),
     (["train", "--weighting", "blackout-original", "--steps", "1"], 1, "--weighting 'blackout-original'"),
