@@ -57,7 +57,7 @@ def state_probs(distribution, like: torch.Tensor, num_states: int) -> torch.Tens
 def _quadrature_integral(process, s: torch.Tensor, t: torch.Tensor, nodes: int = 24) -> torch.Tensor:
     r""":math:`\int_s^t R_u du` per pair by Gauss–Legendre quadrature of ``process.rate``, ``(n, S, S)``."""
     x, w = np.polynomial.legendre.leggauss(nodes)
-    x, w = torch.as_tensor(x), torch.as_tensor(w)
+    x, w = torch.as_tensor(x, device=s.device), torch.as_tensor(w, device=s.device)
     half = 0.5 * (t - s)
     u = 0.5 * (t + s)[:, None] + half[:, None] * x[None]                   # (n, nodes)
     rates = process.rate(u.reshape(-1)).reshape(*u.shape, process.num_states, process.num_states)
@@ -71,7 +71,7 @@ def _generator_law(process, inputs: Inputs, config: CheckConfig):
     times = torch.cat([s, t])
     rates = process.rate(times)
     scale = rates.abs().amax((-1, -2)).clamp_min(1.0)
-    off = rates * (1 - torch.eye(n, dtype=rates.dtype))
+    off = rates * (1 - torch.eye(n, dtype=rates.dtype, device=rates.device))
     fail_worst(GENERATOR, process, "smallest off-diagonal rate of rate(t) (must be >= 0)",
                off.amin((-1, -2)).clamp_max(0.0), torch.zeros_like(times), torch.zeros_like(times),
                {"t": times})
@@ -85,7 +85,7 @@ def _generator_law(process, inputs: Inputs, config: CheckConfig):
     fail_worst(GENERATOR, process, "smallest entry of transition_matrix(s, t) (must be >= 0)",
                P.amin((-1, -2)).clamp_max(0.0), torch.zeros_like(s), torch.zeros_like(s), {"s": s, "t": t})
     integral = _quadrature_integral(process, s, t)
-    expm = torch.stack([torch.as_tensor(scipy.linalg.expm(m.numpy())) for m in integral])
+    expm = torch.stack([torch.as_tensor(scipy.linalg.expm(m.cpu().numpy())) for m in integral]).to(P.device)
     fail_worst(GENERATOR, process, "transition_matrix(s, t) vs scipy.linalg.expm(Gauss-Legendre integral of rate "
                                    "over [s, t])", P, expm, torch.full_like(P, 1e-8), {"s": s, "t": t})
     u = s + (t - s) * torch.rand(k, generator=inputs.generator, dtype=torch.float64, device=s.device)
