@@ -35,7 +35,7 @@ import torch
 
 import probdiff as pd
 from probdiff.grids import Karras, LogSNR, ScoreOptimal, Uniform
-from probdiff.solvers import Ancestral, DPMSolver2M, Euler, EulerMaruyama, Heun, TorchDiffEq, TorchSDE
+from probdiff.solvers import Ancestral, DPMSolver2M, Euler, EulerMaruyama, Heun, TorchDiffEq, TorchSDE, UniPC
 
 NFES = (5, 10, 20, 50)
 T_MIN, T_MAX, TRAIN_STEPS = 1e-3, 1.0, 1000
@@ -106,7 +106,7 @@ def probdiff_runs(problem):
                                                     generator=torch.Generator().manual_seed(4)),
     }
     solvers = {"Euler": (Euler(), 1), "Heun": (Heun(), 2), "DPMSolver2M": (DPMSolver2M(), 1),
-               "DDIM(Ancestral eta=0)": (Ancestral(eta=0.0), 1)}
+               "UniPC": (UniPC(), 1), "DDIM(Ancestral eta=0)": (Ancestral(eta=0.0), 1)}
     rows = []
     for sname, (solver, per_step) in solvers.items():
         for gname, make in grids.items():

@@ -26,6 +26,7 @@ from probdiff.solvers import (
     Heun,
     TorchDiffEq,
     TorchSDE,
+    UniPC,
 )
 from probdiff.solvers.gaussian import drift_and_denoised
 
@@ -70,6 +71,7 @@ ORDER_CASES = [
     (Euler(), pd.CosineVP, Uniform),
     (Heun(), pd.CosineVP, Uniform),
     (DPMSolver2M(), pd.VESDE, LogSNR),
+    (UniPC(), pd.VESDE, LogSNR),
     (Ancestral(eta=0.0), pd.CosineVP, Uniform),
     (TorchDiffEq("midpoint"), pd.CosineVP, Uniform),
     (TorchDiffEq("rk4"), pd.CosineVP, Uniform),
@@ -88,8 +90,8 @@ def test_convergence_order_matches_stated_order(solver, process_cls, grid_cls):
 
 
 def test_stated_orders():
-    assert (Euler.order, Heun.order, DPMSolver2M.order, Deblend.order, EulerMaruyama.order, Ancestral.order) == \
-        (1, 2, 2, 1, 1, 1)
+    assert (Euler.order, Heun.order, DPMSolver2M.order, UniPC.order, Deblend.order, EulerMaruyama.order,
+            Ancestral.order) == (1, 2, 2, 3, 1, 1, 1)
     assert TorchDiffEq().order == 5 and TorchDiffEq("rk4").order == 4 and TorchSDE().order == 1
 
 
@@ -192,7 +194,7 @@ class _OtherReverse(ReverseProcess):
 def test_solvers_reject_wrong_process_or_noise():
     process = pd.VPSDE()
     model = _gaussian().model(process)
-    for solver in (Euler(), Heun(), DPMSolver2M(), TorchDiffEq()):
+    for solver in (Euler(), Heun(), DPMSolver2M(), UniPC(), TorchDiffEq()):
         with pytest.raises(ValueError, match="noise"):
             pd.sample(pd.reverse(process, model, 1.0), (2, 3), solver=solver, grid=Uniform(2))
     with pytest.raises(ValueError, match="LinearBlend"):
@@ -229,7 +231,7 @@ class _Counting(pd.GaussianModel):
         return self.inner.denoise(x, t)
 
 
-@pytest.mark.parametrize("solver", [Euler(), Heun(), DPMSolver2M(), TorchDiffEq(), TorchDiffEq("rk4"),
+@pytest.mark.parametrize("solver", [Euler(), Heun(), DPMSolver2M(), UniPC(), TorchDiffEq(), TorchDiffEq("rk4"),
                                     Ancestral(eta=0.0)], ids=repr)
 def test_nfe_counts_model_evaluations(solver):
     process = pd.CosineVP()
