@@ -11,7 +11,7 @@ Trains, on a deterministic split (``train_test_split(..., test_size=0.2, random_
 Both bounds are lossless codelengths of the discrete data (no dequantisation): bits/dim is
 ``-ELBO / (64 ln 2)``. The reference "uniform over 17 levels" is log2(17) = 4.09 bits/dim.
 
-Usage: ``python benchmarks/blackout_digits.py [--minutes 3.5] [--seed 0] [--out results.json]``
+Usage: ``python benchmarks/blackout_digits.py [--minutes 3.5] [--seed 0] [--out results.json] [--skip-blackout]``
 (training time per model in minutes, on CPU by default).
 """
 
@@ -108,7 +108,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--elbo-samples", type=int, default=16)
     parser.add_argument("--grid-steps", type=int, default=1000)
