@@ -49,7 +49,7 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     return idx.clamp_max(probs.shape[-1] - 1)
 
 
-def uniformized_expm(gen: torch.Tensor, db: torch.Tensor, terms: int = 16) -> torch.Tensor:
+def uniformized_expm(gen: torch.Tensor, db: torch.Tensor, db_max: float | None = None, terms: int = 16) -> torch.Tensor:
     r""":math:`\exp(\Delta B\,R)` for a generator ``gen`` and increments ``db`` ``(U,)``, shape ``(U, S, S)``.
 
     Uniformization (Jensen 1953; Grassmann 1977) with scaling and squaring: with
@@ -59,13 +59,15 @@ def uniformized_expm(gen: torch.Tensor, db: torch.Tensor, terms: int = 16) -> to
     probabilities keep full *relative* accuracy (``torch.linalg.matrix_exp`` loses it through
     cancellation, which matters for posteriors, ratios of tiny probabilities). ``m`` also spreads the
     up to ``S - 1`` jumps a far entry needs over substeps of a few jumps each, well inside ``terms``.
+    ``db_max`` (an upper bound on ``db``) fixes ``m`` without reading ``db`` back to the host.
     """
     s = gen.shape[0]
     lam = float((-torch.diagonal(gen)).max().clamp_min(torch.finfo(torch.float64).tiny))
     eye = torch.eye(s, dtype=gen.dtype, device=gen.device)
     step = eye + gen / lam
     x = lam * db.to(gen.dtype)
-    need = max(float(x.max()) / 0.5 if x.numel() else 1.0, 4.0 * (s - 1) / terms, 1.0)
+    top = lam * db_max if db_max is not None else (float(x.max()) if x.numel() else 0.0)
+    need = max(top / 0.5, 4.0 * (s - 1) / terms, 1.0)
     m = max(0, math.ceil(math.log2(need)))
     y = (x / 2**m)[:, None, None]
     term = eye.expand(x.shape[0], s, s)
@@ -146,6 +148,8 @@ class MarkovChain(ForwardProcess):
         if beta is not None and not (callable(beta) and callable(integrated_beta)):
             raise ValueError("beta and integrated_beta must be callables of t")
         self._beta, self._integrated_beta = beta, integrated_beta
+        ends = torch.tensor([self.t_min, self.t_max], dtype=torch.float64)
+        self._db_max = float(self._delta_b(ends[0], ends[1]))       # bounds every increment B(t) - B(s)
 
     # ---------------------------------------------------------------- declaration
     @property
@@ -184,16 +188,24 @@ class MarkovChain(ForwardProcess):
         Generic path: :func:`uniformized_expm`. Subclasses with a closed form override this and
         :meth:`_log_matrix_of`.
         """
-        return uniformized_expm(self._R.to(device=db.device), db)
+        return uniformized_expm(self._R.to(device=db.device), db, self._db_max * (1 + 1e-9))
 
     def _log_matrix_of(self, db: torch.Tensor) -> torch.Tensor:
         """:math:`\\log\\exp(\\Delta B\\,R)` elementwise (``-inf`` where a transition is impossible)."""
         return torch.log(self._matrix_of(db))
 
     def matrices(self, s, t, *, log: bool = False) -> Batched:
-        """:math:`P(s, t)` (or its log) for ``(batch,)`` times, computed once per distinct increment."""
-        db = self._delta_b(s, t).reshape(-1)
-        uniq, inv = torch.unique(db, return_inverse=True)
+        """:math:`P(s, t)` (or its log) for ``(batch,)`` times, computed once per distinct increment.
+
+        Times expanded from one value (stride 0, as in a sampling step) give one matrix without
+        ``torch.unique``, which would synchronise with the host on a GPU.
+        """
+        s, t = torch.broadcast_tensors(as_tensor(s), as_tensor(t))
+        if s.dim() == 1 and s.shape[0] > 0 and s.stride(0) == 0 and t.stride(0) == 0:
+            uniq = self._delta_b(s[:1], t[:1])
+            inv = torch.zeros(s.shape[0], dtype=torch.long, device=s.device)
+        else:
+            uniq, inv = torch.unique(self._delta_b(s, t).reshape(-1), return_inverse=True)
         return Batched(self._log_matrix_of(uniq) if log else self._matrix_of(uniq), inv)
 
     def transition_matrix(self, s, t) -> torch.Tensor:
@@ -246,7 +258,7 @@ class MarkovChain(ForwardProcess):
     # ---------------------------------------------------------------- the four queries
     def _from_data(self, t: torch.Tensor, *, log: bool = False) -> Batched:
         """:math:`P(t_{min}, t)` for ``(batch,)`` times."""
-        return self.matrices(torch.full_like(t, self.t_min), t, log=log)
+        return self.matrices(torch.tensor(self.t_min, dtype=t.dtype, device=t.device).expand_as(t), t, log=log)
 
     def marginal(self, x0: torch.Tensor, t):
         """q(x_t | x_0): per dimension the row ``x_0`` of :math:`P(t_{min}, t)`."""
