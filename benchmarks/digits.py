@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=6000, help="planned training steps (cosine schedule length)")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--weighting", choices=("natural", "importance", "likelihood"), default="importance")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--trace", choices=("exact", "hutchinson"), default="exact")
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
     torch.manual_seed(a.seed)
 
     config = dict(data="digits", levels=None, test_fraction=0.2, split_seed=0, process="vp", t_min=None, model="epsilon",
-                  net="mlp", hidden=a.hidden, depth=a.depth, base=32, mults="1,2", weighting="importance")
+                  net="mlp", hidden=a.hidden, depth=a.depth, base=32, mults="1,2", dropout=a.dropout,
+                  weighting=a.weighting)
     run = cli.build(config)
     deq = run.transform
     test_counts = run.split.test.counts[: a.limit] if a.limit else run.split.test.counts
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
     rows = [
         ("scikit-learn GaussianMixture (full, K=%d)" % k, gmm_bpd, gmm_fit, (4 * len(run.split.train)) / gmm_fit,
          gmm_rate),
-        (f"probdiff MLP {a.hidden}x{a.depth}, VP, eps, ELBO-IS ({trainer.step} steps)", pd_bpd, train_time,
+        (f"probdiff MLP {a.hidden}x{a.depth}, VP, eps, {a.weighting} ({trainer.step} steps)", pd_bpd, train_time,
          train_rate, n / eval_time),
     ]
     print()

@@ -109,6 +109,7 @@ WEIGHTINGS: dict[str, Callable] = {
 #: Networks ``f(event_shape, out_states, time_embedding, args) -> nn.Module``.
 NETS: dict[str, Callable] = {
     "mlp": lambda shape, states, emb, a: MLP(shape, hidden=a.hidden, depth=a.depth, time=emb,
+                                             dropout=getattr(a, "dropout", 0.0),
                                              out_shape=None if states is None else (*shape, states)),
     "unet": lambda shape, states, emb, a: _unet(shape, states, emb, a),
 }
@@ -196,9 +197,11 @@ def _unet(shape, states, emb, a):
         raise ValueError(f"--net unet needs images of shape (C, H, W), the data have shape {tuple(shape)}; "
                          "use --net mlp")
     mults = tuple(int(m) for m in str(a.mults).split(","))
+    drop = getattr(a, "dropout", 0.0)
     if states is None:
-        return UNet(shape[0], base=a.base, mults=mults, time=emb)
-    return _StateLogits(UNet(shape[0], base=a.base, mults=mults, time=emb, out_channels=shape[0] * states), states)
+        return UNet(shape[0], base=a.base, mults=mults, time=emb, dropout=drop)
+    return _StateLogits(UNet(shape[0], base=a.base, mults=mults, time=emb, out_channels=shape[0] * states,
+                             dropout=drop), states)
 
 
 # ==================================================================== building a run from its configuration
@@ -535,7 +538,7 @@ def _device(a):
 
 # ==================================================================== the parser
 _RUN_KEYS = ("data", "levels", "test_fraction", "split_seed", "process", "t_min", "model", "net", "hidden", "depth", "base",
-             "mults", "weighting")
+             "mults", "dropout", "weighting")
 
 _HELP = """\
 probdiff: declare a diffusion process, train it, sample it, and measure exact likelihoods.
@@ -599,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_positive("--depth"), default=3, help="MLP residual blocks")
     p.add_argument("--base", type=_positive("--base"), default=32, help="U-Net channels at the first level")
     p.add_argument("--mults", default="1,2", help="U-Net channel multipliers per level, e.g. 1,2,2")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout rate inside the network's blocks")
     p.add_argument("--steps", type=_positive("--steps"), default=2000, help="optimisation steps in total")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=128, help="global batch size")
     p.add_argument("--lr", type=_positive_float("--lr"), default=1e-3, help="AdamW learning rate")

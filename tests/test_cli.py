@@ -193,3 +193,10 @@ def test_torchrun_train_and_sharded_likelihood(tmp_path, capsys):
     sharded = float(re.search(r"exact: ([0-9.]+) ±", done.stdout).group(1))
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--limit", "5", "--rtol", "1e-4", "--quiet")
     assert code == 0 and float(re.search(r"exact: ([0-9.]+) ±", out).group(1)) == pytest.approx(sharded, abs=2e-4)
+
+
+def test_quickstart_smoke(tmp_path, capsys):
+    code, out, _ = run(capsys, "quickstart", "--steps", "2", "--limit", "2", "--out-dir", str(tmp_path), "--quiet")
+    assert code == 0
+    assert re.search(r"held-out [0-9.]+ ± [0-9.]+ bits/dim \(exact, dequantised", out), out
+    assert valid_png(tmp_path / "samples.png") and (tmp_path / "digits.pt").exists()
