@@ -162,6 +162,14 @@ class MarkovChain(ForwardProcess):
         """The base rate matrix :math:`R` (float64, CPU)."""
         return self._R
 
+    def _generator_on(self, device, dtype) -> torch.Tensor:
+        """:math:`R` on ``device`` in ``dtype``, copied once per (device, dtype) rather than once per step."""
+        key = (torch.device(device), dtype)
+        cache = self.__dict__.setdefault("_generator_cache", {})
+        if key not in cache:
+            cache[key] = self._R.to(device=key[0], dtype=dtype)
+        return cache[key]
+
     def beta(self, t) -> torch.Tensor:
         """Rate multiplier :math:`\\beta(t)`."""
         t = as_tensor(t)
@@ -175,7 +183,7 @@ class MarkovChain(ForwardProcess):
     def rate(self, t) -> torch.Tensor:
         """The generator :math:`R_t = \\beta(t) R`, shape ``t.shape + (S, S)``."""
         t = as_tensor(t)
-        return self.beta(t)[..., None, None] * self._R.to(device=t.device, dtype=t.dtype)
+        return self.beta(t)[..., None, None] * self._generator_on(t.device, t.dtype)
 
     def _delta_b(self, s, t) -> torch.Tensor:
         s, t = torch.broadcast_tensors(as_tensor(s), as_tensor(t))
@@ -188,7 +196,7 @@ class MarkovChain(ForwardProcess):
         Generic path: :func:`uniformized_expm`. Subclasses with a closed form override this and
         :meth:`_log_matrix_of`.
         """
-        return uniformized_expm(self._R.to(device=db.device), db, self._db_max * (1 + 1e-9))
+        return uniformized_expm(self._generator_on(db.device, torch.float64), db, self._db_max * (1 + 1e-9))
 
     def _log_matrix_of(self, db: torch.Tensor) -> torch.Tensor:
         """:math:`\\log\\exp(\\Delta B\\,R)` elementwise (``-inf`` where a transition is impossible)."""
@@ -365,7 +373,7 @@ class MarkovChain(ForwardProcess):
         t = self._time(t, x)
         a, amax = self._mixture_weights(x0_probs, x, t)
         ratio = self._from_data(t).left_mul(torch.exp(a - amax)) * torch.exp(amax)
-        gen = self._R.to(device=x.device, dtype=x0_probs.dtype)
+        gen = self._generator_on(x.device, x0_probs.dtype)
         into_x = gen.T[self._index(x)] * self.beta(t).to(x0_probs.dtype).reshape(-1, *([1] * x.dim()))
         return _with_diagonal(into_x * ratio, x)
 
