@@ -64,9 +64,12 @@ def main(argv=None) -> int:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--weighting", choices=("natural", "importance", "likelihood"), default="importance")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--trace", choices=("exact", "hutchinson"), default="exact")
     p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--exact-subset", type=int, default=0,
+                   help="with --trace hutchinson, also score the first N test images with the exact trace")
     p.add_argument("--limit", type=int, default=None, help="score only the first N test images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results here")
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- probdiff
     loss = cli.LOSSES.lookup(run.model)(run.process, config["weighting"])
     trainer = Trainer(run.model, loss, run.split.train.counts, transform=deq, steps=a.steps, batch_size=a.batch_size,
-                      lr=a.lr, warmup=200, ema_decay=0.999, seed=a.seed, device="cpu")
+                      lr=a.lr, warmup=200, ema_decay=a.ema, seed=a.seed, device="cpu")
     budget = 60.0 * a.minutes
     t0 = time.time()
     from tqdm.auto import tqdm
@@ -113,16 +116,26 @@ def main(argv=None) -> int:
     train_time = time.time() - t0
     train_rate = trainer.step * a.batch_size / train_time
     trace = ExactTrace() if a.trace == "exact" else Hutchinson(num_probes=1)
-    t0 = time.time()
-    chunks = []
-    with trainer.ema_weights() as model:
+
+    def score(x, trace, desc):
+        chunks, t0 = [], time.time()
         g = torch.Generator().manual_seed(a.seed + 7)
-        for i in tqdm(range(0, test_x.shape[0], 128), desc="exact likelihood", unit="batch"):
-            xb = test_x[i:i + 128].float()
-            chunks.append(log_likelihood(run.process, model, xb, trace=trace, rtol=a.rtol, atol=a.rtol,
-                                         generator=g).double())
-    eval_time = time.time() - t0
-    pd_bpd = bits_per_dim(torch.cat(chunks), run.dataset.event_shape, **options)
+        with trainer.ema_weights() as model:
+            for i in tqdm(range(0, x.shape[0], 128), desc=desc, unit="batch"):
+                chunks.append(log_likelihood(run.process, model, x[i:i + 128].float(), trace=trace, rtol=a.rtol,
+                                             atol=a.rtol, generator=g).double())
+        return bits_per_dim(torch.cat(chunks), run.dataset.event_shape, **options), time.time() - t0
+
+    pd_bpd, eval_time = score(test_x, trace, f"likelihood ({a.trace} trace)")
+    if a.exact_subset and a.trace != "exact":
+        sub = test_x[: a.exact_subset]
+        exact_sub, exact_time = score(sub, ExactTrace(), "likelihood (exact trace, subset)")
+        print(f"check on the first {sub.shape[0]} test images: exact trace {float(exact_sub.mean()):.4f} bits/dim "
+              f"({sub.shape[0] / exact_time:.2f} images/s), {a.trace} trace on the same images "
+              f"{float(pd_bpd[: sub.shape[0]].mean()):.4f}; paired difference "
+              f"{float((pd_bpd[: sub.shape[0]] - exact_sub).mean()):+.4f} ± "
+              f"{1.96 * float((pd_bpd[: sub.shape[0]] - exact_sub).std()) / math.sqrt(sub.shape[0]):.4f}",
+              flush=True)
 
     # ---------------------------------------------------------------- table
     def ci(b):
