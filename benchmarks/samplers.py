@@ -298,11 +298,12 @@ def main(argv=None):
         prows, drows = probdiff_runs(problem), diffusers_runs(problem)
         print_table(problem, prows + drows)
         results.append((problem, prows, drows))
-    print("\n## NFE 10: probdiff best / diffusers best (goal <= 1.0, want <= 0.5)")
-    for problem, prows, drows in results:
-        for metric in ("rms", "sw"):
-            (pv, pn), (dv, dn) = best_at(prows, 10, metric), best_at(drows, 10, metric)
-            print(f"{problem.name:<28} {metric:>3}: {pv:.3e} ({pn}) / {dv:.3e} ({dn}) = {pv / dv:.3f}")
+    print("\n## probdiff best / diffusers best at equal NFE budget (goal at NFE 10: <= 1.0, want <= 0.5)")
+    for nfe in NFES:
+        for problem, prows, drows in results:
+            for metric in ("rms", "sw"):
+                (pv, pn), (dv, dn) = best_at(prows, nfe, metric), best_at(drows, nfe, metric)
+                print(f"NFE {nfe:>2} {problem.name:<28} {metric:>3}: {pv:.3e} ({pn}) / {dv:.3e} ({dn}) = {pv / dv:.3f}")
     wall, cpu = torchsde_overhead(repeats=args.repeats)
     hw, hc = wall["hand-written EM loop"], cpu["hand-written EM loop"]
     print(f"\n## torchsde path: 100 Euler steps, state 1000 x 64, one thread (best of {args.repeats}; "
