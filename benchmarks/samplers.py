@@ -217,10 +217,12 @@ def torchsde_overhead(steps=100, batch=1000, dim=64, repeats=5):
         return x
 
     def probdiff_em():
-        return pd.sample(rev, x_init=x0, solver=EulerMaruyama(), grid=grid, generator=torch.Generator().manual_seed(1)).x
+        return pd.sample(rev, x_init=x0, solver=EulerMaruyama(), grid=grid,
+                         generator=torch.Generator().manual_seed(1)).x
 
     def probdiff_torchsde():
-        return pd.sample(rev, x_init=x0, solver=TorchSDE("euler"), grid=grid, generator=torch.Generator().manual_seed(1)).x
+        return pd.sample(rev, x_init=x0, solver=TorchSDE("euler"), grid=grid,
+                         generator=torch.Generator().manual_seed(1)).x
 
     def sdeint_default():
         taus = torch.tensor([-process.t_max, -process.t_min], dtype=x0.dtype)

@@ -62,7 +62,8 @@ def denoising_trajectory(solution) -> torch.Tensor:
 
 
 def to_ve(process: GaussianProcess, xs: torch.Tensor, ts: torch.Tensor):
-    r"""Map a trajectory to the VE form: :math:`y_k = x_k/\alpha_{t_k}` and :math:`\tilde\sigma_k = \sigma_{t_k}/\alpha_{t_k}`.
+    r"""Map a trajectory to the VE form: :math:`y_k = x_k/\alpha_{t_k}`,
+    :math:`\tilde\sigma_k = \sigma_{t_k}/\alpha_{t_k}`.
 
     Args:
         process: the Gaussian process.

@@ -21,7 +21,8 @@ import probdiff as pd
 
 def _mixture():
     means = torch.tensor([[-1.5, 0.5], [1.0, -0.5], [0.5, 2.0]], dtype=torch.float64)
-    covs = torch.stack([torch.tensor([[0.3, 0.1], [0.1, 0.2]]), 0.5 * torch.eye(2), torch.tensor([[0.2, -0.05], [-0.05, 0.4]])])
+    covs = torch.stack([torch.tensor([[0.3, 0.1], [0.1, 0.2]]), 0.5 * torch.eye(2),
+                        torch.tensor([[0.2, -0.05], [-0.05, 0.4]])])
     return pd.oracles.GaussianMixture(torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64), means,
                                       covs.to(torch.float64))
 

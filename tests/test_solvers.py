@@ -79,7 +79,8 @@ ORDER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("solver,process_cls,grid_cls", ORDER_CASES, ids=lambda v: repr(v) if isinstance(v, pd.solvers.Solver) else None)
+@pytest.mark.parametrize("solver,process_cls,grid_cls", ORDER_CASES,
+                         ids=lambda v: repr(v) if isinstance(v, pd.solvers.Solver) else None)
 def test_convergence_order_matches_stated_order(solver, process_cls, grid_cls):
     process = process_cls()
     model = _Velocity(_gaussian().model(process), process) if isinstance(solver, Deblend) else None

@@ -159,7 +159,8 @@ class ScoreOptimal(Grid):
     so :math:`\Lambda` is strictly increasing), inverts it by piecewise-linear interpolation in t and keeps
     the endpoints. A grid whose costs are already equal is a fixed point. The costs are estimated on each
     interval split into ``refine`` parts, because :math:`L \approx \delta\,dt^2` holds for short steps only
-    (on a coarse grid the weight :math:`\sigma_{t_{i+1}}^2` of the last step to ``t_min`` hides its cost). :meth:`fit` iterates this from
+    (on a coarse grid the weight :math:`\sigma_{t_{i+1}}^2` of the last step to ``t_min`` hides its cost).
+    :meth:`fit` iterates this from
     a log-SNR grid; :meth:`update` blends one re-estimate into the current grid,
     :math:`t \leftarrow \gamma t^* + (1-\gamma)t`, which stays strictly monotone for any
     :math:`\gamma\in(0, 1]` — the online form used during training.
