@@ -200,3 +200,20 @@ def test_quickstart_smoke(tmp_path, capsys):
     assert code == 0
     assert re.search(r"held-out [0-9.]+ ± [0-9.]+ bits/dim \(exact, dequantised", out), out
     assert valid_png(tmp_path / "samples.png") and (tmp_path / "digits.pt").exists()
+
+
+@pytest.mark.parametrize("process", ["blackout", "uniform"])
+def test_discrete_processes_end_to_end(process, tmp_path, capsys):
+    ckpt = tmp_path / f"{process}.pt"
+    assert cli.main(["train", "--process", process, "--checkpoint", str(ckpt), *TINY[:-5], "--steps", "2",
+                     "--quiet"]) == 0
+    code, _, _ = run(capsys, "sample", "--checkpoint", str(ckpt), "--num", "4", "--steps", "3", "--quiet",
+                     "--out", str(tmp_path / "s.png"))
+    assert code == 0 and valid_png(tmp_path / "s.png")
+    counts = np.load(tmp_path / "s.npz")["counts"]
+    assert counts.min() >= 0 and counts.max() <= 16
+    code, out, _ = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--method", "elbo", "--limit", "2",
+                       "--elbo-samples", "1", "--elbo-steps", "10", "--quiet")
+    assert code == 0 and float(re.search(r"elbo: ([0-9.]+) ±", out).group(1)) > 0  # lossless: no negative bits
+    code, _, err = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--method", "exact", "--limit", "2")
+    assert code == 1 and "use --method elbo" in err
