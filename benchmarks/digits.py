@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
 
-    config = dict(data="digits", levels=None, test_fraction=0.2, split_seed=0, process="vp", t_min=None, model="epsilon",
+    config = dict(data="digits", levels=None, test_fraction=0.2, split_seed=0, process="vp", t_min=None,
+                  model="epsilon",
                   net="mlp", hidden=a.hidden, depth=a.depth, base=32, mults="1,2", dropout=a.dropout,
                   weighting=a.weighting)
     run = cli.build(config)

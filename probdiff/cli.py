@@ -441,7 +441,8 @@ def cmd_likelihood(a) -> str:
         bpd, note = METHODS[name](run, counts, a, device)
         lines.append(_bits_summary(name, bpd, note))
         _say(lines[-1])
-    return f"{a.split} split of {run.dataset.name}, {counts.shape[0]} images, {time.time() - t0:.0f}s: " + "; ".join(lines)
+    head = f"{a.split} split of {run.dataset.name}, {counts.shape[0]} images, {time.time() - t0:.0f}s: "
+    return head + "; ".join(lines)
 
 
 def cmd_plot(a) -> str:
@@ -543,8 +544,8 @@ def _device(a):
 
 
 # ==================================================================== the parser
-_RUN_KEYS = ("data", "levels", "test_fraction", "split_seed", "process", "t_min", "model", "net", "hidden", "depth", "base",
-             "mults", "dropout", "weighting")
+_RUN_KEYS = ("data", "levels", "test_fraction", "split_seed", "process", "t_min", "model", "net", "hidden", "depth",
+             "base", "mults", "dropout", "weighting")
 
 _HELP = """\
 probdiff: declare a diffusion process, train it, sample it, and measure exact likelihoods.
