@@ -82,15 +82,21 @@ def test_bad_checkpoints_are_errors_not_restarts(tmp_path):
         make(tmp_path / "foreign.pt").resume()
 
 
-def test_ema_and_accumulation():
-    a = make(accumulate=1, ema_decay=0.0)
+def test_ema_follows_its_definition():
+    a = make(ema_decay=0.0)
     a.fit(until=5)
     for k, v in a.net.state_dict().items():
         torch.testing.assert_close(a.ema[k], v)  # decay 0: the EMA is the weights
-    # accumulate=2 on one process sees the same global batches: losses match closely but not bitwise
-    # (its randomness is drawn per half-batch)
-    b = make(accumulate=2)
-    assert len(b.fit(until=5)) == 5
+    b = make(ema_decay=0.5)
+    before = {k: v.clone() for k, v in b.net.state_dict().items()}
+    b.fit(until=1)
+    decay = min(0.5, (1 + 0) / (10 + 0))  # the warm-up ramp at step 0
+    for k, v in b.net.state_dict().items():
+        torch.testing.assert_close(b.ema[k], decay * before[k] + (1 - decay) * v)
+    with b.ema_weights():
+        for k, v in b.net.state_dict().items():
+            torch.testing.assert_close(v, b.ema[k])
+    assert not all(torch.equal(v, b.ema[k]) for k, v in b.net.state_dict().items())  # restored on exit
 
 
 def test_bad_arguments():
