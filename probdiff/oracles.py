@@ -241,6 +241,7 @@ class Empirical:
         if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(self.event_shape):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {shape}")
+        check_finite("x", x)
 
     def kernel_scan(self, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, *, mean: bool = True):
         r"""Stream over the data: :math:`\mathrm{LSE}_i\,\ell_i` and :math:`\sum_i \mathrm{softmax}(\ell)_i y_i`,

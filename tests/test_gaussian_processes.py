@@ -346,27 +346,50 @@ def test_prior_is_marginal_at_t_max_from_zero_data():
 
 
 # ==================================================================== torchsde simulation
-def _simulate_and_compare(p, times, paths=2000, dt=1e-3, seed=0):
-    """Euler–Maruyama paths of process.sde() from a fixed x0; check marginal mean and variance.
+class _IncrementBrownian(torchsde.BaseBrownian):
+    """Fresh N(0, (tb - ta) I) increments, seeded: exact for Euler–Maruyama, which queries consecutive,
+    non-overlapping intervals once each. (torchsde's default BrownianInterval spends ~90% of the time
+    of this test building its Brownian-bridge tree, which fixed-step Euler never needs.)"""
 
-    Tolerance: 5 Monte-Carlo standard errors (mean: sigma/sqrt(n); variance: sigma^2 sqrt(2/(n-1)))
-    plus a 2% allowance for the O(dt) bias of Euler–Maruyama.
+    def __init__(self, shape, dtype, seed):
+        self._shape, self._dtype = torch.Size(shape), dtype
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        z = torch.randn(self._shape, generator=self._gen, dtype=self._dtype)
+        return z * math.sqrt(float(tb - ta))
+
+    def __repr__(self):
+        return f"_IncrementBrownian(shape={tuple(self._shape)})"
+
+    dtype = property(lambda self: self._dtype)
+    device = property(lambda self: torch.device("cpu"))
+    shape = property(lambda self: self._shape)
+    levy_area_approximation = property(lambda self: "none")
+
+
+def _simulate_and_compare(p, times, paths=2000, dim=16, dt=1e-3, seed=0):
+    """Euler–Maruyama paths of process.sde() from a fixed x0 (``dim`` coordinates); check the marginal mean
+    per coordinate and the variance pooled over coordinates (isotropic, independent coordinates).
+
+    Tolerance: 5 Monte-Carlo standard errors (mean: sigma/sqrt(paths); pooled variance:
+    sigma^2 sqrt(2/(paths dim))) plus a 1.5% allowance for the O(dt |f|) bias of Euler–Maruyama
+    (|f| <= 10 on the simulated range, dt = 1e-3). The default run detects a 10% error in g^2, the
+    slow one (4x the paths) a 5% error.
     """
-    torch.manual_seed(seed)
-    x0_row = torch.tensor([1.5, -0.5], dtype=F64)
-    y0 = x0_row.expand(paths, 2).contiguous()
+    x0_row = torch.linspace(-2.0, 2.0, dim, dtype=F64)
+    y0 = x0_row.expand(paths, dim).contiguous()
     ts = torch.tensor([p.t_min, *times], dtype=F64)
     with torch.no_grad():
-        ys = torchsde.sdeint(p.sde(), y0, ts, method="euler", dt=dt)
+        ys = torchsde.sdeint(p.sde(), y0, ts, method="euler", dt=dt, bm=_IncrementBrownian(y0.shape, F64, seed))
     for k, t in enumerate(times, start=1):
         ref = p.marginal(x0_row[None], t)
-        mean, var = ref.mean[0], ref.variance[0]
-        n = ys.shape[1]
-        se_mean = var.sqrt() / math.sqrt(n)
-        se_var = var * math.sqrt(2 / (n - 1))
-        emp_mean, emp_var = ys[k].mean(0), ys[k].var(0)
-        assert bool(((emp_mean - mean).abs() <= 5 * se_mean + 0.02 * mean.abs()).all()), (t, emp_mean, mean)
-        assert bool(((emp_var - var).abs() <= 5 * se_var + 0.02 * var).all()), (t, emp_var, var)
+        mean, var = ref.mean[0], ref.variance[0, 0]
+        se_mean = var.sqrt() / math.sqrt(paths)
+        se_var = var * math.sqrt(2 / (paths * dim))
+        emp_mean, emp_var = ys[k].mean(0), ys[k].var(0).mean()
+        assert bool(((emp_mean - mean).abs() <= 5 * se_mean + 0.015 * mean.abs()).all()), (t, emp_mean, mean)
+        assert abs(emp_var - var) <= 5 * se_var + 0.015 * var, (t, emp_var, var)
 
 
 def test_sde_simulation_matches_marginal_fast():
@@ -378,7 +401,7 @@ def test_sde_simulation_matches_marginal_fast():
 @pytest.mark.parametrize("name", BUILTINS)
 def test_sde_simulation_matches_marginal_all(name):
     p = BUILTINS[name][0]()
-    _simulate_and_compare(p, [0.1, 0.5, 0.9], paths=20000, dt=2e-4)
+    _simulate_and_compare(p, [0.1, 0.5, 0.9], paths=8000)
 
 
 # ==================================================================== finite everywhere on the domain

@@ -55,7 +55,7 @@ class ForwardProcess(abc.ABC):
     @staticmethod
     def set_default_validate_args(value: bool) -> None:
         """Switch argument validation on or off for processes created afterwards."""
-        if value not in (True, False):
+        if not isinstance(value, bool):
             raise ValueError(f"value must be True or False, got {value!r}")
         ForwardProcess._validate_default = value
 

@@ -466,7 +466,11 @@ class LinearSDE(GaussianProcess):
             return torch.stack([df, dr])
 
         y0 = torch.tensor([0.0, self.sigma_init**2], dtype=torch.float64)
-        ys = odeint(rhs, y0, nodes, method="dopri5", rtol=1e-12, atol=1e-30)
+        try:
+            ys = odeint(rhs, y0, nodes, method="dopri5", rtol=1e-12, atol=1e-30, options={"max_num_steps": 1000})
+        except AssertionError as err:  # torchdiffeq's step-size underflow or step budget: a coefficient blows up
+            raise ValueError(f"f and g must be integrable on [0, t_max] = [0, {self.t_max}] "
+                             f"(the ODE solver failed: {err})") from err
         log_alpha, r = ys[:, 0], ys[:, 1]
         d_log_alpha, d_r = self._rates(nodes, log_alpha)
         if not bool((r[1:] > 0).all()) or not bool((d_r[1:] >= 0).all()):
