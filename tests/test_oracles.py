@@ -175,6 +175,17 @@ def test_empirical_denoiser_is_softmax_mean(name, chunk_size):
     torch.testing.assert_close(emp.model(p).denoise(x, t), ref, rtol=1e-10, atol=1e-12)
 
 
+def test_empirical_integer_data():
+    """uint8 data (images as stored) give the same model as their float64 copy."""
+    gen = torch.Generator().manual_seed(16)
+    data = torch.randint(0, 256, (40, 1, 2, 2), generator=gen, dtype=torch.uint8)
+    p = pd.VESDE(sigma_max=300.0)
+    x = 255 * torch.rand(3, 1, 2, 2, generator=gen, dtype=F64)
+    t = torch.tensor([0.3, 0.6, 0.9], dtype=F64)
+    ref = _direct_denoiser(data.double(), x, p.alpha(t), p.sigma(t))
+    torch.testing.assert_close(Empirical(data, chunk_size=9).model(p).denoise(x, t), ref, rtol=1e-10, atol=1e-9)
+
+
 @pytest.mark.parametrize("name", PROCESSES)
 def test_empirical_marginal_log_prob_is_direct_logsumexp(name):
     p = PROCESSES[name]()
