@@ -423,6 +423,24 @@ def test_finite_at_the_ends(name, dtype):
         assert lp.dtype == dtype and bool(torch.isfinite(lp).all())
     lp = p.transition(x0, p.t_min, p.t_max).log_prob(x0)
     assert bool(torch.isfinite(lp).all())
+    post = p.posterior(x0, x0, p.t_min, p.t_max)
+    assert bool(torch.isfinite(post.mean).all()) and bool(torch.isfinite(post.log_prob(x0)).all())
+
+
+def test_linear_blend_up_to_t_one():
+    """t_max = 1 (alpha_1 = 0, lambda_1 = -inf): x_1 carries no information about x_s, so
+    q(x_s | x_1, x_0) = q(x_s | x_0) = N((1-s) x_0, s^2), and q(x_1 | x_s) = N(0, I)."""
+    p = pd.LinearBlend(t_max=1.0)
+    gen = torch.Generator().manual_seed(0)
+    x0, x1, xs = (torch.randn(3, 4, generator=gen, dtype=F64) for _ in range(3))
+    for s in (p.t_min, 0.5, 0.9):
+        post = p.posterior(x0, x1, s, 1.0)
+        torch.testing.assert_close(post.mean, (1 - s) * x0)
+        torch.testing.assert_close(post.stddev, torch.full_like(x0, s))
+    step = p.transition(xs, 0.3, 1.0)
+    torch.testing.assert_close(step.mean, torch.zeros_like(xs))
+    torch.testing.assert_close(step.stddev, torch.ones_like(xs))
+    torch.testing.assert_close(p.prior((4,), dtype=F64).log_prob(x1), p.marginal(x0, 1.0).log_prob(x1))
 
 
 @pytest.mark.parametrize("name", BUILTINS)

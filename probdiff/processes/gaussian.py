@@ -160,7 +160,9 @@ class GaussianProcess(ForwardProcess):
         s, t = self._times(s, t, x0)
         delta = self.log_snr(t) - self.log_snr(s)
         one_minus_r = -torch.expm1(delta)
-        coef_t = torch.exp(delta + self.log_alpha(s) - self.log_alpha(t))
+        # r alpha_s / alpha_t = alpha_t sigma_s^2 / (alpha_s sigma_t^2): this form stays 0 (not NaN) where
+        # alpha_t = 0 (linear blend with t_max = 1), where lambda_t = log alpha_t = -inf.
+        coef_t = torch.exp(self.log_alpha(t) - self.log_alpha(s) + 2.0 * (self.log_sigma(s) - self.log_sigma(t)))
         coef_0 = self.alpha(s) * one_minus_r
         loc = _expand(coef_t, xt) * xt + _expand(coef_0, x0) * x0
         scale = _expand(self.sigma(s) * torch.sqrt(one_minus_r), x0).expand_as(loc)
