@@ -338,7 +338,7 @@ class CosineVP(GaussianProcess):
         return 0.5 * math.pi * (as_tensor(t) + self.offset) / (1 + self.offset)
 
     def _co_angle(self, t) -> torch.Tensor:
-        """:math:`\pi/2` minus the angle, from ``1 - t`` (exact in floating point for t >= 1/2)."""
+        r""":math:`\pi/2` minus the angle, from ``1 - t`` (exact in floating point for t >= 1/2)."""
         return 0.5 * math.pi * (1.0 - as_tensor(t)) / (1 + self.offset)
 
     def log_alpha(self, t) -> torch.Tensor:
