@@ -405,7 +405,7 @@ def _elbo_bits(run: Run, counts: torch.Tensor, *, batch_size: int, samples: int,
     from .likelihood import bits_per_dim, elbo
 
     x = run.transform(counts, torch.Generator().manual_seed(seed))
-    g = torch.Generator(device=device).manual_seed(seed + 1)
+    g = torch.Generator(device=device).manual_seed(seed + 1 + world()[0])  # independent draws per shard
     grid = grid or run.family.elbo_grid
     grid = None if grid is None else GRIDS[grid](steps)
 
