@@ -1,6 +1,8 @@
 """Model parameterisations: a network predicts one quantity, the process converts it to the others."""
 
-from .discrete import BlackoutModel, CategoricalModel, DiscreteModel  # noqa: F401  (issue 5)
+from .base import Model
+from .discrete import BlackoutModel, CategoricalModel, DiscreteModel
 from .gaussian import DenoiserModel, EpsilonModel, GaussianModel, ScoreModel, VelocityModel
 
-__all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel"]
+__all__ = ["Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "DiscreteModel",
+           "CategoricalModel", "BlackoutModel"]

@@ -17,11 +17,12 @@ import torch
 
 from ..processes.blackout import Blackout
 from ..processes.discrete import MarkovChain
+from .base import Model
 
 __all__ = ["DiscreteModel", "CategoricalModel", "BlackoutModel"]
 
 
-class DiscreteModel:
+class DiscreteModel(Model):
     """Base of models of a :class:`~probdiff.MarkovChain`: holds ``net`` and ``process``, validates inputs.
 
     Every model exposes :meth:`denoise`, the expected data :math:`E[x_0 \\mid x_t]` (float), which the
@@ -30,19 +31,9 @@ class DiscreteModel:
 
     process_type: type = MarkovChain
 
-    def __init__(self, net, process):
-        if not isinstance(process, self.process_type):
-            raise ValueError(f"process must be a {self.process_type.__name__}, got {type(process).__name__}")
-        if net is not None and not callable(net):
-            raise ValueError(f"net must be callable as net(x, t), got {type(net).__name__}")
-        self.net = net
-        self.process = process
-
     def _prepare(self, x: torch.Tensor, t) -> torch.Tensor:
         """Validate the states and return the time, shape ``(batch,)``."""
-        if not isinstance(x, torch.Tensor) or x.dim() < 2:
-            raise ValueError(f"x must be a tensor of states of shape (batch, *event), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        self._check_batch(x)
         self.process._check_states("x", x)
         t = self.process._time(t, x)
         return t.to(x.dtype if x.is_floating_point() else torch.get_default_dtype())
@@ -50,9 +41,6 @@ class DiscreteModel:
     def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
         """Expected data :math:`E[x_0 \\mid x_t = x]`."""
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(net={self.net!r}, process={self.process!r})"
 
 
 class CategoricalModel(DiscreteModel):

@@ -26,11 +26,12 @@ import abc
 import torch
 
 from ..processes.gaussian import GaussianProcess, _expand
+from .base import Model
 
 __all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel"]
 
 
-class GaussianModel(abc.ABC):
+class GaussianModel(Model, abc.ABC):
     """Abstract model of a Gaussian process: every parameterisation derived from :meth:`denoise`.
 
     Subclasses override :meth:`denoise` and, where it is their native output or numerically
@@ -41,20 +42,12 @@ class GaussianModel(abc.ABC):
         process: the :class:`~probdiff.GaussianProcess` the model belongs to.
     """
 
-    def __init__(self, net, process: GaussianProcess):
-        if not isinstance(process, GaussianProcess):
-            raise ValueError(f"process must be a GaussianProcess, got {type(process).__name__}")
-        if net is not None and not callable(net):
-            raise ValueError(f"net must be callable as net(x, t), got {type(net).__name__}")
-        self.net = net
-        self.process = process
+    process_type = GaussianProcess
 
     # ---------------------------------------------------------------- helpers
     def _prepare(self, x: torch.Tensor, t) -> torch.Tensor:
         """Validated time of shape ``(batch,)`` on ``x``'s device and dtype."""
-        if not isinstance(x, torch.Tensor) or x.dim() < 2:
-            raise ValueError(f"x must be a tensor of shape (batch, *event), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        self._check_batch(x)
         return self.process._time(t, x)
 
     def _net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -92,9 +85,6 @@ class GaussianModel(abc.ABC):
         eps = (x - alpha * d) / sigma
         p = self.process
         return _expand(p.alpha_dot(t), x) * d + _expand(p.sigma_dot(t), x) * eps
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(net={self.net!r}, process={self.process!r})"
 
 
 class DenoiserModel(GaussianModel):

@@ -1,0 +1,40 @@
+"""What every model shares: a network ``net(x, t)`` bound to the process it models."""
+
+from __future__ import annotations
+
+import torch
+
+from ..processes.base import ForwardProcess
+
+__all__ = ["Model"]
+
+
+class Model:
+    """Base of every model: holds ``net`` and ``process`` and validates both.
+
+    Subclasses set :attr:`process_type` (the family they model) and add their parameterisations.
+
+    Args:
+        net: callable ``net(x, t)`` (``None`` for exact oracles, which compute without a network).
+        process: the forward process the model belongs to (an instance of :attr:`process_type`).
+    """
+
+    process_type: type = ForwardProcess
+
+    def __init__(self, net, process):
+        if not isinstance(process, self.process_type):
+            raise ValueError(f"process must be a {self.process_type.__name__}, got {type(process).__name__}")
+        if net is not None and not callable(net):
+            raise ValueError(f"net must be callable as net(x, t), got {type(net).__name__}")
+        self.net = net
+        self.process = process
+
+    @staticmethod
+    def _check_batch(x: torch.Tensor) -> None:
+        """Raise unless ``x`` is a tensor of shape ``(batch, *event)``."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise ValueError(f"x must be a tensor of shape (batch, *event), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(net={self.net!r}, process={self.process!r})"
