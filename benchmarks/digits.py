@@ -34,7 +34,6 @@ import time
 import numpy as np
 import torch
 
-import probdiff as pd
 from probdiff import cli
 from probdiff.likelihood import ExactTrace, Hutchinson, bits_per_dim, log_likelihood
 from probdiff.train import Trainer

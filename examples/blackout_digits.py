@@ -15,9 +15,7 @@ Run: python examples/blackout_digits.py --out out [--quick]
 
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -27,6 +25,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import probdiff as pd  # noqa: E402
+from _common import example_args  # noqa: E402
 from probdiff import data as pdata  # noqa: E402
 from probdiff.losses import BlackoutLoss  # noqa: E402
 from probdiff.nn import MLP  # noqa: E402
@@ -47,12 +46,7 @@ class CountNet(nn.Module):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
-    parser.add_argument("--quick", "--smoke", action="store_true", help="reduced size, for CI")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__, argv)
     train_steps, hidden, grid_steps, elbo_samples = (100, 64, 50, 1) if args.quick else (1500, 256, 200, 4)
     torch.manual_seed(args.seed)
 

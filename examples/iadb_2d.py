@@ -16,8 +16,6 @@ Run: python examples/iadb_2d.py --out out [--quick]
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 import matplotlib
 
@@ -27,6 +25,7 @@ import torch  # noqa: E402
 from sklearn.datasets import make_moons  # noqa: E402
 
 import probdiff as pd  # noqa: E402
+from _common import example_args, sliced_wasserstein  # noqa: E402
 from probdiff.nn import MLP  # noqa: E402
 
 
@@ -36,21 +35,8 @@ def moons(n: int, seed: int) -> torch.Tensor:
     return (x - torch.tensor([0.5, 0.25])) * 1.5
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between two equal-size samples."""
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(x.shape[1], projections, generator=g, dtype=x.dtype)
-    u = u / u.norm(dim=0)
-    return float(((x @ u).sort(0).values - (y @ u).sort(0).values).pow(2).mean().sqrt())
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
-    parser.add_argument("--quick", "--smoke", action="store_true", help="reduced size, for CI")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__, argv)
     train_steps, n = (150, 500) if args.quick else (2000, 2000)
     torch.manual_seed(args.seed)
 

@@ -21,9 +21,7 @@ Run: python examples/likelihood_digits.py --out out [--quick]
 
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -33,17 +31,13 @@ import torch  # noqa: E402
 from sklearn.mixture import GaussianMixture as SkMixture  # noqa: E402
 
 import probdiff as pd  # noqa: E402
+from _common import example_args  # noqa: E402
 from probdiff import data as pdata  # noqa: E402
 from probdiff.nn import MLP, FourierLogSNR  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
-    parser.add_argument("--quick", "--smoke", action="store_true", help="reduced size, for CI")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__, argv)
     n_test, train_steps, components, rtol = (16, 60, 4, 1e-3) if args.quick else (64, 1500, 10, 1e-3)
     gmm_rtol = 1e-3 if args.quick else 1e-5      # the sharp fitted components make the ODE stiff near t_min
     torch.manual_seed(args.seed)

@@ -15,9 +15,6 @@ Run: python examples/processes_compare.py --out out [--quick]
 
 from __future__ import annotations
 
-import argparse
-import math
-from pathlib import Path
 
 import matplotlib
 
@@ -26,13 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import probdiff as pd  # noqa: E402
-
-
-def ring_mixture(modes: int = 8, radius: float = 4.0, var: float = 0.05) -> pd.oracles.GaussianMixture:
-    """``modes`` isotropic Gaussians of variance ``var`` evenly spaced on a circle."""
-    angles = torch.arange(modes) * (2 * math.pi / modes)
-    means = radius * torch.stack([angles.cos(), angles.sin()], 1)
-    return pd.oracles.GaussianMixture(torch.full((modes,), 1.0 / modes), means, var * torch.eye(2).expand(modes, 2, 2))
+from _common import example_args, ring_mixture  # noqa: E402
 
 
 def mode_occupancy(mixture: pd.oracles.GaussianMixture, x: torch.Tensor) -> torch.Tensor:
@@ -42,12 +33,7 @@ def mode_occupancy(mixture: pd.oracles.GaussianMixture, x: torch.Tensor) -> torc
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out"), help="directory for the figures")
-    parser.add_argument("--quick", "--smoke", action="store_true", help="reduced size, for CI")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__, argv)
     n, steps, res = (500, 8, 40) if args.quick else (4000, 18, 120)
 
     mixture = ring_mixture()

@@ -17,9 +17,6 @@ Run: python examples/score_optimal.py --out out [--quick]
 
 from __future__ import annotations
 
-import argparse
-import math
-from pathlib import Path
 
 import matplotlib
 
@@ -28,31 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import probdiff as pd  # noqa: E402
-
-
-def ring_mixture(modes: int = 8, radius: float = 4.0, var: float = 0.05) -> pd.oracles.GaussianMixture:
-    """``modes`` isotropic Gaussians of variance ``var`` evenly spaced on a circle."""
-    angles = torch.arange(modes) * (2 * math.pi / modes)
-    means = radius * torch.stack([angles.cos(), angles.sin()], 1)
-    return pd.oracles.GaussianMixture(torch.full((modes,), 1.0 / modes), means, var * torch.eye(2).expand(modes, 2, 2))
-
-
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between two equal-size samples (random directions, sorted projections)."""
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(x.shape[1], projections, generator=g, dtype=x.dtype)
-    u = u / u.norm(dim=0)
-    px, py = (x @ u).sort(0).values, (y @ u).sort(0).values
-    return float((px - py).pow(2).mean().sqrt())
+from _common import example_args, ring_mixture, sliced_wasserstein  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
-    parser.add_argument("--quick", "--smoke", action="store_true", help="reduced size, for CI")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__, argv)
     n, step_counts, ref_steps = (500, (5, 10), 100) if args.quick else (4000, (5, 10, 20), 400)
 
     mixture = ring_mixture()

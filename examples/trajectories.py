@@ -17,8 +17,6 @@ Run: python examples/trajectories.py --out out [--quick]
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 import matplotlib
 
@@ -27,16 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import probdiff as pd  # noqa: E402
+from _common import example_args  # noqa: E402
 from probdiff import data as pdata  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
-    parser.add_argument("--quick", "--smoke", action="store_true", help="reduced size, for CI")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = example_args(__doc__, argv)
     n, steps = (16, 10) if args.quick else (64, 30)
 
     digits = pdata.digits()

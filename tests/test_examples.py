@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))  # _common.py: shared scaffolding
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

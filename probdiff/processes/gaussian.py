@@ -27,7 +27,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._validation import as_tensor, check_finite, check_positive
+from .._validation import as_tensor, check_positive
 from .base import ForwardProcess
 
 __all__ = ["GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE"]
