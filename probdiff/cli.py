@@ -376,9 +376,23 @@ def cmd_sample(a) -> str:
             f"{time.time() - t0:.1f}s -> {out}, {npz}")
 
 
-def _bits_summary(name: str, bpd: torch.Tensor, note: str) -> str:
-    mean = float(bpd.mean())
+class Summary(str):
+    """A command's one-line summary that also carries its numbers (``values``: method -> per-image bits/dim)."""
+
+    def __new__(cls, text: str, values: dict):
+        obj = super().__new__(cls, text)
+        obj.values = values
+        return obj
+
+
+def _mean_ci(bpd: torch.Tensor) -> tuple[float, float]:
+    """Mean and half-width of its 95% normal confidence interval."""
     half = 1.96 * float(bpd.std()) / math.sqrt(bpd.numel()) if bpd.numel() > 1 else float("nan")
+    return float(bpd.mean()), half
+
+
+def _bits_summary(name: str, bpd: torch.Tensor, note: str) -> str:
+    mean, half = _mean_ci(bpd)
     return f"{name}: {mean:.4f} ± {half:.4f} bits/dim (95% CI, n={bpd.numel()}, {note})"
 
 
@@ -429,20 +443,21 @@ METHODS = {
 }
 
 
-def cmd_likelihood(a) -> str:
+def cmd_likelihood(a) -> "Summary":
     init_distributed()
     device = _device(a)
     run, _ = _run_from_checkpoint(a.checkpoint, device)
     split = getattr(run.split, a.split)
     counts = split.counts[: a.limit] if a.limit else split.counts
     t0 = time.time()
-    lines = []
+    lines, values = [], {}
     for name in a.method:
         bpd, note = METHODS[name](run, counts, a, device)
+        values[name] = bpd
         lines.append(_bits_summary(name, bpd, note))
         _say(lines[-1])
     head = f"{a.split} split of {run.dataset.name}, {counts.shape[0]} images, {time.time() - t0:.0f}s: "
-    return head + "; ".join(lines)
+    return Summary(head + "; ".join(lines), values)
 
 
 def cmd_plot(a) -> str:
@@ -524,8 +539,9 @@ def cmd_quickstart(a) -> str:
     limit = ["--limit", str(a.limit)] if a.limit else []
     s3 = _dispatch(["likelihood", "--checkpoint", str(ckpt), "--method", "exact", "--rtol", "1e-4", *limit,
                     *common])
-    bpd = s3.split("exact: ", 1)[1].split(" bits/dim")[0]
-    return (f"quickstart done in {time.time() - t0:.0f}s: held-out {bpd} bits/dim (exact, dequantised; "
+    mean, half = _mean_ci(s3.values["exact"])
+    return (f"quickstart done in {time.time() - t0:.0f}s: held-out {mean:.4f} ± {half:.4f} bits/dim "
+            f"(exact, dequantised; "
             f"scikit-learn's GaussianMixture: see benchmarks/digits.py), samples in {out / 'samples.png'}")
 
 
