@@ -20,6 +20,7 @@ see the integer counts themselves (:class:`Counts`).
 from __future__ import annotations
 
 import gzip
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -307,7 +308,16 @@ def load(source=None, **options) -> Dataset:
         return digits()
     path = Path(os.fspath(source)).expanduser()
     if path.is_dir():
-        return load_image_folder(path, **options)
+        return _call_loader(load_image_folder, path, options)
     if not path.exists():
         raise _missing(path, "'digits', a folder of images, a .npy/.npz array or an IDX file")
-    return LOADERS.get(path.suffix.lower(), load_idx)(path, **options)
+    return _call_loader(LOADERS.get(path.suffix.lower(), load_idx), path, options)
+
+
+def _call_loader(loader, path: Path, options: dict) -> Dataset:
+    """Call ``loader(path, **options)``, rejecting options the loader does not take with a ValueError."""
+    allowed = sorted(n for n, p in inspect.signature(loader).parameters.items() if p.kind is p.KEYWORD_ONLY)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"options {unknown} do not apply to {path} ({loader.__name__} takes {allowed})")
+    return loader(path, **options)

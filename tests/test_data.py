@@ -79,6 +79,16 @@ def test_load_idx(tmp_path, name):
     np.testing.assert_array_equal(ds.counts[:, 0].numpy(), arr)
 
 
+def test_options_a_loader_does_not_take_are_value_errors(tmp_path):
+    write_idx(tmp_path / "images-idx", np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match=r"options \['key'\] do not apply to .*images-idx \(load_idx takes \['levels'\]\)"):
+        data.load(tmp_path / "images-idx", key="x")
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "0.png")
+    with pytest.raises(ValueError, match=r"options \['key'\] do not apply"):
+        data.load(tmp_path, key="x")
+    assert data.load(tmp_path / "images-idx", levels=2).counts.shape == (2, 1, 3, 3)
+
+
 def test_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="nope.npz: no such file"):
         data.load(tmp_path / "nope.npz")
