@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .processes.base import _expand
 from .processes.blackout import Blackout
 from .processes.discrete import MarkovChain
 from .reverse import REVERSE, ReverseProcess
@@ -81,7 +82,7 @@ class BlackoutReverse(ChainReverse):
         """:math:`\\hat R_t(n \\to n+1) = E[n_0 - n_t|n_t = n]\\,p_t/(1 - p_t)`."""
         y = self.mean_births(x, t)
         t = self.process._time(t, x).to(y.dtype)
-        return y * self.process.birth_weight(t).reshape(-1, *([1] * (x.dim() - 1)))
+        return y * _expand(self.process.birth_weight(t), y)
 
     def rates(self, x, t):
         """Closed form: only ``n -> n + 1`` has a positive rate."""

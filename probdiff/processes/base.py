@@ -23,6 +23,11 @@ from .._validation import as_tensor, check_batch, check_finite
 __all__ = ["ForwardProcess"]
 
 
+def _expand(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample coefficient of shape ``(batch,)`` to broadcast against ``x``."""
+    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
 class ForwardProcess(abc.ABC):
     """Abstract base of every forward (noising) process.
 

@@ -24,6 +24,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from .._validation import as_tensor, check_positive
+from .base import _expand
 from .discrete import MarkovChain
 
 __all__ = ["Blackout", "ShiftedBinomial"]
@@ -156,7 +157,7 @@ class Blackout(MarkovChain):
         return ShiftedBinomial(shift, total, log_p, log_q, validate_args=self._validate).to_event(event_dims)
 
     def _expand(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return c.reshape(c.shape + (1,) * (x.dim() - 1)).expand(x.shape)
+        return _expand(c, x).expand(x.shape)
 
     def marginal(self, x0: torch.Tensor, t):
         """:math:`n_t \\mid n_0 \\sim \\mathrm{Bin}(n_0, e^{-t})`."""

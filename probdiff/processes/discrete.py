@@ -31,7 +31,7 @@ import pyro.distributions as dist
 import torch
 
 from .._validation import as_tensor, check_finite, check_positive
-from .base import ForwardProcess
+from .base import ForwardProcess, _expand
 
 __all__ = ["MarkovChain", "UniformChain", "AbsorbingChain", "sample_categorical"]
 
@@ -374,7 +374,8 @@ class MarkovChain(ForwardProcess):
         a, amax = self._mixture_weights(x0_probs, x, t)
         ratio = self._from_data(t).left_mul(torch.exp(a - amax)) * torch.exp(amax)
         gen = self._generator_on(x.device, x0_probs.dtype)
-        into_x = gen.T[self._index(x)] * self.beta(t).to(x0_probs.dtype).reshape(-1, *([1] * x.dim()))
+        into_x = gen.T[self._index(x)]
+        into_x = into_x * _expand(self.beta(t).to(x0_probs.dtype), into_x)
         return _with_diagonal(into_x * ratio, x)
 
     def conditional_reverse_rates(self, x0: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:

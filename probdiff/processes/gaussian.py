@@ -28,14 +28,9 @@ import torch
 from torch import nn
 
 from .._validation import as_tensor, check_positive
-from .base import ForwardProcess
+from .base import ForwardProcess, _expand  # noqa: F401  (_expand: re-exported for the Gaussian modules)
 
 __all__ = ["GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE"]
-
-
-def _expand(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample coefficient of shape ``(batch,)`` to broadcast against ``x``."""
-    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
 
 
 # Gauss–Legendre nodes and weights mapped to [0, 1] (8 points, exact for polynomials of degree 15).

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from .._registry import Registry
+from ..processes.base import _expand
 from ..processes.blackout import Blackout
 from ..processes.discrete import MarkovChain, sample_categorical
 from ..reverse_discrete import BlackoutReverse, ChainReverse
@@ -84,7 +85,7 @@ def _chain_leap(reverse, x, t, s, generator):
     t_, s_ = _step_times(reverse, x, t, s, probs.dtype)
     rates = reverse.process.reverse_rates(probs, x, t_)
     off = rates.scatter(-1, x.long()[..., None], 0.0).clamp_min(0.0)
-    jumps = torch.poisson(off * (t_ - s_).reshape(-1, *([1] * x.dim())), generator=generator)
+    jumps = torch.poisson(off * _expand(t_ - s_, off), generator=generator)
     states = torch.arange(rates.shape[-1], dtype=rates.dtype, device=rates.device)
     moved = x.to(rates.dtype) + (jumps * (states - x.to(rates.dtype)[..., None])).sum(-1)
     x_new = moved.clamp(0, rates.shape[-1] - 1).to(x.dtype)
@@ -97,7 +98,7 @@ def _blackout_births(reverse, x, t, s):
     y = reverse.mean_births(x, t)
     t_, s_ = _step_times(reverse, x, t, s, y.dtype)
     log_p, _ = reverse.process.bridge_log_probs(s_, t_)
-    return y, torch.exp(log_p).reshape(-1, *([1] * (x.dim() - 1)))
+    return y, _expand(torch.exp(log_p), x)
 
 
 @TauLeaping.register(Blackout)

@@ -220,7 +220,7 @@ def _grid_brownian(ts: torch.Tensor, size, generator, dtype, device):
     dt = (ts[1:] - ts[:-1]).to(dtype=dtype, device=device)
     z = torch.randn((dt.numel(), *size), generator=generator, dtype=dtype, device=device)
     w = torch.cat([torch.zeros((1, *size), dtype=dtype, device=device),
-                   torch.cumsum(z * dt.sqrt().reshape(-1, *([1] * len(size))), 0)])
+                   torch.cumsum(z * _expand(dt.sqrt(), z), 0)])
     return GridBrownian(w, ts.to(dtype=torch.float64, device="cpu"))
 
 
