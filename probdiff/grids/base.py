@@ -10,7 +10,9 @@ import abc
 
 import torch
 
-__all__ = ["Grid", "Uniform"]
+from .._validation import check_finite
+
+__all__ = ["Grid", "Uniform", "Explicit"]
 
 
 class Grid(abc.ABC):
@@ -43,3 +45,40 @@ class Uniform(Grid):
 
     def times(self, process) -> torch.Tensor:
         return self._finish(torch.linspace(process.t_max, process.t_min, self.steps + 1, dtype=torch.float64), process)
+
+
+class Explicit(Grid):
+    """A grid of given times: strictly decreasing, from the ``t_max`` to the ``t_min`` of the process it is
+    used with (e.g. a published schedule, or one fitted by :class:`~probdiff.grids.ScoreOptimal` or
+    :class:`~probdiff.grids.EndpointOptimal`, which subclass it).
+
+    Args:
+        times: 1-D sequence of at least two finite, strictly decreasing times.
+
+    Example:
+        >>> import probdiff as pd
+        >>> pd.grids.Explicit([1.0, 0.5, 0.1, 1e-3]).times(pd.VPSDE(t_min=1e-3)).tolist()
+        [1.0, 0.5, 0.1, 0.001]
+    """
+
+    def __init__(self, times):
+        ts = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
+        if ts.dim() != 1 or ts.shape[0] < 2:
+            raise ValueError(f"times must be a 1-D tensor of at least two times, got shape {tuple(ts.shape)}")
+        check_finite("times", ts)
+        if not bool((ts[1:] < ts[:-1]).all()):
+            raise ValueError("times must be strictly decreasing (from t_max to t_min)")
+        super().__init__(ts.shape[0] - 1)
+        self._ts = ts
+
+    def times(self, process) -> torch.Tensor:
+        ts = self._ts.clone()
+        tol = 1e-9 * max(1.0, abs(process.t_max), abs(process.t_min))
+        if abs(float(ts[0]) - process.t_max) > tol or abs(float(ts[-1]) - process.t_min) > tol:
+            raise ValueError(f"this {type(self).__name__} grid spans [{float(ts[-1])}, {float(ts[0])}] but the "
+                             f"process has [t_min, t_max] = [{process.t_min}, {process.t_max}]; build it for "
+                             "this process")
+        return self._finish(ts, process)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({[round(t, 6) for t in self._ts.tolist()]})"

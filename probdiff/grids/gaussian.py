@@ -16,7 +16,7 @@ import torch
 from .._registry import Registry
 from .._validation import check_finite
 from ..processes.gaussian import GaussianProcess, LinearBlend, VESDE, VPSDE, _expand
-from .base import Grid
+from .base import Explicit, Grid
 
 __all__ = ["Karras", "LogSNR", "ScoreOptimal", "time_of_log_snr", "LOG_SNR_INVERSE"]
 
@@ -141,7 +141,7 @@ class Karras(Grid):
 
 
 # ==================================================================== score-optimal schedules
-class ScoreOptimal(Grid):
+class ScoreOptimal(Explicit):
     r"""The score-optimal schedule of Williams, Campbell, Doucet & Syed, "Score-Optimal Diffusion Schedules"
     (NeurIPS 2024), THEORY.md §6: times at constant speed in the metric of the local corrector cost.
 
@@ -178,23 +178,8 @@ class ScoreOptimal(Grid):
     """
 
     def __init__(self, times, *, costs: torch.Tensor | None = None):
-        ts = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
-        if ts.dim() != 1 or ts.shape[0] < 2:
-            raise ValueError(f"times must be a 1-D tensor of at least two times, got shape {tuple(ts.shape)}")
-        check_finite("times", ts)
-        if not bool((ts[1:] < ts[:-1]).all()):
-            raise ValueError("times must be strictly decreasing (from t_max to t_min)")
-        super().__init__(ts.shape[0] - 1)
-        self._ts = ts
+        super().__init__(times)
         self.costs = costs
-
-    def times(self, process) -> torch.Tensor:
-        ts = self._ts.clone()
-        tol = 1e-9 * max(1.0, abs(process.t_max), abs(process.t_min))
-        if abs(float(ts[0]) - process.t_max) > tol or abs(float(ts[-1]) - process.t_min) > tol:
-            raise ValueError(f"this ScoreOptimal grid spans [{float(ts[-1])}, {float(ts[0])}] but the process has "
-                             f"[t_min, t_max] = [{process.t_min}, {process.t_max}]; fit it for this process")
-        return self._finish(ts, process)
 
     # ---------------------------------------------------------------- the cost
     @staticmethod
