@@ -70,7 +70,7 @@ def test_exact_likelihood_of_a_zero_network_matches_closed_form(tmp_path, capsys
 
     path = tmp_path / "zero.pt"
     assert cli.main(["train", "--checkpoint", str(path), *TINY[:-7], "--steps", "1", "--warmup", "1",
-                     "--lr", "1e-12", "--t-min", "1e-4", "--quiet"]) == 0
+                     "--lr", "1e-12", "--t-min", "1e-4", "--model", "epsilon", "--quiet"]) == 0
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(path), "--limit", "4", "--rtol", "1e-6", "--quiet")
     assert code == 0
     got = float(re.search(r"exact: ([0-9.]+) ±", out).group(1))
@@ -84,6 +84,44 @@ def test_exact_likelihood_of_a_zero_network_matches_closed_form(tmp_path, capsys
     log_p = (-0.5 * end**2 / sigma2 - 0.5 * math.log(2 * math.pi * sigma2)).sum(1) + 64 * math.log(ratio)
     expected = float((-log_p / (64 * math.log(2)) + math.log2(17) - 1).mean())
     assert got == pytest.approx(expected, abs=1e-3)  # float32 ODE and 4 printed decimals
+
+
+def test_default_lattice_model_of_a_zero_network_matches_closed_form(tmp_path, capsys):
+    # The default Gaussian model is the lattice head; with zero logits it is the exact denoiser of pixels
+    # i.i.d. uniform on [-1, 1], so its flow carries exactly p_t(x) = prod_i [Phi((a - x_i)/s) -
+    # Phi((-a - x_i)/s)] / (2a) (a = alpha_t, s = sigma_t) from t_min to t_max, and the exact likelihood is
+    # that density at t_min (up to p_{t_max} vs N(0, I), about 1e-5 nats per dimension here). The
+    # checkpoint records the resolved model and t_min (the noise floor).
+    import math
+
+    from scipy.stats import norm
+
+    from probdiff import data
+
+    path = tmp_path / "zero.pt"
+    assert cli.main(["train", "--checkpoint", str(path), *TINY[:-7], "--steps", "1", "--warmup", "1",
+                     "--lr", "1e-12", "--quiet"]) == 0
+    config = torch.load(path, weights_only=True)["config"]
+    assert config["model"] == "lattice"
+    t_min = config["t_min"]
+    log_alpha = -0.25 * t_min**2 * (20.0 - 0.1) - 0.5 * t_min * 0.1
+    a, s = math.exp(log_alpha), math.sqrt(-math.expm1(2 * log_alpha))
+    assert s / a == pytest.approx(cli.NOISE_FLOOR * 2 / 17, rel=1e-6)  # the floor, in bin widths
+    code, out, _ = run(capsys, "likelihood", "--checkpoint", str(path), "--limit", "4", "--rtol", "1e-6", "--quiet")
+    assert code == 0
+    got = float(re.search(r"exact: ([0-9.]+) ±", out).group(1))
+    counts = data.digits().split(0.2, seed=0).test.counts[:4]
+    x = (-1 + 2 * (counts.double() + torch.rand(counts.shape, generator=torch.Generator().manual_seed(0),
+                                                 dtype=torch.float32).double()) / 17).reshape(4, -1).numpy()
+    log_p = np.log((norm.cdf((a - x) / s) - norm.cdf((-a - x) / s)) / (2 * a)).sum(1)
+    expected = float((-log_p / (64 * math.log(2)) + math.log2(17) - 1).mean())
+    assert got == pytest.approx(expected, abs=2e-3)  # float32 ODE and 4 printed decimals
+
+
+def test_lattice_needs_dequantised_data(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--checkpoint", str(tmp_path / "b.pt"), *TINY, "--process", "blackout",
+                       "--model", "lattice")
+    assert code == 1 and "--model lattice needs a Gaussian process" in err
 
 
 def test_resume_and_overwrite_guard(trained, tmp_path, capsys):
