@@ -562,7 +562,8 @@ def cmd_quickstart(a) -> str:
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "digits.pt"
-    common = ["--threads", str(a.threads or 1)] + (["--quiet"] if a.quiet else [])
+    threads = a.threads or min(QUICKSTART_MAX_THREADS, torch.get_num_threads())
+    common = ["--threads", str(threads)] + (["--quiet"] if a.quiet else [])
     base = ["--checkpoint", str(ckpt), "--steps", str(a.steps), "--seed", str(a.seed), "--overwrite", *common]
     t0 = time.time()
     _say(f"[1/3] training on the bundled 8x8 digits ({a.steps} steps)")
@@ -582,6 +583,11 @@ def cmd_quickstart(a) -> str:
             f"(exact, dequantised; "
             f"scikit-learn's GaussianMixture: see benchmarks/digits.py), samples in {out / 'samples.png'}")
 
+
+#: Most torch threads the quickstart takes by default. On two idle cores, two threads made the exact
+#: likelihood 1.7x faster than one (38 s -> 22 s for 32 test images) and training 1.2x faster; beyond a few
+#: threads the small network gains little.
+QUICKSTART_MAX_THREADS = 4
 
 #: The quickstart's training settings: a fixed recipe sized for the 10-minute budget on two CPU cores
 #: (a 0.7M-parameter residual MLP under the lattice head). 1438 training images are easy to over-fit: on a
@@ -719,8 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="train on the bundled digits, sample, print exact held-out bits/dim",
                        description="The main job: train on the bundled digits, write a sample grid and print "
                                    "the held-out exact bits/dim, in at most 10 minutes on two CPU cores. Runs "
-                                   "torch on one thread unless --threads says otherwise (the small network is "
-                                   "faster that way, and robust to a busy machine).")
+                                   "torch on up to 4 threads (as many as torch would use) unless --threads says "
+                                   "otherwise; on a busy machine --threads 1 can be faster.")
     _common(p)
     p.add_argument("--out-dir", default="probdiff-quickstart", help="folder for the checkpoint and samples")
     p.add_argument("--steps", type=_positive("--steps"), default=1000, help="training steps")
