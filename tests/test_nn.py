@@ -1,6 +1,5 @@
 """Networks: shapes, time conditioning, devices and dtypes, argument checks."""
 
-import math
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ x_t = alpha_t mu + sqrt(alpha_t^2 c^2 + sigma_t^2) z with z constant along the p
 alpha c^2 z / s_t, eps = sigma z / s_t, and alpha' D + sigma' eps = alpha' mu + s_t' z = dx_t/dt.)
 """
 
-import math
 
 import pytest
 import torch
