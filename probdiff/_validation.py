@@ -39,6 +39,13 @@ def check_finite(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name} must be finite, got {value}")
 
 
+def check_positive_int(name: str, value) -> int:
+    """Raise unless ``value`` is an integer ``>= 1`` (``bool`` refused, ``3.0`` accepted); return it as ``int``."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
     """Raise unless ``value`` is a finite number ``> 0`` (or ``>= 0`` with ``allow_zero``)."""
     check_finite(name, value)

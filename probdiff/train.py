@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ._validation import check_positive_int
+
 __all__ = ["Trainer", "CheckpointError", "init_distributed", "world", "distributed_map", "load_checkpoint"]
 
 _FORMAT = "probdiff-checkpoint"
@@ -94,8 +96,7 @@ def distributed_map(fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tens
     Rank ``r`` of ``N`` evaluates the contiguous block ``r`` of ``N`` near-equal blocks; the per-sample
     results ``(n,)`` (or ``(n, ...)``) are gathered back into data order. Single process: a batched map.
     """
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     rank, size = world()
     n = data.shape[0]
     bounds = [n * r // size for r in range(size + 1)]
@@ -237,8 +238,7 @@ class Trainer:
             raise ValueError("data must be a tensor of shape (N, *event)")
         for name, value in (("steps", steps), ("batch_size", batch_size), ("accumulate", accumulate),
                             ("checkpoint_every", checkpoint_every)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not 0.0 <= ema_decay < 1.0:

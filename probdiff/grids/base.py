@@ -10,7 +10,7 @@ import abc
 
 import torch
 
-from .._validation import check_finite
+from .._validation import check_finite, check_positive_int
 
 __all__ = ["Grid", "Uniform", "Explicit"]
 
@@ -19,9 +19,7 @@ class Grid(abc.ABC):
     """Abstract time grid with a number of ``steps``."""
 
     def __init__(self, steps: int):
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        self.steps = int(steps)
+        self.steps = check_positive_int("steps", steps)
 
     @abc.abstractmethod
     def times(self, process) -> torch.Tensor:

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .._validation import check_finite
+from .._validation import check_finite, check_positive_int
 from .base import Explicit, Grid, Uniform
 from .gaussian import Karras, LogSNR, _check_process, _log_snr_ends, time_of_log_snr
 
@@ -94,16 +94,13 @@ class EndpointOptimal(Explicit):
             raise ValueError(f"reverse must be the probability flow (noise 0) of the process; got {reverse!r}")
         if not isinstance(solver, Solver):
             raise ValueError(f"solver must be a probdiff Solver, got {type(solver).__name__}")
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        steps = int(steps)
+        steps = check_positive_int("steps", steps)
         if not isinstance(x_init, torch.Tensor) or x_init.dim() < 2 or x_init.shape[0] < 2:
             raise ValueError("x_init must be a tensor of shape (batch, *event) with batch >= 2")
         check_finite("x_init", x_init)
         if isinstance(validation, bool) or not isinstance(validation, (int, float)) or not 0 <= validation < 1:
             raise ValueError(f"validation must be a number in [0, 1), got {validation!r}")
-        if isinstance(max_evals, bool) or int(max_evals) != max_evals or max_evals < 1:
-            raise ValueError(f"max_evals must be a positive integer, got {max_evals!r}")
+        check_positive_int("max_evals", max_evals)
         if init is not None and (not isinstance(init, Grid) or init.steps != steps):
             raise ValueError(f"init must be a Grid with steps={steps}, got {init!r}")
         lam_max_t, lam_min_t = _log_snr_ends(cls, process)

@@ -14,7 +14,7 @@ import math
 import torch
 
 from .._registry import Registry
-from .._validation import check_finite
+from .._validation import check_finite, check_positive_int
 from ..processes.gaussian import GaussianProcess, LinearBlend, VESDE, VPSDE, _expand
 from .base import Explicit, Grid
 
@@ -225,8 +225,7 @@ class ScoreOptimal(Explicit):
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
             raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
         steps = ts.shape[0] - 1 if steps is None else steps
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        check_positive_int("steps", steps)
         speed = costs.sqrt()
         mean = float(speed.mean())
         speed = speed.clamp_min(floor * mean) if mean > 0 else torch.ones_like(speed)
@@ -260,8 +259,7 @@ class ScoreOptimal(Explicit):
             generator: random source of the noise in the cost estimate.
         """
         process = _check_process(cls, process)
-        if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        check_positive_int("iterations", iterations)
         init = LogSNR(steps) if init is None else init
         if not isinstance(init, Grid) or init.steps != int(steps):
             raise ValueError(f"init must be a Grid with steps={steps}, got {init!r}")
@@ -277,8 +275,7 @@ class ScoreOptimal(Explicit):
         (0, 1]); ``self`` is left unchanged. Returns a grid with the same number of steps."""
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
             raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}")
-        if isinstance(refine, bool) or int(refine) != refine or refine < 1:
-            raise ValueError(f"refine must be a positive integer, got {refine!r}")
+        check_positive_int("refine", refine)
         ts = self.times(process)
         u = torch.arange(int(refine), dtype=torch.float64) / int(refine)
         fine = torch.cat([(ts[:-1, None] + u * (ts[1:, None] - ts[:-1, None])).reshape(-1), ts[-1:]])

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import torch
 
+from .._validation import check_positive_int
 from ..losses.discrete import LogitTime, poisson_kl
 from ..processes.blackout import Blackout
 from ..processes.discrete import MarkovChain, _xlogy_ratio
@@ -43,12 +44,6 @@ from ..reverse import reverse
 from .elbo import ELBO
 
 __all__ = ["chain_elbo", "blackout_elbo", "prior_kl"]
-
-
-def _check_samples(num_samples) -> int:
-    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    return int(num_samples)
 
 
 def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
@@ -68,7 +63,7 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
         raise ValueError(f"grid must be given for the ELBO of {type(process).__name__} (the discrete-time bound "
                          f"with exact KLs; only Blackout has a continuous-time bound here)")
     process._check_states("x", x)
-    k = _check_samples(num_samples)
+    k = check_positive_int("num_samples", num_samples)
     rev = reverse(process, model)
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]
@@ -93,7 +88,7 @@ def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_s
     if grid is not None:
         return chain_elbo(process, model, x, grid=grid, num_samples=num_samples, generator=generator)
     process._check_states("x", x)
-    k = _check_samples(num_samples)
+    k = check_positive_int("num_samples", num_samples)
     rev = reverse(process, model)
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]

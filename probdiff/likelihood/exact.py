@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import check_positive
+from .._validation import check_positive, check_positive_int
 from ..processes.gaussian import GaussianProcess
 from ..reverse import probability_flow
 from .timechange import PhysicalTime, TimeVariable
@@ -165,8 +165,7 @@ class Hutchinson(Trace):
     """
 
     def __init__(self, num_probes: int = 1, kind: ProbeKind | str = ProbeKind.RADEMACHER):
-        if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < 1:
-            raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
+        check_positive_int("num_probes", num_probes)
         self.num_probes = int(num_probes)
         self.kind = ProbeKind.parse(kind)
 

@@ -37,6 +37,7 @@ import abc
 import torch
 from torch.distributions import kl_divergence
 
+from .._validation import check_positive_int
 from ..grids.base import Grid
 from ..grids.gaussian import time_of_log_snr
 from ..processes.gaussian import GaussianProcess, _expand
@@ -96,8 +97,7 @@ class UniformTime(TimeSampler):
 # ==================================================================== the bounds
 def _check(process, model, x, num_samples, decoder):
     process._check_data("x", x)
-    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    check_positive_int("num_samples", num_samples)
     if not isinstance(decoder, Decoder):
         raise ValueError(f"decoder must be a Decoder (GaussianDecoder() or DiscretizedGaussian(...)), got {decoder!r}")
     if not callable(getattr(model, "denoise", None)):

@@ -14,15 +14,10 @@ import math
 import torch
 from torch import nn
 
+from .._validation import check_positive_int
 from .embedding import FourierFeatures, FourierTime
 
 __all__ = ["MLP", "TimeMLP", "as_time"]
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _shape(name: str, value) -> tuple[int, ...]:
@@ -94,7 +89,7 @@ class MLP(nn.Module):
         super().__init__()
         self.event_shape = _shape("event_shape", event_shape)
         self.out_shape = self.event_shape if out_shape is None else _shape("out_shape", out_shape)
-        hidden, depth = _positive_int("hidden", hidden), _positive_int("depth", depth)
+        hidden, depth = check_positive_int("hidden", hidden), check_positive_int("depth", depth)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         d_in, d_out = math.prod(self.event_shape), math.prod(self.out_shape)

@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .embedding import FourierFeatures, FourierTime
-from .mlp import TimeMLP, _positive_int, as_time
+from .._validation import check_positive_int
+from .mlp import TimeMLP, as_time
 
 __all__ = ["UNet"]
 
@@ -76,13 +77,13 @@ class UNet(nn.Module):
     def __init__(self, channels: int = 1, *, base: int = 32, mults=(1, 2), blocks: int = 1, attention: bool = True,
                  time: FourierFeatures | None = None, out_channels: int | None = None, dropout: float = 0.0):
         super().__init__()
-        self.channels = _positive_int("channels", channels)
-        base, blocks = _positive_int("base", base), _positive_int("blocks", blocks)
-        self.out_channels = self.channels if out_channels is None else _positive_int("out_channels", out_channels)
+        self.channels = check_positive_int("channels", channels)
+        base, blocks = check_positive_int("base", base), check_positive_int("blocks", blocks)
+        self.out_channels = self.channels if out_channels is None else check_positive_int("out_channels", out_channels)
         mults = tuple(mults)
         if not mults:
             raise ValueError("mults must name at least one level, e.g. (1, 2)")
-        widths = [base * _positive_int("mults entries", m) for m in mults]
+        widths = [base * check_positive_int("mults entries", m) for m in mults]
         cond = 4 * base
         self.time = TimeMLP(time if time is not None else FourierTime(64), cond)
         self.inp = nn.Conv2d(self.channels, widths[0], 3, padding=1)

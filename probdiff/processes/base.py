@@ -18,7 +18,7 @@ import abc
 
 import torch
 
-from .._validation import as_tensor, check_batch, check_finite
+from .._validation import as_tensor, check_batch, check_finite, check_positive_int
 
 __all__ = ["ForwardProcess"]
 
@@ -103,8 +103,7 @@ class ForwardProcess(abc.ABC):
         Generic path: seed a forked RNG from ``generator`` and draw from the prior distribution.
         Families with a cheaper direct draw override it.
         """
-        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        check_positive_int("num_samples", num_samples)
         prior = self.prior(event_shape, device=device, dtype=dtype)
         if generator is None:
             return prior.sample((int(num_samples),))

@@ -30,7 +30,7 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._validation import as_tensor, check_finite, check_positive
+from .._validation import as_tensor, check_finite, check_positive, check_positive_int
 from .base import ForwardProcess, _expand
 
 __all__ = ["MarkovChain", "UniformChain", "AbsorbingChain", "sample_categorical"]
@@ -329,8 +329,7 @@ class MarkovChain(ForwardProcess):
 
     def sample_prior(self, num_samples: int, event_shape, *, generator=None, device=None, dtype=None):
         """Draws from :meth:`prior` as ``torch.long`` states, reproducible from ``generator``."""
-        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        check_positive_int("num_samples", num_samples)
         probs = self.prior_probs(device=device, dtype=torch.float64)
         probs = probs.expand(int(num_samples), *event_shape, self.num_states)
         return sample_categorical(probs, generator)

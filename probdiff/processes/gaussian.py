@@ -27,7 +27,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._validation import as_tensor, check_positive
+from .._validation import as_tensor, check_positive, check_positive_int
 from .base import ForwardProcess, _expand  # noqa: F401  (_expand: re-exported for the Gaussian modules)
 
 __all__ = ["GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE"]
@@ -173,8 +173,7 @@ class GaussianProcess(ForwardProcess):
 
     def sample_prior(self, num_samples: int, event_shape, *, generator=None, device=None, dtype=None):
         """Direct draw ``sigma_{t_max} * N(0, I)`` of shape ``(num_samples, *event_shape)``."""
-        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        check_positive_int("num_samples", num_samples)
         dtype = dtype or torch.get_default_dtype()
         z = torch.randn((int(num_samples), *event_shape), generator=generator, device=device, dtype=dtype)
         return self.sigma(torch.tensor(self.t_max, dtype=dtype, device=device)) * z
