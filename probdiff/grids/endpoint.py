@@ -129,10 +129,11 @@ class EndpointOptimal(Explicit):
             return float((run(grid, x) - ref).flatten(1).pow(2).sum(1).mean().sqrt())
 
         candidates = [init] if init is not None else [Uniform(steps), LogSNR(steps), Karras(steps)]
-        start = min(candidates, key=lambda g: rms(g, fit_x, fit_ref))
+        start_fit, k = min((rms(g, fit_x, fit_ref), i) for i, g in enumerate(candidates))
+        start = candidates[k]
         _check_deterministic(run, start, x_init[:2], solver)
         start_times = start.times(process)
-        start_errors = (rms(start, fit_x, fit_ref), rms(start, val_x, val_ref))
+        start_errors = (start_fit, rms(start, val_x, val_ref))
         if steps == 1:
             return cls(start_times, errors={"start": start_errors, "fitted": start_errors}, start=start, nfe=nfe)
 
@@ -149,7 +150,7 @@ class EndpointOptimal(Explicit):
 
         def objective(w):
             try:
-                error = rms(Explicit(_pin(times_of(w), process)), fit_x, fit_ref)
+                error = rms(Explicit(Grid._finish(times_of(w), process)), fit_x, fit_ref)
             except ValueError:             # increments so small that two times coincide in float64
                 return penalty
             return math.log(error) if math.isfinite(error) and error > 0 else penalty
@@ -158,18 +159,12 @@ class EndpointOptimal(Explicit):
 
         best = minimize(objective, w0.numpy(), method="Powell",
                         options=dict(maxfev=int(max_evals), xtol=1e-3, ftol=1e-4))
-        fitted = Explicit(_pin(times_of(best.x), process))
+        fitted = Explicit(Grid._finish(times_of(best.x), process))
         fitted_errors = (rms(fitted, fit_x, fit_ref), rms(fitted, val_x, val_ref))
         keep = n_val == 0 or fitted_errors[1] < start_errors[1]
         times = fitted.times(process) if keep else start_times
         return cls(times, errors={"start": start_errors, "fitted": fitted_errors if keep else start_errors},
                    start=start, nfe=nfe)
-
-
-def _pin(ts: torch.Tensor, process) -> torch.Tensor:
-    ts = ts.clone()
-    ts[0], ts[-1] = process.t_max, process.t_min
-    return ts
 
 
 def _check_deterministic(run, grid, x, solver) -> None:
