@@ -92,17 +92,22 @@ class DPMSolver2M(Solver):
     def step(self, reverse, x, t, s, state, generator) -> Step:
         p = reverse.process
         t, s = p._time(t, x, "t"), p._time(s, x, "s")
-        ell_t, ell_s = 0.5 * p.log_snr(t), 0.5 * p.log_snr(s)
-        h = ell_s - ell_t
+        ell_t = 0.5 * p.log_snr(t)
         denoised = reverse.model.denoise(x, t)
-        d_hat = denoised
-        if state is not None:
-            d_prev, ell_prev = state
-            half_inv_r = _expand(0.5 * h / (ell_t - ell_prev), x)
-            d_hat = denoised + half_inv_r * (denoised - d_prev)
-        ratio = _expand(torch.exp(p.log_sigma(s) - p.log_sigma(t)), x)
-        x_s = ratio * x + _expand(p.alpha(s) * -torch.expm1(-h), x) * d_hat
-        return Step(x_s, denoised, (denoised, ell_t), 1)
+        return Step(_update_2m(p, x, t, s, ell_t, denoised, state), denoised, (denoised, ell_t), 1)
+
+
+def _update_2m(p, x, t, s, ell_t, denoised, previous):
+    r"""The DPM-Solver++(2M) update from ``t`` to ``s``: :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t +
+    \alpha_s(1 - e^{-h})\hat D`, with :math:`\hat D` extrapolated from ``previous = (D_prev, ell_prev)``,
+    or :math:`\hat D = D_t` when ``previous`` is None (see :class:`DPMSolver2M`)."""
+    h = 0.5 * p.log_snr(s) - ell_t
+    d_hat = denoised
+    if previous is not None:
+        d_prev, ell_prev = previous
+        d_hat = denoised + _expand(0.5 * h / (ell_t - ell_prev), x) * (denoised - d_prev)
+    ratio = _expand(torch.exp(p.log_sigma(s) - p.log_sigma(t)), x)
+    return ratio * x + _expand(p.alpha(s) * -torch.expm1(-h), x) * d_hat
 
 
 class Deblend(Solver):
@@ -173,19 +178,14 @@ class UniPC(Solver):
     def step(self, reverse, x, t, s, state, generator) -> Step:
         p = reverse.process
         t_b, s_b = p._time(t, x, "t"), p._time(s, x, "s")
-        ell_t, ell_s = 0.5 * p.log_snr(t_b), 0.5 * p.log_snr(s_b)
+        ell_t = 0.5 * p.log_snr(t_b)
         denoised = reverse.model.denoise(x, t_b)
         history = state or ()                       # ((ell, D, x_start), ...) most recent first
         if history:
             x = self._correct(p, t_b, ell_t, denoised, history)
-        h = ell_s - ell_t
-        d_hat = denoised
         last = self.lower_order_final and bool((s_b <= p.t_min).all())
-        if history and not last:
-            half_inv_r = _expand(0.5 * h / (ell_t - history[0][0]), x)
-            d_hat = denoised + half_inv_r * (denoised - history[0][1])
-        ratio = _expand(torch.exp(p.log_sigma(s_b) - p.log_sigma(t_b)), x)
-        x_s = ratio * x + _expand(p.alpha(s_b) * -torch.expm1(-h), x) * d_hat
+        previous = (history[0][1], history[0][0]) if history and not last else None
+        x_s = _update_2m(p, x, t_b, s_b, ell_t, denoised, previous)     # the predictor is DPM-Solver++(2M)
         return Step(x_s, denoised, ((ell_t, denoised, x, t_b),) + history[:1], 1)
 
     @staticmethod
