@@ -47,14 +47,6 @@ PILOT, FIT_EVALS = 1000, 400       # EndpointOptimal: pilot initial states, most
 
 
 # ==================================================================== data and references
-def ring():
-    k = 8
-    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
-    return pd.oracles.GaussianMixture(torch.full((k,), 1 / k, dtype=torch.float64),
-                                      4.0 * torch.stack([angle.cos(), angle.sin()], 1),
-                                      0.05 * torch.eye(2, dtype=torch.float64).expand(k, 2, 2))
-
-
 def mixture16():
     g = torch.Generator().manual_seed(0)
     k, d = 4, 16
@@ -312,7 +304,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats of the torchsde comparison")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    problems = [Problem("ring 2-D, 8 modes", ring(), 500 if args.quick else args.samples)]
+    problems = [Problem("ring 2-D, 8 modes", pd.oracles.GaussianMixture.ring(dtype=torch.float64), 500 if args.quick else args.samples)]
     if not args.quick:
         problems.append(Problem("mixture 16-D, 4 components", mixture16(), args.samples))
     results = []

@@ -1,18 +1,16 @@
 """Scaffolding shared by the example scripts (not an example itself).
 
 Every example takes ``--out DIR`` (where its figure goes), ``--quick``/``--smoke`` (reduced size, for CI)
-and ``--seed``; the 2-D examples share the 8-mode ring mixture and the sliced Wasserstein distance.
+and ``--seed``; the 2-D examples share the sliced Wasserstein distance (their 8-mode ring is
+``pd.oracles.GaussianMixture.ring()``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
-
-import probdiff as pd
 
 
 def example_args(doc: str, argv=None) -> argparse.Namespace:
@@ -24,13 +22,6 @@ def example_args(doc: str, argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     return args
-
-
-def ring_mixture(modes: int = 8, radius: float = 4.0, var: float = 0.05) -> pd.oracles.GaussianMixture:
-    """``modes`` isotropic Gaussians of variance ``var`` evenly spaced on a circle of ``radius``."""
-    angles = torch.arange(modes) * (2 * math.pi / modes)
-    means = radius * torch.stack([angles.cos(), angles.sin()], 1)
-    return pd.oracles.GaussianMixture(torch.full((modes,), 1.0 / modes), means, var * torch.eye(2).expand(modes, 2, 2))
 
 
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int = 256, seed: int = 0) -> float:

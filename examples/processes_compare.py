@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import probdiff as pd  # noqa: E402
-from _common import example_args, ring_mixture  # noqa: E402
+from _common import example_args  # noqa: E402
 
 
 def mode_occupancy(mixture: pd.oracles.GaussianMixture, x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = example_args(__doc__, argv)
     n, steps, res = (500, 8, 40) if args.quick else (4000, 18, 120)
 
-    mixture = ring_mixture()
+    mixture = pd.oracles.GaussianMixture.ring()
     processes = {"VP": pd.VPSDE(), "VE": pd.VESDE(), "linear blend": pd.LinearBlend()}
     generator = torch.Generator().manual_seed(args.seed)
     reference = float(mixture.log_prob(mixture.sample(100_000, generator=generator)).mean())

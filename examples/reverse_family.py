@@ -24,14 +24,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import probdiff as pd  # noqa: E402
-from _common import example_args, ring_mixture  # noqa: E402
+from _common import example_args  # noqa: E402
 
 
 def main(argv=None) -> None:
     args = example_args(__doc__, argv)
     n, steps = (500, 50) if args.quick else (4000, 200)
 
-    mixture = ring_mixture()
+    mixture = pd.oracles.GaussianMixture.ring()
     process = pd.VPSDE()
     model = mixture.model(process)
     generator = torch.Generator().manual_seed(args.seed)

@@ -25,14 +25,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import probdiff as pd  # noqa: E402
-from _common import example_args, ring_mixture, sliced_wasserstein  # noqa: E402
+from _common import example_args, sliced_wasserstein  # noqa: E402
 
 
 def main(argv=None) -> None:
     args = example_args(__doc__, argv)
     n, step_counts, ref_steps = (500, (5, 10), 100) if args.quick else (4000, (5, 10, 20), 400)
 
-    mixture = ring_mixture()
+    mixture = pd.oracles.GaussianMixture.ring()
     process = pd.VPSDE()
     model = mixture.model(process)
     generator = torch.Generator().manual_seed(args.seed)

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ._registry import Registry
-from ._validation import check_finite
+from ._validation import check_finite, check_positive, check_positive_int
 from .models.gaussian import GaussianModel
 from .processes.base import ForwardProcess
 from .processes.gaussian import GaussianProcess, _expand
@@ -54,6 +54,28 @@ class GaussianMixture:
         self.weights, self.means, self.covs = weights, means, covs
         self.eigvals, self.eigvecs = torch.linalg.eigh(covs)
         self._chol = torch.linalg.cholesky(covs)
+
+    @classmethod
+    def ring(cls, modes: int = 8, radius: float = 4.0, variance: float = 0.05, *,
+             dtype: torch.dtype | None = None) -> "GaussianMixture":
+        r"""``modes`` equally weighted isotropic Gaussians of covariance ``variance * I`` in 2-D, with means
+        :math:`r(\cos\theta_k, \sin\theta_k)`, :math:`\theta_k = 2\pi k/\mathrm{modes}`: the multi-modal toy
+        law of the sampler tests, benchmarks and examples (default dtype: torch's default).
+
+        Example:
+            >>> import probdiff as pd
+            >>> ring = pd.oracles.GaussianMixture.ring(4, radius=2.0)
+            >>> ring.num_components, ring.dim, ring.weights.tolist()
+            (4, 2, [0.25, 0.25, 0.25, 0.25])
+        """
+        modes = check_positive_int("modes", modes)
+        check_positive("radius", radius)
+        check_positive("variance", variance)
+        dtype = dtype or torch.get_default_dtype()
+        angles = torch.arange(modes, dtype=dtype) * (2 * math.pi / modes)
+        means = radius * torch.stack([angles.cos(), angles.sin()], 1)
+        return cls(torch.full((modes,), 1.0 / modes, dtype=dtype), means,
+                   variance * torch.eye(2, dtype=dtype).expand(modes, 2, 2))
 
     @property
     def dim(self) -> int:

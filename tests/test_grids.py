@@ -1,6 +1,5 @@
 """Grids: Karras, LogSNR and the score-optimal schedule (THEORY.md §6)."""
 
-import math
 
 import numpy as np
 import pytest
@@ -120,7 +119,7 @@ def test_score_optimal_fixed_point_for_a_flat_cost(refine):
 
 def test_update_blends_and_stays_monotone():
     process = pd.VPSDE()
-    mix = _ring()
+    mix = pd.oracles.GaussianMixture.ring(dtype=torch.float64)
     model, data = mix.model(process), mix.sample(200, generator=torch.Generator().manual_seed(1))
     old = ScoreOptimal(Uniform(10).times(process))
     full = old.update(process, model, data, gamma=1.0, generator=torch.Generator().manual_seed(2))
@@ -135,17 +134,9 @@ def test_update_blends_and_stays_monotone():
             old.update(process, model, data, gamma=gamma)
 
 
-def _ring():
-    k = 8
-    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
-    return pd.oracles.GaussianMixture(torch.full((k,), 1 / k, dtype=torch.float64),
-                                      4.0 * torch.stack([angle.cos(), angle.sin()], 1),
-                                      0.05 * torch.eye(2, dtype=torch.float64).expand(k, 2, 2))
-
-
 def test_score_optimal_beats_uniform_at_ten_steps_on_the_ring():
     process = pd.VPSDE()
-    mix = _ring()
+    mix = pd.oracles.GaussianMixture.ring(dtype=torch.float64)
     model = mix.model(process)
     data = mix.sample(256, generator=torch.Generator().manual_seed(0))
     grid = ScoreOptimal.fit(process, model, data, 10, iterations=3, generator=torch.Generator().manual_seed(1))

@@ -124,6 +124,19 @@ def test_single_gaussian_denoiser_is_linear_regression():
         torch.testing.assert_close(gmm.model(p).denoise(x, t), ref, rtol=1e-9, atol=1e-10)
 
 
+def test_ring_is_the_mixture_of_equally_spaced_isotropic_gaussians():
+    ring = GaussianMixture.ring(6, radius=3.0, variance=0.2, dtype=F64)
+    x = torch.tensor([[3.0, 0.0], [0.1, -2.9], [1.0, 1.0], [-3.0, 0.2]], dtype=F64)
+    # scipy on means placed at 3 (cos 60k deg, sin 60k deg), weights 1/6, covariance 0.2 I
+    means = [(3 * math.cos(math.radians(60 * k)), 3 * math.sin(math.radians(60 * k))) for k in range(6)]
+    dens = sum(stats.multivariate_normal(m, 0.2 * np.eye(2)).pdf(x.numpy()) / 6 for m in means)
+    np.testing.assert_allclose(ring.log_prob(x).numpy(), np.log(dens), rtol=1e-10)
+    assert GaussianMixture.ring().means.dtype == torch.get_default_dtype()
+    for bad in (dict(modes=0), dict(radius=0.0), dict(variance=-1.0), dict(modes=True)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GaussianMixture.ring(**bad)
+
+
 def test_sample_moments():
     gmm = random_mixture(2, 3, seed=8)
     n = 40000

@@ -18,11 +18,7 @@ from probdiff.solvers import Ancestral, EulerMaruyama, Heun
 
 
 def _ring():
-    k = 8
-    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
-    means = 3.0 * torch.stack([angle.cos(), angle.sin()], 1)
-    return pd.oracles.GaussianMixture(torch.full((k,), 1.0 / k, dtype=torch.float64), means,
-                                      0.1 * torch.eye(2, dtype=torch.float64).expand(k, 2, 2))
+    return pd.oracles.GaussianMixture.ring(8, radius=3.0, variance=0.1, dtype=torch.float64)
 
 
 def _mixture16():
