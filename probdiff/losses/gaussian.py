@@ -245,14 +245,13 @@ class DenoisingScoreMatching:
 
     def _within_bin_mean(self, x0, xt, alpha, sigma):
         r""":math:`(\bar x_0, \bar\epsilon)`: the truncated-normal mean of ``x0`` in its own bin given ``xt``."""
-        from ..nn.lattice import truncated_normal
+        from ..nn.lattice import _truncated_moments
 
         q = self.quantization
         n = torch.clamp(torch.floor((x0.double() - q.lo) / q.width), 0, q.levels - 1)
         lo = q.lo + q.width * n
         m, s = xt.double() / alpha.double(), sigma.double() / alpha.double()
-        _, offset = truncated_normal((lo - m) / s, (lo + q.width - m) / s)
-        x_bar = torch.minimum(torch.maximum(m + s * offset, lo), lo + q.width).to(x0.dtype)
+        x_bar = _truncated_moments(lo, lo + q.width, m, s)[1].to(x0.dtype)
         return x_bar, (xt - alpha * x_bar) / sigma
 
     def __repr__(self) -> str:

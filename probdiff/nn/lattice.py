@@ -78,9 +78,15 @@ def bin_posterior(quantization, x: torch.Tensor, alpha: torch.Tensor, sigma: tor
     edges = q.lo + q.width * torch.arange(q.levels + 1, dtype=torch.float64, device=x.device)
     m = (x.double() / alpha.double())[..., None]
     s = (sigma.double() / alpha.double())[..., None]
-    log_mass, offset = truncated_normal((edges[:-1] - m) / s, (edges[1:] - m) / s)
-    mean = torch.minimum(torch.maximum(m + s * offset, edges[:-1]), edges[1:])
-    return log_mass, mean
+    return _truncated_moments(edges[:-1], edges[1:], m, s)
+
+
+def _truncated_moments(lo: torch.Tensor, hi: torch.Tensor, m: torch.Tensor, s: torch.Tensor):
+    r""":math:`\log P(N(m, s^2) \in [lo, hi])` and the mean of :math:`N(m, s^2)` truncated to
+    :math:`[lo, hi]` (clamped into the interval against rounding), elementwise with broadcasting: what
+    :func:`bin_posterior` computes for every bin, and the loss computes for the own bin of each value."""
+    log_mass, offset = truncated_normal((lo - m) / s, (hi - m) / s)
+    return log_mass, torch.minimum(torch.maximum(m + s * offset, lo), hi)
 
 
 class LatticeDenoiser(nn.Module):
