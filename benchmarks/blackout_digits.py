@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import probdiff as pd
-from probdiff.losses.discrete import BlackoutLoss, CategoricalCrossEntropy, LogitTime
+from probdiff.losses import BlackoutLoss, CategoricalCrossEntropy, LogitTime
 from probdiff.nn import MLP
 
 

@@ -35,7 +35,7 @@ from scipy import integrate
 import probdiff as pd
 from probdiff.likelihood import LogSNRTime
 from probdiff.oracles import GaussianMixture
-from probdiff.processes.gaussian import _expand
+from probdiff import expand_like as _expand
 
 PROCESSES = {"VP": pd.VPSDE, "VE": pd.VESDE, "sub-VP": pd.SubVPSDE, "blend": pd.LinearBlend}
 

@@ -1,38 +1,59 @@
 """probdiff: declare a forward process; derive reverse-time processes, targets, samplers and likelihoods.
 
-Public API re-exports only (see DESIGN.md, "Public API").
+Public API re-exports only (see DESIGN.md, "Public API"; the layers are on the docs' Concepts page).
 """
 
-from . import grids, likelihood, losses, oracles, solvers
-from .models import DenoiserModel, EpsilonModel, GaussianModel, ScoreModel, VelocityModel
+from . import data, geometry, grids, likelihood, losses, nn, oracles, ppl, solvers, testing
+from ._util import expand_like
+from .lattice import Quantization
+from .likelihood import (
+    ExactTrace,
+    Hutchinson,
+    LikelihoodStats,
+    bits_per_dim,
+    dequantize,
+    elbo,
+    log_likelihood,
+)
+from .models import (
+    BlackoutModel,
+    CategoricalModel,
+    ChainModel,
+    DenoiserModel,
+    EpsilonModel,
+    GaussianModel,
+    Model,
+    ScoreModel,
+    VelocityModel,
+)
 from .processes import (
+    VESDE,
+    VPSDE,
+    AbsorbingChain,
+    Blackout,
     CosineVP,
     ForwardProcess,
     GaussianProcess,
     LinearBlend,
     LinearSDE,
+    MarkovChain,
     SubVPSDE,
-    VESDE,
-    VPSDE,
+    UniformChain,
 )
-
-from .likelihood import elbo
 from .reverse import ReverseProcess, probability_flow, reverse
 from .sampling import Solution, sample
+from .timevars import LogitTime, LogSNRTime, PhysicalTime, TimeVariable
+from .train import Trainer
 
 __version__ = "0.1.0"
 
-# --- sampling (issue 3) ---
-from . import geometry  # noqa: E402
-# --- likelihood (issue 4) ---
-from .likelihood import ExactTrace, Hutchinson, bits_per_dim, dequantize, log_likelihood  # noqa: E402
-from . import ppl  # noqa: E402
-# --- discrete (issue 5) ---
-from . import oracles_discrete as _oracles_discrete, reverse_discrete as _reverse_discrete  # noqa: F401,E402  (registrations)
-from .models import BlackoutModel, CategoricalModel  # noqa: E402
-from .processes import AbsorbingChain, Blackout, MarkovChain, UniformChain  # noqa: E402
-# --- training, data, cli (issue 6) ---
-from . import data, nn  # noqa: E402
-from .train import Trainer  # noqa: E402
-# --- testing toolkit (issue 7) ---
-from . import testing  # noqa: E402
+__all__ = [
+    "ForwardProcess", "GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE",
+    "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout",
+    "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
+    "CategoricalModel", "BlackoutModel",
+    "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
+    "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
+    "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
+    "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "solvers", "testing",
+]

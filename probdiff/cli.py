@@ -26,7 +26,7 @@ import torch
 
 from . import data as datalib
 from . import grids, losses, solvers
-from ._registry import Registry
+import functools
 from .models import BlackoutModel, CategoricalModel, DenoiserModel, EpsilonModel, ScoreModel, VelocityModel
 from .models.gaussian import GaussianModel
 from .nn import MLP, FourierLogSNR, FourierTime, LatticeDenoiser, UNet
@@ -53,11 +53,9 @@ def _gaussian(cls, **kwargs) -> Callable:
 
     def make(levels: int, t_min: float | None = None) -> GaussianProcess:
         if t_min is None:
-            from .grids.gaussian import time_of_log_snr
-
             probe = cls(**kwargs)
             lam = -2.0 * math.log(NOISE_FLOOR * 2.0 / levels)  # log-SNR where sigma/alpha is the floor
-            t_min = float(time_of_log_snr(probe, torch.tensor(lam, dtype=torch.float64)))
+            t_min = float(probe.time_of_log_snr(torch.tensor(lam, dtype=torch.float64)))
             t_min = max(t_min, probe.t_min)
         return cls(t_min=t_min, **kwargs)
 
@@ -123,7 +121,7 @@ MODELS: dict[str, Callable] = {
     "categorical": CategoricalModel,
 }
 
-#: Loss weightings by name, per loss family (see :data:`LOSSES`).
+#: Loss weightings by name, per loss family (see :func:`make_loss`).
 WEIGHTINGS: dict[str, Callable] = {
     "natural": losses.Natural,
     "likelihood": losses.LikelihoodWeighting,
@@ -178,27 +176,41 @@ class Family:
     elbo_grid: str | None = None  # grid of the discrete-time ELBO (None: the continuous-time bound)
 
 
-FAMILIES = Registry("command-line family")
-FAMILIES.register(GaussianProcess)(Family(
+@functools.singledispatch
+def family_defaults(process: ForwardProcess) -> Family:
+    """The command line's defaults for ``process``'s family (dispatch on the family)."""
+    raise ValueError(f"the command line has no defaults for {type(process).__name__}")
+
+
+family_defaults.register(GaussianProcess, lambda p: _GAUSSIAN)
+family_defaults.register(MarkovChain, lambda p: _CHAIN)
+family_defaults.register(Blackout, lambda p: _BLACKOUT)
+
+_GAUSSIAN = (Family(
     embedding=lambda p: FourierLogSNR(p), transform=lambda k: datalib.Dequantize(k), states=lambda p: None,
     default_model="lattice", default_solver="heun", default_grid="karras"))
-FAMILIES.register(MarkovChain)(Family(
+_CHAIN = (Family(
     embedding=lambda p: FourierTime(t_max=p.t_max), transform=lambda k: datalib.Counts(),
     states=lambda p: p.num_states, default_model="categorical", default_solver="ancestral", default_grid="uniform",
     elbo_grid="uniform"))
-FAMILIES.register(Blackout)(Family(
+_BLACKOUT = (Family(
     embedding=lambda p: FourierTime(t_max=p.t_max), transform=lambda k: datalib.Counts(), states=lambda p: None,
     default_model="blackout", default_solver="binomial-bridge", default_grid="logit"))
 
 #: Loss builders by model class: ``f(process, weighting_name or None, transform) -> loss``. Gaussian models
 #: on dequantised data regress on the Rao-Blackwellised targets (``quantization=``: the same minimiser
 #: without the within-bin variance of the dequantisation noise).
-LOSSES = Registry("training loss")
-LOSSES.register(GaussianModel)(lambda p, w, tf: losses.DenoisingScoreMatching(p, _weighting(w, "importance", (
+@functools.singledispatch
+def make_loss(model, process, weighting, transform):
+    """The training loss of ``model``'s class (dispatch on the model)."""
+    raise ValueError(f"the command line has no loss for {type(model).__name__}")
+
+
+make_loss.register(GaussianModel, lambda m, p, w, tf: losses.DenoisingScoreMatching(p, _weighting(w, "importance", (
     "natural", "likelihood", "importance")), quantization=getattr(tf, "lattice", None)))
-LOSSES.register(BlackoutModel)(lambda p, w, tf: losses.BlackoutLoss(p, _weighting(w, "blackout-likelihood", (
+make_loss.register(BlackoutModel, lambda m, p, w, tf: losses.BlackoutLoss(p, _weighting(w, "blackout-likelihood", (
     "blackout-likelihood", "blackout-original"))))
-LOSSES.register(CategoricalModel)(lambda p, w, tf: losses.CategoricalCrossEntropy(p) if w in (None, "natural") else
+make_loss.register(CategoricalModel, lambda m, p, w, tf: losses.CategoricalCrossEntropy(p) if w in (None, "natural") else
                                   _weighting(w, "natural", ("natural",)))
 
 
@@ -255,7 +267,7 @@ def build(config: dict) -> Run:
     dataset = datalib.load(a.data, **options)
     split = dataset.split(a.test_fraction, seed=a.split_seed)
     process = PROCESSES[a.process](dataset.levels, getattr(a, "t_min", None))
-    family = FAMILIES.lookup(process)
+    family = family_defaults(process)
     model_name = a.model or family.default_model
     emb = family.embedding(process)
     transform = family.transform(dataset.levels)
@@ -366,7 +378,7 @@ def cmd_train(a) -> str:
     if config["t_min"] is None and isinstance(run.process, GaussianProcess):
         config["t_min"] = float(run.process.t_min)
     device = torch.device(a.device) if a.device else None
-    loss = LOSSES.lookup(run.model)(run.process, a.weighting, run.transform)
+    loss = make_loss(run.model, run.process, a.weighting, run.transform)
     checkpoint = Path(a.checkpoint)
     trainer = Trainer(run.model, loss, run.split.train.counts, transform=run.transform, steps=a.steps,
                       batch_size=a.batch_size, lr=a.lr, warmup=min(a.warmup, a.steps), ema_decay=a.ema,

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .lattice import Quantization
+
 __all__ = [
     "Dataset",
     "Split",
@@ -129,8 +131,6 @@ class Dequantize:
     """
 
     def __init__(self, levels: int, data_range=(-1.0, 1.0)):
-        from .likelihood.bpd import Quantization
-
         self.lattice = Quantization(levels, data_range)
         self.levels, self.data_range = self.lattice.levels, (self.lattice.lo, self.lattice.hi)
 

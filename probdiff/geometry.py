@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from .processes.gaussian import GaussianProcess, _expand
+from ._util import expand_like
+from .processes.gaussian import GaussianProcess, as_gaussian
 
 __all__ = ["trajectory_deviation", "denoising_trajectory", "to_ve", "ve_euler_step", "mean_shift"]
 
@@ -72,13 +73,12 @@ def to_ve(process: GaussianProcess, xs: torch.Tensor, ts: torch.Tensor):
     Returns:
         ``(ys, sigmas)`` with ``sigmas = exp(-log_snr / 2)`` of shape ``(K,)``.
     """
-    if not isinstance(process, GaussianProcess):
-        raise ValueError(f"process must be a GaussianProcess, got {type(process).__name__}")
+    as_gaussian(process)
     ts = torch.as_tensor(ts, dtype=xs.dtype, device=xs.device)
     if ts.dim() != 1 or ts.shape[0] != xs.shape[0]:
         raise ValueError(f"ts must have shape ({xs.shape[0]},) to match xs, got {tuple(ts.shape)}")
     alpha = process.alpha(ts)
-    return xs / _expand(alpha, xs), torch.exp(-0.5 * process.log_snr(ts))
+    return xs / expand_like(alpha, xs), torch.exp(-0.5 * process.log_snr(ts))
 
 
 def ve_euler_step(process: GaussianProcess, model, x: torch.Tensor, t, s) -> torch.Tensor:
@@ -88,10 +88,10 @@ def ve_euler_step(process: GaussianProcess, model, x: torch.Tensor, t, s) -> tor
     :math:`r = \tilde\sigma_s/\tilde\sigma_t = e^{(\lambda_t - \lambda_s)/2} \in (0, 1)`: a convex combination
     of the current point and the denoiser (Chen et al. 2023, §3). This is DDIM's step (Song et al. 2021).
     """
-    s, t = process._times(s, t, x)
-    r = _expand(torch.exp(0.5 * (process.log_snr(t) - process.log_snr(s))), x)
-    y = x / _expand(process.alpha(t), x)
-    return _expand(process.alpha(s), x) * (r * y + (1.0 - r) * model.denoise(x, t))
+    s, t = process.check_times(s, t, x)
+    r = expand_like(torch.exp(0.5 * (process.log_snr(t) - process.log_snr(s))), x)
+    y = x / expand_like(process.alpha(t), x)
+    return expand_like(process.alpha(s), x) * (r * y + (1.0 - r) * model.denoise(x, t))
 
 
 def mean_shift(data: torch.Tensor, y: torch.Tensor, bandwidth) -> torch.Tensor:

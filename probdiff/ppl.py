@@ -22,9 +22,9 @@ from __future__ import annotations
 import pyro
 import torch
 
-from .grids.base import Grid
+from .placement import Grid
 from .likelihood.decoders import Decoder, GaussianDecoder
-from .processes.gaussian import GaussianProcess
+from .processes.gaussian import GaussianProcess, as_gaussian
 
 __all__ = ["forward_model", "reverse_model", "site_name"]
 
@@ -35,17 +35,16 @@ def site_name(i: int) -> str:
 
 
 def _check(process, grid):
-    if not isinstance(process, GaussianProcess):
-        raise ValueError(f"process must be a GaussianProcess, got {type(process).__name__}")
+    as_gaussian(process)
     if not isinstance(grid, Grid):
         raise ValueError(f"grid must be a Grid (e.g. probdiff.grids.Uniform(steps)), got {grid!r}")
     return grid.times(process)
 
 
-def _check_data(process, x):
+def check_data(process, x):
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be a tensor of shape (batch, *event), got {type(x).__name__}")
-    process._check_data("x", x)
+    process.check_data("x", x)
 
 
 def forward_model(process: GaussianProcess, grid: Grid):
@@ -58,7 +57,7 @@ def forward_model(process: GaussianProcess, grid: Grid):
     n = ts.shape[0] - 1
 
     def guide(x: torch.Tensor):
-        _check_data(process, x)
+        check_data(process, x)
         times = ts.to(device=x.device, dtype=x.dtype)
         with pyro.plate("batch", x.shape[0]):
             z = pyro.sample(site_name(n), process.marginal(x, times[n]))
@@ -88,7 +87,7 @@ def reverse_model(process: GaussianProcess, model, grid: Grid, decoder: Decoder 
 
     def program(x: torch.Tensor | None = None, *, batch_size: int | None = None, event_shape=None):
         if x is not None:
-            _check_data(process, x)
+            check_data(process, x)
             batch_size, event_shape, like = x.shape[0], x.shape[1:], x
         elif batch_size is None or event_shape is None:
             raise ValueError("give the data x, or batch_size and event_shape to sample")

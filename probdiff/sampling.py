@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .grids import Grid
-from .reverse import ReverseProcess
+from .placement import Grid
+from .reverse.base import ReverseProcess
 from .solvers.base import Solver
 
 __all__ = ["Solution", "sample"]

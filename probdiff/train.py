@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._validation import check_positive_int
+from ._util import check_positive_int
 
 __all__ = ["Trainer", "CheckpointError", "init_distributed", "world", "distributed_map", "load_checkpoint"]
 

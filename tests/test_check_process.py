@@ -136,21 +136,21 @@ class _DirectOU(pd.ForwardProcess):
         return pyro_dist.Normal(loc, var.sqrt().reshape(-1, *([1] * (x.dim() - 1))).expand_as(loc)).to_event(x.dim() - 1)
 
     def marginal(self, x0, t):
-        self._check_data("x0", x0)
-        t = self._time(t, x0)
+        self.check_data("x0", x0)
+        t = self.check_time(t, x0)
         a = torch.exp(-t).reshape(-1, *([1] * (x0.dim() - 1)))
         return self._normal(a * x0, -torch.expm1(-2 * t), x0)
 
     def transition(self, xs, s, t):
-        self._check_data("xs", xs)
-        s, t = self._times(s, t, xs)
+        self.check_data("xs", xs)
+        s, t = self.check_times(s, t, xs)
         a = torch.exp(-(t - s)).reshape(-1, *([1] * (xs.dim() - 1)))
         return self._normal(a * xs, -torch.expm1(-2 * (t - s)), xs)
 
     def posterior(self, x0, xt, s, t):
-        self._check_data("x0", x0)
-        self._check_data("xt", xt, like=x0)
-        s, t = self._times(s, t, x0)
+        self.check_data("x0", x0)
+        self.check_data("xt", xt, like=x0)
+        s, t = self.check_times(s, t, x0)
         shape = (-1, *([1] * (x0.dim() - 1)))
         vs, vts = -torch.expm1(-2 * s), -torch.expm1(-2 * (t - s))
         a_s, a_ts = torch.exp(-s), torch.exp(-(t - s))

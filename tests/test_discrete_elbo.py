@@ -11,7 +11,7 @@ import scipy.stats
 import torch
 
 import probdiff as pd
-from probdiff.likelihood.discrete import prior_kl
+from probdiff.likelihood import prior_kl
 from probdiff.oracles import Empirical
 
 pytestmark = pytest.mark.usefixtures("float64")

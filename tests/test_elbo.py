@@ -7,8 +7,9 @@ import torch
 from scipy import stats
 
 import probdiff as pd
-from probdiff.likelihood import DiscretizedGaussian, GaussianDecoder, Quantization, UniformLogSNR, UniformTime
-from probdiff.likelihood.decoders import DiscretizedNormal
+from probdiff.likelihood import DiscretizedGaussian, GaussianDecoder, Quantization
+from probdiff import LogSNRTime as UniformLogSNR, PhysicalTime as UniformTime
+from probdiff.likelihood import DiscretizedNormal
 from probdiff.oracles import GaussianMixture
 
 from test_likelihood import PROCESSES, data, mixture
@@ -143,7 +144,7 @@ def test_discretized_normal_is_normalised_and_matches_scipy():
 
 
 def test_gaussian_decoder_closed_form_matches_monte_carlo():
-    from probdiff.likelihood.decoders import Decoder
+    from probdiff.likelihood import Decoder
     process = pd.VESDE(sigma_min=0.05)
     x = torch.randn(4, 3, dtype=torch.float64)
     closed = GaussianDecoder().expected_log_prob(process, x)

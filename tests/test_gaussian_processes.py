@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from scipy.integrate import quad
 
 import probdiff as pd
-from probdiff.processes.gaussian import GaussianProcess, _time_derivative
+from probdiff.processes.gaussian import GaussianProcess, time_derivative as _time_derivative
 
 mp.mp.dps = 50
 F64 = torch.float64

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 import probdiff as pd
 from probdiff.grids import Karras, LogSNR, ScoreOptimal, Uniform
-from probdiff.grids.gaussian import _bisect, time_of_log_snr
 from probdiff.solvers import Euler
 
 PROCESSES = [pd.VPSDE(), pd.SubVPSDE(), pd.VESDE(), pd.CosineVP(), pd.LinearBlend(),
@@ -54,8 +53,8 @@ def test_log_snr_grid_is_uniform_in_log_snr(process):
 def test_closed_form_log_snr_inverses_agree_with_bisection(process, u):
     t = torch.tensor([process.t_min + u * (process.t_max - process.t_min)], dtype=torch.float64)
     lam = process.log_snr(t)
-    torch.testing.assert_close(time_of_log_snr(process, lam), t, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(_bisect(process, lam), t, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(process.time_of_log_snr(lam), t, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(pd.GaussianProcess.time_of_log_snr(process, lam), t, rtol=1e-9, atol=1e-12)  # bisection
 
 
 def test_grid_arguments_are_validated():

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 import probdiff as pd
 from probdiff.likelihood import LogSNRTime, PhysicalTime, ProbeKind
-from probdiff.likelihood.exact import probe_forms
+from probdiff.likelihood import probe_forms
 from probdiff.oracles import GaussianMixture
 
 PROCESSES = {

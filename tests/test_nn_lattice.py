@@ -11,7 +11,7 @@ from scipy import integrate
 import probdiff as pd
 from probdiff.likelihood import Quantization
 from probdiff.nn import MLP, FourierLogSNR, LatticeDenoiser
-from probdiff.nn.lattice import bin_posterior, truncated_normal
+from probdiff.lattice import bin_posterior, truncated_normal
 
 mpmath.mp.dps = 50
 

@@ -25,7 +25,7 @@ PROCESSES = {
 }
 
 
-def _times(p):
+def check_times(p):
     """Times spread over the domain, both ends included."""
     return [p.t_min, p.t_min + 0.01 * (p.t_max - p.t_min), 0.3, 0.7, p.t_max]
 
@@ -56,7 +56,7 @@ def test_marginal_log_prob_matches_scipy_diffused_mixture(name):
     p = PROCESSES[name]()
     gmm = random_mixture(2, 3, seed=3)
     x = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), dtype=F64) * 2
-    for t in _times(p):
+    for t in check_times(p):
         tt = torch.tensor(t, dtype=F64)
         a, s = float(p.alpha(tt)), float(p.sigma(tt))
         comps = [stats.multivariate_normal(a * m.numpy(), a**2 * c.numpy() + s**2 * np.eye(2)).logpdf(x.numpy())
@@ -94,7 +94,7 @@ def test_mixture_score_is_autograd_of_marginal_log_prob(name):
     p = PROCESSES[name]()
     gmm = random_mixture(3, 3, seed=5)
     model = gmm.model(p)
-    for t in _times(p):
+    for t in check_times(p):
         x = torch.randn(8, 3, generator=torch.Generator().manual_seed(6), dtype=F64) * 2
         x.requires_grad_(True)
         (grad,) = torch.autograd.grad(gmm.marginal_log_prob(p, x, t).sum(), x)
@@ -206,7 +206,7 @@ def test_empirical_marginal_log_prob_is_direct_logsumexp(name):
     data = torch.randn(30, 5, generator=gen, dtype=F64)
     emp = Empirical(data, chunk_size=8)
     x = torch.randn(3, 5, generator=gen, dtype=F64) * 1.5
-    for t in _times(p):
+    for t in check_times(p):
         tt = torch.tensor(t, dtype=F64)
         comp = torch.distributions.Normal(p.alpha(tt) * data[None], p.sigma(tt)).log_prob(x[:, None]).sum(-1)
         ref = torch.logsumexp(comp, dim=1) - math.log(30)

@@ -10,7 +10,8 @@ import torch
 
 import probdiff as pd
 from probdiff import testing as pt
-from probdiff.processes.gaussian import ForwardSDE, _expand
+from probdiff import expand_like as _expand
+from probdiff.processes import ForwardSDE
 
 def _fails(identity, call):
     """``call()`` must raise an AssertionError naming ``identity``; returns the message."""
@@ -40,7 +41,7 @@ class TransitionIgnoresS(pd.VPSDE):
     """q(x_t | x_s) = N(alpha_t x_s, sigma_t^2): the marginal formula applied to x_s."""
 
     def transition(self, xs, s, t):
-        s, t = self._times(s, t, xs)
+        s, t = self.check_times(s, t, xs)
         return self._normal(_expand(self.alpha(t), xs) * xs, _expand(self.sigma(t), xs).expand_as(xs), xs.dim() - 1)
 
 
@@ -86,7 +87,13 @@ class WrongAlphaDot(pd.LinearBlend):
 
 
 class InconsistentLogAlpha(pd.LinearBlend):
-    """alpha = 1 - t but log_alpha = log(1 - 0.9 t): two declarations that disagree."""
+    """alpha = 1 - t but log_alpha = log(1 - 0.9 t): two declarations that disagree.
+
+    Both are declared here: a subclass that redeclared only log_alpha would get the generic
+    alpha = exp(log_alpha), consistent by construction (closed forms are bound to their schedule)."""
+
+    def alpha(self, t):
+        return 1.0 - torch.as_tensor(t)
 
     def log_alpha(self, t):
         return torch.log1p(-0.9 * torch.as_tensor(t))
@@ -205,7 +212,7 @@ class ChainTransitionIgnoresS(pd.UniformChain):
     """q(x_t | x_s) = row x_s of P(t_min, t) instead of P(s, t)."""
 
     def transition(self, xs, s, t):
-        s, t = self._times(s, t, xs)
+        s, t = self.check_times(s, t, xs)
         logits = self._from_data(t, log=True).rows(self._index(xs)).to(t.dtype)
         return self._categorical(logits, xs.dim() - 1)
 
@@ -216,8 +223,8 @@ class BlackoutWrongKeepProbability(pd.Blackout):
     def marginal(self, x0, t):
         from probdiff.processes.blackout import _log1m_exp
 
-        self._check_states("x0", x0)
-        t = 1.2 * self._time(t, x0)
+        self.check_states("x0", x0)
+        t = 1.2 * self.check_time(t, x0)
         return self._counts(torch.zeros_like(x0), x0, self._expand(-t, x0), self._expand(_log1m_exp(t), x0),
                             x0.dim() - 1)
 
@@ -226,8 +233,8 @@ class ReverseRatesWithoutRatio(pd.AbsorbingChain):
     """Reverse rates R_t(y -> x) without the posterior ratio q_t(y|x_0)/q_t(x|x_0)."""
 
     def reverse_rates(self, x0_probs, x, t):
-        t = self._time(t, x)
-        from probdiff.processes.discrete import _with_diagonal
+        t = self.check_time(t, x)
+        from probdiff.processes.matrices import with_diagonal as _with_diagonal
 
         into_x = self.generator.to(x0_probs.dtype).T[x.long()] * self.beta(t).to(x0_probs.dtype).reshape(
             -1, *([1] * x.dim()))

@@ -27,7 +27,7 @@ from probdiff.solvers import (
     TorchSDE,
     UniPC,
 )
-from probdiff.solvers.gaussian import drift_and_denoised
+
 
 MU = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 C = 0.5
@@ -113,8 +113,12 @@ def test_drift_and_denoised_equals_reverse_drift(process, noise, t):
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
     rev = _reverse(process, noise)
     t = process.t_min + t * (process.t_max - process.t_min)
-    drift, denoised = drift_and_denoised(rev, x, t)
-    torch.testing.assert_close(drift, rev.drift(x, t), rtol=1e-9, atol=1e-9)
+    drift, denoised = rev.drift_and_denoised(x, t)
+    tb = torch.full((5,), t, dtype=torch.float64)
+    f, g = process.drift_coef(tb)[:, None], process.diffusion(tb)[:, None]
+    score_form = f * x - 0.5 * (1.0 + noise**2) * g**2 * rev.model.score(x, tb)     # THEORY.md §3
+    torch.testing.assert_close(drift, score_form, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(rev.drift(x, t), drift, rtol=0, atol=0)
     torch.testing.assert_close(denoised, rev.model.denoise(x, t))
 
 

@@ -1,8 +1,11 @@
-"""Time grids: every grid answers ``grid.times(process)``, strictly decreasing from t_max to t_min."""
+"""Time grids: every grid answers ``grid.times(process)``, strictly decreasing from ``t_max`` to ``t_min``.
 
-from .base import Explicit, Grid, Uniform
-from .gaussian import Karras, LogSNR, ScoreOptimal
-from .endpoint import EndpointOptimal
-from .discrete import LogitObservation  # noqa: F401  (issue 5: Blackout observation grid)
+Placement rules (:mod:`probdiff.placement`) and grids fitted to a model or a solver (:mod:`probdiff.tuning`),
+in one namespace.
+"""
 
-__all__ = ["Grid", "Uniform", "Explicit", "Karras", "LogSNR", "ScoreOptimal", "EndpointOptimal"]
+from ..placement import Explicit, Grid, Karras, LogitObservation, LogSNR, Uniform
+from ..tuning import EndpointOptimal, ScoreOptimal
+
+__all__ = ["Grid", "Uniform", "Explicit", "Karras", "LogSNR", "LogitObservation", "ScoreOptimal",
+           "EndpointOptimal"]

@@ -1,13 +1,16 @@
 """Likelihoods: exact log p(x) by the probability-flow ODE, ELBOs, bits/dim (THEORY.md §4)."""
 
-from .elbo import ELBO, elbo
-from . import discrete as _discrete  # noqa: F401  (issue 5: registers the chain ELBOs)
-from .bpd import Quantization, bits_per_dim, dequantize
-from .decoders import Decoder, DiscretizedGaussian, GaussianDecoder
-from .exact import ExactTrace, Hutchinson, LikelihoodStats, ProbeKind, Trace, log_likelihood
-from .gaussian_elbo import TimeSampler, UniformLogSNR, UniformTime
-from .timechange import LogSNRTime, PhysicalTime, TimeVariable
+from ..lattice import Quantization
+from ..timevars import LogSNRTime, PhysicalTime, TimeSampler, TimeVariable, UniformLogSNR, UniformTime
+from .bpd import bits_per_dim, dequantize
+from .chain import blackout_elbo, chain_elbo, prior_kl
+from .decoders import Decoder, DiscretizedGaussian, DiscretizedNormal, GaussianDecoder
+from .elbo import elbo, family_elbo
+from .exact import LikelihoodStats, log_likelihood
+from .gaussian import gaussian_elbo
+from .traces import ExactTrace, Hutchinson, ProbeKind, Trace, probe_forms
 
-__all__ = ["ELBO", "elbo", "log_likelihood", "Trace", "ExactTrace", "Hutchinson", "ProbeKind", "LikelihoodStats",
-           "TimeVariable", "PhysicalTime", "LogSNRTime", "TimeSampler", "UniformLogSNR", "UniformTime",
-           "Decoder", "GaussianDecoder", "DiscretizedGaussian", "Quantization", "bits_per_dim", "dequantize"]
+__all__ = ["elbo", "family_elbo", "gaussian_elbo", "chain_elbo", "blackout_elbo", "prior_kl", "log_likelihood",
+           "LikelihoodStats", "Trace", "ExactTrace", "Hutchinson", "ProbeKind", "probe_forms", "TimeVariable",
+           "PhysicalTime", "LogSNRTime", "Decoder", "GaussianDecoder", "DiscretizedGaussian", "DiscretizedNormal",
+           "Quantization", "bits_per_dim", "dequantize", "TimeSampler", "UniformLogSNR", "UniformTime"]

@@ -28,95 +28,10 @@ import math
 
 import torch
 
-from .._validation import check_finite
+from .._util import check_finite
+from ..lattice import Quantization
 
-__all__ = ["Quantization", "dequantize", "bits_per_dim"]
-
-
-class Quantization:
-    """The lattice of ``levels`` bins of equal width covering ``data_range = (lo, hi)``.
-
-    Args:
-        levels: number of levels ``K >= 2`` (256 for 8-bit data).
-        data_range: ``(lo, hi)`` with ``lo < hi``, the interval the data coordinates cover. Ho et al.'s
-            convention ``x = 2n/255 - 1`` for 8-bit images puts bin *centres* at -1 and 1, i.e.
-            ``data_range = (-1 - 1/255, 1 + 1/255)``; ``(-1, 1)`` puts the bin *edges* there.
-    """
-
-    def __init__(self, levels: int, data_range):
-        if isinstance(levels, bool) or not isinstance(levels, (int,)) and not (
-                isinstance(levels, float) and levels.is_integer()) or int(levels) < 2:
-            raise ValueError(f"levels must be an integer >= 2 (the number of quantisation levels), got {levels!r}")
-        try:
-            lo, hi = (float(v) for v in data_range)
-        except (TypeError, ValueError):
-            raise ValueError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
-        check_finite("data_range", lo)
-        check_finite("data_range", hi)
-        if not lo < hi:
-            raise ValueError(f"data_range must satisfy lo < hi, got {data_range!r}")
-        self.levels = int(levels)
-        self.lo, self.hi = lo, hi
-
-    @property
-    def width(self) -> float:
-        """Bin width :math:`(hi - lo)/K`."""
-        return (self.hi - self.lo) / self.levels
-
-    def bits_offset(self) -> float:
-        """The constant :math:`\\log_2 K - \\log_2(hi - lo) = -\\log_2 w`, added per dimension by
-        :func:`bits_per_dim`."""
-        return math.log2(self.levels) - math.log2(self.hi - self.lo)
-
-    def check_index(self, n: torch.Tensor) -> torch.Tensor:
-        """``n`` as a tensor of integer-valued levels in ``[0, K-1]`` (ValueError otherwise)."""
-        n = torch.as_tensor(n)
-        if n.is_floating_point() or n.is_complex():
-            check_finite("n", n)
-            if not bool((n == n.round()).all()):
-                raise ValueError("n must hold integer levels, got non-integer values")
-        if n.dtype == torch.bool or bool((n < 0).any()) or bool((n > self.levels - 1).any()):
-            raise ValueError(f"n must hold integer levels in [0, {self.levels - 1}], got values in "
-                             f"[{float(n.min())}, {float(n.max())}]")
-        return n
-
-    def centers(self, n: torch.Tensor, *, dtype=None) -> torch.Tensor:
-        """Bin centres :math:`lo + w(n + 1/2)`."""
-        n = self.check_index(n)
-        return self.lo + self.width * (n.to(dtype or torch.get_default_dtype()) + 0.5)
-
-    def index(self, x: torch.Tensor) -> torch.Tensor:
-        """The level of each bin *centre* in ``x`` (int64); ValueError if ``x`` is not on the centres."""
-        check_finite("x", x)
-        pos = (x - self.lo) / self.width - 0.5
-        n = pos.round()
-        tol = 1e-4 if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
-        if bool(((pos - n).abs() > tol * max(1.0, self.levels)).any()):
-            raise ValueError(f"x must lie on the bin centres lo + w(n + 1/2) of {self!r} (quantised data)")
-        return self.check_index(n.long())
-
-    def edges(self, n: torch.Tensor, *, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lower and upper edges of bin ``n``; the outer bins extend to ``-inf`` and ``+inf``.
-
-        Open outer bins make the discretised decoder a proper distribution over the ``K`` levels
-        (Ho et al., "Denoising Diffusion Probabilistic Models", NeurIPS 2020, Eq. (13)).
-        """
-        n = self.check_index(n)
-        dtype = dtype or torch.get_default_dtype()
-        nf = n.to(dtype)
-        lower = torch.where(n == 0, torch.full_like(nf, -math.inf), self.lo + self.width * nf)
-        upper = torch.where(n == self.levels - 1, torch.full_like(nf, math.inf), self.lo + self.width * (nf + 1))
-        return lower, upper
-
-    def dequantize(self, n: torch.Tensor, *, generator: torch.Generator | None = None, dtype=None) -> torch.Tensor:
-        """Uniform dequantisation :math:`x = lo + w(n + u)`, :math:`u \\sim U[0,1)` i.i.d. per entry."""
-        n = self.check_index(n)
-        dtype = dtype or torch.get_default_dtype()
-        u = torch.rand(n.shape, generator=generator, device=n.device, dtype=dtype)
-        return self.lo + self.width * (n.to(dtype) + u)
-
-    def __repr__(self) -> str:
-        return f"Quantization(levels={self.levels}, data_range=({self.lo:g}, {self.hi:g}))"
+__all__ = ["dequantize", "bits_per_dim"]
 
 
 def dequantize(n: torch.Tensor, levels: int, data_range, *, generator: torch.Generator | None = None,

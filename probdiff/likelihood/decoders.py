@@ -9,7 +9,7 @@ The variational bound of a diffusion model ends with a reconstruction term
   posterior when the data density is flat on the scale :math:`\sigma/\alpha` at :math:`t_{min}`, so
   with an exact denoiser the ELBO equals :math:`\log p_0(x_0)` up to that (tiny) scale.
 * :class:`DiscretizedGaussian` for ``K``-level data: the same Gaussian integrated over the bins of a
-  :class:`~probdiff.likelihood.bpd.Quantization` (outer bins open), a proper distribution over the levels,
+  :class:`~probdiff.Quantization` (outer bins open), a proper distribution over the levels,
   so the ELBO is a bound on a log-*probability*: lossless bits/dim without dequantisation
   (Ho et al., "Denoising Diffusion Probabilistic Models", NeurIPS 2020, Eq. (13)).
 
@@ -26,16 +26,17 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-from ..processes.gaussian import GaussianProcess, _expand
-from .bpd import Quantization
+from .._util import expand_like
+from ..lattice import Quantization
+from ..processes.gaussian import GaussianProcess
 
 __all__ = ["Decoder", "GaussianDecoder", "DiscretizedGaussian", "DiscretizedNormal"]
 
 
 def _loc_scale(process: GaussianProcess, z: torch.Tensor):
     """Mean :math:`z/\\alpha` and scale :math:`\\sigma/\\alpha` of the decoder at :math:`t_{min}`."""
-    t = process._time(process.t_min, z)
-    alpha, sigma = _expand(process.alpha(t), z), _expand(process.sigma(t), z)
+    t = process.check_time(process.t_min, z)
+    alpha, sigma = expand_like(process.alpha(t), z), expand_like(process.sigma(t), z)
     return z / alpha, (sigma / alpha).expand_as(z)
 
 
@@ -53,10 +54,10 @@ class Decoder(abc.ABC):
                           generator: torch.Generator | None = None) -> torch.Tensor:
         """:math:`E_{q(z|x_0)}[\\log p(x_0|z)]`, shape ``(batch,)``; Monte Carlo unless overridden."""
         self.check(x0)
-        t = process._time(process.t_min, x0)
+        t = process.check_time(process.t_min, x0)
         x_rep = x0.unsqueeze(0).expand(num_samples, *x0.shape).reshape(-1, *x0.shape[1:])
         eps = torch.randn(x_rep.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        z = _expand(process.alpha(t[:1]), x_rep) * x_rep + _expand(process.sigma(t[:1]), x_rep) * eps
+        z = expand_like(process.alpha(t[:1]), x_rep) * x_rep + expand_like(process.sigma(t[:1]), x_rep) * eps
         return self.distribution(process, z).log_prob(x_rep).reshape(num_samples, x0.shape[0]).mean(0)
 
     def __repr__(self) -> str:
@@ -74,12 +75,12 @@ class GaussianDecoder(Decoder):
     def expected_log_prob(self, process, x0, *, num_samples=1, generator=None):
         r"""Closed form :math:`-\tfrac D2\,(\log 2\pi + 1 - \lambda_{t_{min}})` (no sampling)."""
         dim = x0[0].numel()
-        lam = process.log_snr(process._time(process.t_min, x0))
+        lam = process.log_snr(process.check_time(process.t_min, x0))
         return -0.5 * dim * (math.log(2 * math.pi) + 1.0 - lam)
 
 
 class DiscretizedNormal(dist.TorchDistribution):
-    r"""A Normal(loc, scale) rounded to the bins of a :class:`~probdiff.likelihood.bpd.Quantization`.
+    r"""A Normal(loc, scale) rounded to the bins of a :class:`~probdiff.Quantization`.
 
     Values are bin centres; :math:`P(n) = \Phi(b_n) - \Phi(a_n)` with standardised edges, computed in
     log space from whichever tail is smaller, so it stays accurate (and finite) far from the mean.
@@ -124,7 +125,7 @@ class DiscretizedGaussian(Decoder):
     """The Gaussian decoder integrated over the bins of ``quantization``, for ``K``-level data.
 
     Args:
-        quantization: a :class:`~probdiff.likelihood.bpd.Quantization` (levels and data range). Data
+        quantization: a :class:`~probdiff.Quantization` (levels and data range). Data
             ``x_0`` must be its bin centres (``quantization.centers(n)``).
     """
 

@@ -1,12 +1,17 @@
-"""Training losses derived from the process."""
+"""Training losses derived from the process: denoising score matching for Gaussian processes, Blackout's
+Poisson loss and the categorical cross-entropy for chains."""
 
+from ..timevars import LogitTime
+from .chain import BlackoutLikelihood, BlackoutLoss, BlackoutOriginal, BlackoutWeight, CategoricalCrossEntropy
 from .gaussian import (
-    PARAMETERISATIONS,
     DenoisingScoreMatching,
+    ELBOWeighting,
     ImportanceSampled,
     LikelihoodWeighting,
     Natural,
-    Parameterisation,
     Weighting,
 )
-from .discrete import BlackoutLikelihood, BlackoutLoss, BlackoutOriginal, CategoricalCrossEntropy, LogitTime  # noqa: F401,E501  (issue 5)
+
+__all__ = ["Weighting", "Natural", "ELBOWeighting", "LikelihoodWeighting", "ImportanceSampled",
+           "DenoisingScoreMatching", "BlackoutWeight", "BlackoutLikelihood", "BlackoutOriginal", "BlackoutLoss",
+           "CategoricalCrossEntropy", "LogitTime"]

@@ -32,69 +32,26 @@ and a :class:`Weighting` object chooses :math:`\pi` and :math:`w`:
 
 Since :math:`\tfrac{g^2}{2}\|e_s\|^2 = -\tfrac{\lambda'}{2}e^{\lambda}\|e_D\|^2`, both likelihood
 weightings estimate, without bias, the diffusion term of the continuous-time negative ELBO in nats
-(THEORY.md §4); they differ only in variance. Which model class is which parameterisation is a
-registry (:data:`PARAMETERISATIONS`), so a new model class plugs in with one registration.
+(THEORY.md §4); they differ only in variance: both are :class:`ELBOWeighting` with :math:`t` drawn
+uniformly in a :class:`~probdiff.TimeVariable` (:class:`~probdiff.PhysicalTime`, resp.
+:class:`~probdiff.LogSNRTime`). Which space a model predicts in is a question about the model: its
+:meth:`~probdiff.GaussianModel.prediction`, :meth:`~probdiff.GaussianModel.target` and
+:meth:`~probdiff.GaussianModel.error_scale`, so a new model class plugs in by defining those three.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
-from .._registry import Registry
-from ..models.gaussian import DenoiserModel, EpsilonModel, GaussianModel, ScoreModel, VelocityModel
-from ..processes.gaussian import GaussianProcess, _expand
+from .._util import expand_like
+from ..lattice import Quantization, truncated_moments
+from ..models.base import bind
+from ..models.gaussian import GaussianModel
+from ..processes.gaussian import GaussianProcess
+from ..timevars import LogSNRTime, PhysicalTime, TimeVariable
 
-__all__ = [
-    "Parameterisation",
-    "PARAMETERISATIONS",
-    "Weighting",
-    "Natural",
-    "LikelihoodWeighting",
-    "ImportanceSampled",
-    "DenoisingScoreMatching",
-]
-
-
-# ==================================================================== parameterisations
-@dataclass(frozen=True)
-class Parameterisation:
-    """How a model class is trained: its prediction, its target, and its error scale :math:`c_P(t)`.
-
-    Attributes:
-        predict: ``predict(model, x_t, t)`` -> the model's native output.
-        target: ``target(process, x0, eps, t)`` -> the regression target (``t`` of shape ``(batch,)``).
-        scale: ``scale(process, t)`` -> :math:`c_P(t)` of shape ``(batch,)`` with error ``= c_P e_D``.
-    """
-
-    predict: Callable
-    target: Callable
-    scale: Callable
-
-
-#: Registry: model class -> :class:`Parameterisation` (looked up along the model's MRO).
-PARAMETERISATIONS = Registry("parameterisation")
-
-
-def _register(model_type, predict, target, scale) -> None:
-    PARAMETERISATIONS.register(model_type)(Parameterisation(predict, target, scale))
-
-
-# Any GaussianModel (the oracles included) is trained in denoiser space unless it says otherwise.
-_register(GaussianModel, lambda m, x, t: m.denoise(x, t), lambda p, x0, e, t: x0,
-          lambda p, t: torch.ones_like(t))
-_register(DenoiserModel, lambda m, x, t: m.denoise(x, t), lambda p, x0, e, t: x0,
-          lambda p, t: torch.ones_like(t))
-_register(EpsilonModel, lambda m, x, t: m.epsilon(x, t), lambda p, x0, e, t: e,
-          lambda p, t: -p.alpha(t) / p.sigma(t))
-_register(ScoreModel, lambda m, x, t: m.score(x, t), lambda p, x0, e, t: -e / _expand(p.sigma(t), e),
-          lambda p, t: p.alpha(t) / p.sigma(t) ** 2)
-_register(VelocityModel, lambda m, x, t: m.velocity(x, t),
-          lambda p, x0, e, t: _expand(p.alpha_dot(t), x0) * x0 + _expand(p.sigma_dot(t), e) * e,
-          lambda p, t: 0.5 * p.alpha(t) * p.d_log_snr(t))
+__all__ = ["Weighting", "Natural", "ELBOWeighting", "LikelihoodWeighting", "ImportanceSampled", "DenoisingScoreMatching"]
 
 
 # ==================================================================== weightings
@@ -129,51 +86,60 @@ class Natural(Weighting):
         return torch.ones_like(t)
 
 
-class LikelihoodWeighting(Weighting):
-    r"""Song et al. (2021)'s likelihood weighting :math:`\lambda(t) = g(t)^2` of the score loss.
+class ELBOWeighting(Weighting):
+    r"""The integrand of the continuous-time ELBO with :math:`t` drawn uniformly in a time variable:
+    :math:`w = \tfrac12\,w_u(t)\,e^{\lambda_t}/c_P^2` with :math:`w_u = -\lambda_t'/\pi(t)` the time variable's
+    weight (:meth:`~probdiff.TimeVariable.weight`); the expected loss is the diffusion term of the negative
+    ELBO in nats, for any time variable.
 
-    With :math:`t` uniform the weight on the natural-space error is
-    :math:`(t_{max}-t_{min})\,\tfrac{g^2}{2}\,(\alpha_t/\sigma_t^2)^2 / c_P^2`; the expected loss is the
-    diffusion term of the negative continuous-time ELBO, in nats.
+    Args:
+        time: the :class:`~probdiff.TimeVariable` in which :math:`t` is uniform.
     """
 
+    def __init__(self, time: TimeVariable):
+        if not isinstance(time, TimeVariable):
+            raise ValueError(f"time must be a TimeVariable (PhysicalTime() or LogSNRTime()), got {time!r}")
+        self.time = time
+
     def sample_time(self, process, n, *, generator=None, device=None, dtype=None):
-        return _uniform(process, n, generator, device, dtype)
+        t, _ = self.time.sample(process, n, generator=generator, device=device)
+        return t.to(dtype or torch.get_default_dtype())
 
     def weight(self, process, t, scale):
-        # g^2 = -lambda' sigma^2, so g^2 (alpha / sigma^2)^2 = -lambda' e^lambda: no sigma^4 to underflow.
-        density = -0.5 * process.d_log_snr(t) * torch.exp(process.log_snr(t))
-        return (process.t_max - process.t_min) * density / scale**2
+        # g^2 (alpha / sigma^2)^2 = -lambda' e^lambda: no sigma^4 to underflow.
+        return (0.5 * self.time.weight(process, t)).to(t.dtype) * torch.exp(process.log_snr(t)) / scale**2
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.time!r})"
 
 
-class ImportanceSampled(Weighting):
+class LikelihoodWeighting(ELBOWeighting):
+    r"""Song et al. (2021)'s likelihood weighting :math:`\lambda(t) = g(t)^2` of the score loss, :math:`t` uniform.
+
+    The weight on the natural-space error is :math:`(t_{max}-t_{min})\,\tfrac{g^2}{2}\,(\alpha_t/\sigma_t^2)^2 /
+    c_P^2`; the expected loss is the diffusion term of the negative continuous-time ELBO, in nats.
+    """
+
+    def __init__(self):
+        super().__init__(PhysicalTime())
+
+    def __repr__(self) -> str:
+        return "LikelihoodWeighting()"
+
+
+class ImportanceSampled(ELBOWeighting):
     r"""The ELBO integrand with :math:`t` drawn uniformly in log-SNR, :math:`\pi(t) \propto -\lambda_t'`.
 
-    :math:`t = \lambda^{-1}(u)`, :math:`u \sim U[\lambda_{t_{max}}, \lambda_{t_{min}}]`, inverted by
-    :func:`probdiff.grids.gaussian.time_of_log_snr` (closed forms where registered, else bisection). The
-    weight is :math:`\tfrac{\lambda_{t_{min}}-\lambda_{t_{max}}}{2}\,(\alpha_t/\sigma_t)^2 / c_P^2`, which for
-    an epsilon model is a constant: the variance-reduced estimator of Song et al. (2021), §5.
+    :math:`t = \lambda^{-1}(u)` by :meth:`~probdiff.GaussianProcess.time_of_log_snr`. The weight is
+    :math:`\tfrac{\lambda_{t_{min}}-\lambda_{t_{max}}}{2}\,(\alpha_t/\sigma_t)^2 / c_P^2`, which for an epsilon
+    model is a constant: the variance-reduced estimator of Song et al. (2021), §5.
     """
 
-    @staticmethod
-    def _range(process, like: torch.Tensor):
-        ends = torch.tensor([process.t_min, process.t_max], dtype=torch.float64, device=like.device)
-        lam = process.log_snr(ends)
-        if not bool(torch.isfinite(lam).all()):
-            raise ValueError(f"ImportanceSampled needs a finite log-SNR on [t_min, t_max]; {process!r} has "
-                             f"log_snr(t_min), log_snr(t_max) = {lam.tolist()} (lower t_max or raise t_min)")
-        return lam[0], lam[1]
+    def __init__(self):
+        super().__init__(LogSNRTime())
 
-    def sample_time(self, process, n, *, generator=None, device=None, dtype=None):
-        from ..grids.gaussian import time_of_log_snr
-
-        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
-        lam_hi, lam_lo = self._range(process, u)
-        return time_of_log_snr(process, lam_lo + (lam_hi - lam_lo) * u).to(dtype or torch.get_default_dtype())
-
-    def weight(self, process, t, scale):
-        lam_hi, lam_lo = self._range(process, t)
-        return (0.5 * (lam_hi - lam_lo)).to(t.dtype) * torch.exp(process.log_snr(t)) / scale**2
+    def __repr__(self) -> str:
+        return "ImportanceSampled()"
 
 
 # ==================================================================== the loss
@@ -186,7 +152,7 @@ class DenoisingScoreMatching:
     :math:`w(t)\|P_\theta(x_t,t) - P^\star\|^2` of shape ``(batch,)`` (average it for training).
 
     **Dequantised data** (``quantization=``): when :math:`x_0 = e_n + w u` is the uniform dequantisation of
-    level :math:`n` on a lattice (:class:`probdiff.likelihood.Quantization`), the clean target :math:`x_0`
+    level :math:`n` on a lattice (:class:`probdiff.Quantization`), the clean target :math:`x_0`
     is replaced by its conditional mean given :math:`x_t` and the level,
     :math:`\bar x_0 = E[x_0 \mid x_t, n]` — per coordinate the mean of :math:`N(x_t/\alpha_t,
     \sigma_t^2/\alpha_t^2)` truncated to bin :math:`n` (:func:`probdiff.nn.lattice.bin_posterior`) — and
@@ -211,8 +177,6 @@ class DenoisingScoreMatching:
             raise ValueError(f"weighting must be a probdiff.losses Weighting (Natural(), LikelihoodWeighting(), "
                              f"ImportanceSampled()), got {type(weighting).__name__}")
         if quantization is not None:
-            from ..likelihood.bpd import Quantization
-
             if not isinstance(quantization, Quantization):
                 raise ValueError(f"quantization must be a probdiff.likelihood.Quantization or None, "
                                  f"got {type(quantization).__name__}")
@@ -224,9 +188,8 @@ class DenoisingScoreMatching:
         if not isinstance(model, GaussianModel):
             raise ValueError(f"model must be a GaussianModel (DenoiserModel, EpsilonModel, ScoreModel, "
                              f"VelocityModel), got {type(model).__name__}")
-        if model.process is not self.process:
-            raise ValueError("model.process must be the loss' process")
-        self.process._check_data("x0", x0)
+        bind(self.process, model, entry="DenoisingScoreMatching")
+        self.process.check_data("x0", x0)
         t = self.weighting.sample_time(self.process, x0.shape[0], generator=generator, device=x0.device,
                                        dtype=x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -235,23 +198,20 @@ class DenoisingScoreMatching:
     def evaluate(self, model, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """The per-sample loss at given times ``t`` ``(batch,)`` and noise ``eps`` (shaped like ``x0``)."""
         p = self.process
-        par = PARAMETERISATIONS.lookup(model)
-        alpha, sigma = _expand(p.alpha(t), x0), _expand(p.sigma(t), x0)
+        alpha, sigma = expand_like(p.alpha(t), x0), expand_like(p.sigma(t), x0)
         xt = alpha * x0 + sigma * eps
         if self.quantization is not None:
             x0, eps = self._within_bin_mean(x0, xt, alpha, sigma)
-        err = par.predict(model, xt, t) - par.target(p, x0, eps, t)
-        return self.weighting.weight(p, t, par.scale(p, t)) * err.pow(2).flatten(1).sum(1)
+        err = model.prediction(xt, t) - model.target(x0, eps, t)
+        return self.weighting.weight(p, t, model.error_scale(t)) * err.pow(2).flatten(1).sum(1)
 
     def _within_bin_mean(self, x0, xt, alpha, sigma):
         r""":math:`(\bar x_0, \bar\epsilon)`: the truncated-normal mean of ``x0`` in its own bin given ``xt``."""
-        from ..nn.lattice import _truncated_moments
-
         q = self.quantization
         n = torch.clamp(torch.floor((x0.double() - q.lo) / q.width), 0, q.levels - 1)
         lo = q.lo + q.width * n
         m, s = xt.double() / alpha.double(), sigma.double() / alpha.double()
-        x_bar = _truncated_moments(lo, lo + q.width, m, s)[1].to(x0.dtype)
+        x_bar = truncated_moments(lo, lo + q.width, m, s)[1].to(x0.dtype)
         return x_bar, (xt - alpha * x_bar) / sigma
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ import torch
 
 from ..processes.base import ForwardProcess
 
-__all__ = ["Model"]
+__all__ = ["Model", "bind"]
 
 
 class Model:
@@ -38,3 +38,32 @@ class Model:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(net={self.net!r}, process={self.process!r})"
+
+
+def bind(process_or_model, model=None, *, entry: str):
+    """``(process, model)`` for an entry point that takes a model alone or a process and its model.
+
+    The model carries its process: ``entry(model, ...)`` uses ``model.process``; ``entry(process, model,
+    ...)`` must give the very process the model was built with.
+
+    Raises:
+        ValueError: no model, an object that is not a :class:`Model`, or a process that is not the
+            model's (the message names both).
+    """
+    if isinstance(process_or_model, Model):
+        if model is not None:
+            raise ValueError(f"{entry}: give a model alone ({entry}(model, ...)) or a process and its model "
+                             f"({entry}(process, model, ...)), got two models")
+        return process_or_model.process, process_or_model
+    process = process_or_model
+    if not isinstance(process, ForwardProcess):
+        raise ValueError(f"process must be a ForwardProcess (a process family registered with probdiff) or a model "
+                         f"alone ({entry}(model, ...)), got {type(process).__name__}")
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a probdiff Model (DenoiserModel, EpsilonModel, ScoreModel, VelocityModel, "
+                         f"CategoricalModel, BlackoutModel or an oracle's model), got {type(model).__name__}")
+    if model.process is not process:
+        raise ValueError(f"process {process!r} is not the model's process {model.process!r}: the model was built "
+                         f"for another process; pass the model alone ({entry}(model, ...)) or the process it was "
+                         "built with")
+    return process, model

@@ -25,7 +25,8 @@ import abc
 
 import torch
 
-from ..processes.gaussian import GaussianProcess, _expand
+from .._util import expand_like
+from ..processes.gaussian import GaussianProcess
 from .base import Model
 
 __all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel"]
@@ -48,7 +49,7 @@ class GaussianModel(Model, abc.ABC):
     def _prepare(self, x: torch.Tensor, t) -> torch.Tensor:
         """Validated time of shape ``(batch,)`` on ``x``'s device and dtype."""
         self._check_batch(x)
-        return self.process._time(t, x)
+        return self.process.check_time(t, x)
 
     def _net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.net(x, t)
@@ -58,7 +59,23 @@ class GaussianModel(Model, abc.ABC):
 
     def _coefs(self, x: torch.Tensor, t: torch.Tensor):
         p = self.process
-        return _expand(p.alpha(t), x), _expand(p.sigma(t), x)
+        return expand_like(p.alpha(t), x), expand_like(p.sigma(t), x)
+
+    # ---------------------------------------------------------------- the space the model is trained in
+    def prediction(self, x: torch.Tensor, t) -> torch.Tensor:
+        """The model's native output at ``(x_t, t)`` (default: the denoiser), regressed by
+        :class:`~probdiff.losses.DenoisingScoreMatching`."""
+        return self.denoise(x, t)
+
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The regression target of :meth:`prediction` for :math:`x_t = \\alpha_t x_0 + \\sigma_t\\epsilon`
+        (default: :math:`x_0`)."""
+        return x0
+
+    def error_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """:math:`c_P(t)` with prediction error :math:`= c_P\\,(D_\\theta - x_0)`, shape ``(batch,)``
+        (default: 1)."""
+        return torch.ones_like(t)
 
     # ---------------------------------------------------------------- parameterisations
     @abc.abstractmethod
@@ -84,7 +101,7 @@ class GaussianModel(Model, abc.ABC):
         d = self.denoise(x, t)
         eps = (x - alpha * d) / sigma
         p = self.process
-        return _expand(p.alpha_dot(t), x) * d + _expand(p.sigma_dot(t), x) * eps
+        return expand_like(p.alpha_dot(t), x) * d + expand_like(p.sigma_dot(t), x) * eps
 
 
 class DenoiserModel(GaussianModel):
@@ -98,6 +115,15 @@ class DenoiserModel(GaussianModel):
 class EpsilonModel(GaussianModel):
     """The network predicts the noise :math:`\\epsilon` (Ho et al. 2020)."""
 
+    def prediction(self, x, t):
+        return self.epsilon(x, t)
+
+    def target(self, x0, eps, t):
+        return eps
+
+    def error_scale(self, t):
+        return -self.process.alpha(t) / self.process.sigma(t)
+
     def epsilon(self, x, t):
         t = self._prepare(x, t)
         return self._net(x, t)
@@ -109,11 +135,20 @@ class EpsilonModel(GaussianModel):
 
     def score(self, x, t):
         t = self._prepare(x, t)
-        return -self._net(x, t) / _expand(self.process.sigma(t), x)
+        return -self._net(x, t) / expand_like(self.process.sigma(t), x)
 
 
 class ScoreModel(GaussianModel):
     """The network predicts the score :math:`\\nabla_x\\log p_t` (Song et al. 2021)."""
+
+    def prediction(self, x, t):
+        return self.score(x, t)
+
+    def target(self, x0, eps, t):
+        return -eps / expand_like(self.process.sigma(t), eps)
+
+    def error_scale(self, t):
+        return self.process.alpha(t) / self.process.sigma(t) ** 2
 
     def score(self, x, t):
         t = self._prepare(x, t)
@@ -126,7 +161,7 @@ class ScoreModel(GaussianModel):
 
     def epsilon(self, x, t):
         t = self._prepare(x, t)
-        return -_expand(self.process.sigma(t), x) * self._net(x, t)
+        return -expand_like(self.process.sigma(t), x) * self._net(x, t)
 
 
 class VelocityModel(GaussianModel):
@@ -142,16 +177,26 @@ class VelocityModel(GaussianModel):
         t = self._prepare(x, t)
         return self._net(x, t)
 
+    def prediction(self, x, t):
+        return self.velocity(x, t)
+
+    def target(self, x0, eps, t):
+        p = self.process
+        return expand_like(p.alpha_dot(t), x0) * x0 + expand_like(p.sigma_dot(t), eps) * eps
+
+    def error_scale(self, t):
+        return 0.5 * self.process.alpha(t) * self.process.d_log_snr(t)
+
     def denoise(self, x, t):
         t = self._prepare(x, t)
         p = self.process
         alpha, sigma = self._coefs(x, t)
-        a_dot, s_dot = _expand(p.alpha_dot(t), x), _expand(p.sigma_dot(t), x)
+        a_dot, s_dot = expand_like(p.alpha_dot(t), x), expand_like(p.sigma_dot(t), x)
         return (s_dot * x - sigma * self._net(x, t)) / (alpha * s_dot - sigma * a_dot)
 
     def epsilon(self, x, t):
         t = self._prepare(x, t)
         p = self.process
         alpha, sigma = self._coefs(x, t)
-        a_dot, s_dot = _expand(p.alpha_dot(t), x), _expand(p.sigma_dot(t), x)
+        a_dot, s_dot = expand_like(p.alpha_dot(t), x), expand_like(p.sigma_dot(t), x)
         return (alpha * self._net(x, t) - a_dot * x) / (alpha * s_dot - sigma * a_dot)

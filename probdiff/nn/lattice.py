@@ -29,65 +29,14 @@ data" (2022, score interpolation), with the within-bin part of dequantised data 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from ..processes.gaussian import GaussianProcess, _expand
+from .._util import expand_like
+from ..lattice import Quantization, bin_posterior
+from ..processes.gaussian import GaussianProcess, as_gaussian
 
-__all__ = ["LatticeDenoiser", "bin_posterior", "truncated_normal"]
-
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def truncated_normal(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Log-mass :math:`\log(\Phi(b) - \Phi(a))` and mean :math:`(\varphi(a)-\varphi(b))/(\Phi(b)-\Phi(a))`
-    of the standard normal truncated to :math:`[a, b]`, elementwise, for :math:`a < b`.
-
-    Stable in the tails: the interval is reflected to the side where :math:`a + b \le 0`, where
-    :func:`torch.special.log_ndtr` is accurate, and the difference of the two CDFs is formed as
-    :math:`\Phi(b)\,(1 - e^{\log\Phi(a) - \log\Phi(b)})` with ``expm1``. Compute in float64: a bin much
-    narrower than the noise has :math:`b - a` of order :math:`w/s` (about 1e-3 at the end of a VP SDE).
-    """
-    flip = (a + b) > 0
-    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
-    log_cdf_lo, log_cdf_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)
-    rel = -torch.expm1(log_cdf_lo - log_cdf_hi)  # (Phi(hi) - Phi(lo)) / Phi(hi), in (0, 1]
-    log_mass = log_cdf_hi + torch.log(rel)
-    pdf_lo = torch.exp(-0.5 * lo * lo - _LOG_SQRT_2PI - log_cdf_hi)
-    pdf_hi = torch.exp(-0.5 * hi * hi - _LOG_SQRT_2PI - log_cdf_hi)
-    mean = (pdf_lo - pdf_hi) / rel
-    return log_mass, torch.where(flip, -mean, mean)
-
-
-def bin_posterior(quantization, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
-    r"""For every coordinate of ``x`` = :math:`x_t` and every bin ``k``: :math:`\log Z_k` and :math:`\mu_k`.
-
-    Args:
-        quantization: the :class:`~probdiff.likelihood.Quantization` of the data.
-        x: :math:`x_t`, ``(batch, *event)``.
-        alpha, sigma: :math:`\alpha_t`, :math:`\sigma_t` broadcastable against ``x``.
-
-    Returns:
-        ``(log_mass, mean)``, each ``(batch, *event, K)`` in float64: the log-probability that
-        :math:`N(x_t/\alpha_t, (\sigma_t/\alpha_t)^2)` gives bin ``k``, and the mean of that normal
-        truncated to bin ``k`` (clamped into the bin against rounding).
-    """
-    q = quantization
-    edges = q.lo + q.width * torch.arange(q.levels + 1, dtype=torch.float64, device=x.device)
-    m = (x.double() / alpha.double())[..., None]
-    s = (sigma.double() / alpha.double())[..., None]
-    return _truncated_moments(edges[:-1], edges[1:], m, s)
-
-
-def _truncated_moments(lo: torch.Tensor, hi: torch.Tensor, m: torch.Tensor, s: torch.Tensor):
-    r""":math:`\log P(N(m, s^2) \in [lo, hi])` and the mean of :math:`N(m, s^2)` truncated to
-    :math:`[lo, hi]` (clamped into the interval against rounding), elementwise with broadcasting: what
-    :func:`bin_posterior` computes for every bin, and the loss computes for the own bin of each value."""
-    log_mass, offset = truncated_normal((lo - m) / s, (hi - m) / s)
-    return log_mass, torch.minimum(torch.maximum(m + s * offset, lo), hi)
-
+__all__ = ["LatticeDenoiser"]
 
 class LatticeDenoiser(nn.Module):
     r"""Denoiser network for dequantised ``K``-level data: :math:`D = \sum_k \mathrm{softmax}_k(\ell_k +
@@ -110,10 +59,7 @@ class LatticeDenoiser(nn.Module):
 
     def __init__(self, logits: nn.Module, process: GaussianProcess, quantization):
         super().__init__()
-        from ..likelihood.bpd import Quantization
-
-        if not isinstance(process, GaussianProcess):
-            raise ValueError(f"process must be a GaussianProcess, got {type(process).__name__}")
+        as_gaussian(process)
         if not isinstance(quantization, Quantization):
             raise ValueError(f"quantization must be a probdiff.likelihood.Quantization, "
                              f"got {type(quantization).__name__}")
@@ -126,6 +72,6 @@ class LatticeDenoiser(nn.Module):
             raise ValueError(f"logits(x, t) must have shape {(*x.shape, k)} (one logit per level), "
                              f"got {tuple(logits.shape)}")
         p = self.process
-        log_mass, mean = bin_posterior(self.quantization, x, _expand(p.alpha(t), x), _expand(p.sigma(t), x))
+        log_mass, mean = bin_posterior(self.quantization, x, expand_like(p.alpha(t), x), expand_like(p.sigma(t), x))
         weights = torch.softmax(logits.double() + log_mass, dim=-1)
         return (weights * mean).sum(-1).to(x.dtype)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_positive_int
+from .._util import check_positive_int
 from .embedding import FourierFeatures, FourierTime
 
 __all__ = ["MLP", "TimeMLP", "as_time"]

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .embedding import FourierFeatures, FourierTime
-from .._validation import check_positive_int
+from .._util import check_positive_int
 from .mlp import TimeMLP, as_time
 
 __all__ = ["UNet"]

@@ -1,9 +1,11 @@
-"""Forward processes: the one object a user declares."""
+"""Forward processes: the one object a user declares (THEORY.md §1, §5)."""
 
 from .base import ForwardProcess
-from .discrete import AbsorbingChain, MarkovChain, UniformChain  # noqa: F401  (issue 5)
-from .blackout import Blackout  # noqa: F401  (issue 5)
-from .gaussian import CosineVP, GaussianProcess, LinearBlend, LinearSDE, SubVPSDE, VESDE, VPSDE
+from .blackout import Blackout, ShiftedBinomial
+from .chain import AbsorbingChain, MarkovChain, UniformChain
+from .gaussian import VESDE, ForwardSDE, GaussianProcess, LinearBlend
+from .linear_sde import LinearSDE
+from .vp import VPSDE, CosineVP, SubVPSDE
 
-__all__ = ["ForwardProcess", "GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend",
-           "LinearSDE"]
+__all__ = ["ForwardProcess", "GaussianProcess", "ForwardSDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend",
+           "LinearSDE", "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout", "ShiftedBinomial"]

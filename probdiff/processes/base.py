@@ -18,14 +18,9 @@ import abc
 
 import torch
 
-from .._validation import as_tensor, check_batch, check_finite, check_positive_int
+from .._util import as_tensor, check_batch, check_finite, check_positive_int
 
 __all__ = ["ForwardProcess"]
-
-
-def _expand(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample coefficient of shape ``(batch,)`` to broadcast against ``x``."""
-    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
 
 
 class ForwardProcess(abc.ABC):
@@ -113,8 +108,8 @@ class ForwardProcess(abc.ABC):
             torch.manual_seed(seed)
             return prior.sample((int(num_samples),))
 
-    # ---------------------------------------------------------------- helpers for subclasses
-    def _time(self, t, x: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
+    # ---------------------------------------------------------------- validation (public)
+    def check_time(self, t, x: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
         """``t`` as a tensor of shape ``(batch,)`` (or ``()`` without ``x``), validated.
 
         Raises:
@@ -144,15 +139,15 @@ class ForwardProcess(abc.ABC):
             f"got values in [{float(t.min())}, {float(t.max())}]"
         )
 
-    def _times(self, s, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def check_times(self, s, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Validated ``(s, t)`` of shape ``(batch,)`` with ``s < t``."""
-        s = self._time(s, x, "s")
-        t = self._time(t, x, "t")
+        s = self.check_time(s, x, "s")
+        t = self.check_time(t, x, "t")
         if self._validate and bool((s >= t).any()):
             raise ValueError("s must be < t (s is the earlier, less noisy time)")
         return s, t
 
-    def _check_data(self, name: str, x: torch.Tensor, like: torch.Tensor | None = None) -> None:
+    def check_data(self, name: str, x: torch.Tensor, like: torch.Tensor | None = None) -> None:
         """Validate a data tensor: at least 2-D ``(batch, *event)``, finite, matching ``like``."""
         if not self._validate:
             return

@@ -23,9 +23,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from .._validation import as_tensor, check_positive
-from .base import _expand
-from .discrete import MarkovChain
+from .._util import as_tensor, check_positive, expand_like
+from .chain import MarkovChain
 
 __all__ = ["Blackout", "ShiftedBinomial"]
 
@@ -157,26 +156,26 @@ class Blackout(MarkovChain):
         return ShiftedBinomial(shift, total, log_p, log_q, validate_args=self._validate).to_event(event_dims)
 
     def _expand(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return _expand(c, x).expand(x.shape)
+        return expand_like(c, x).expand(x.shape)
 
     def marginal(self, x0: torch.Tensor, t):
         """:math:`n_t \\mid n_0 \\sim \\mathrm{Bin}(n_0, e^{-t})`."""
-        self._check_states("x0", x0)
-        t = self._time(t, x0)
+        self.check_states("x0", x0)
+        t = self.check_time(t, x0)
         return self._counts(torch.zeros_like(x0), x0, self._expand(-t, x0),
                             self._expand(_log1m_exp(t), x0), x0.dim() - 1)
 
     def sample_marginal(self, x0: torch.Tensor, t, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """A draw of :math:`n_t \\sim \\mathrm{Bin}(n_0, e^{-t})` as ``torch.long`` (``torch.binomial``)."""
-        self._check_states("x0", x0)
-        t = self._time(t, x0)
+        self.check_states("x0", x0)
+        t = self.check_time(t, x0)
         n = x0.to(t.dtype)
         return torch.binomial(n.contiguous(), self._expand(torch.exp(-t), x0).contiguous(), generator=generator).long()
 
     def transition(self, xs: torch.Tensor, s, t):
         """:math:`n_t \\mid n_s \\sim \\mathrm{Bin}(n_s, e^{-(t-s)})`."""
-        self._check_states("xs", xs)
-        s, t = self._times(s, t, xs)
+        self.check_states("xs", xs)
+        s, t = self.check_times(s, t, xs)
         return self._counts(torch.zeros_like(xs), xs, self._expand(-(t - s), xs),
                             self._expand(_log1m_exp(t - s), xs), xs.dim() - 1)
 
@@ -186,11 +185,11 @@ class Blackout(MarkovChain):
         Raises:
             ValueError: some ``xt > x0`` (a pure-death chain cannot gain photons).
         """
-        self._check_states("x0", x0)
-        self._check_states("xt", xt, like=x0)
+        self.check_states("x0", x0)
+        self.check_states("xt", xt, like=x0)
         if self._validate and bool((xt > x0).any()):
             raise ValueError("xt must be <= x0 elementwise (counts only decrease in Blackout)")
-        s, t = self._times(s, t, x0)
+        s, t = self.check_times(s, t, x0)
         log_p, log_q = self.bridge_log_probs(s, t)
         return self._counts(xt, x0 - xt, self._expand(log_p, x0), self._expand(log_q, x0),
                             x0.dim() - 1)

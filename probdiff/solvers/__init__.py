@@ -1,12 +1,17 @@
-"""Solvers: small stateless objects advancing a sample from ``t`` to an earlier ``s``."""
+"""Solvers: small stateless objects advancing a sample from ``t`` to an earlier ``s``.
 
-from .ancestral import Ancestral
-from .base import Solver, Step
-from .discrete import BinomialBridge, TauLeaping  # noqa: F401  (issue 5)
-from . import gaussian  # registers the Gaussian ancestral step (DDPM/DDIM)
+Named by what they integrate: :mod:`~probdiff.solvers.ode` (the probability-flow ODE),
+:mod:`~probdiff.solvers.sde` (the reverse SDE), :mod:`~probdiff.solvers.ctmc` (reverse Markov chains),
+:mod:`~probdiff.solvers.ancestral` (exact posterior steps of any family), :mod:`~probdiff.solvers.adapters`
+(torchdiffeq and torchsde integrators).
+"""
+
 from .adapters import TorchDiffEq, TorchSDE
+from .ancestral import Ancestral
+from .base import CTMCSolver, ODESolver, SDESolver, Solver, Step
+from .ctmc import BinomialBridge, TauLeaping
 from .ode import Deblend, DPMSolver2M, Euler, Heun, UniPC
 from .sde import EulerMaruyama
 
-__all__ = ["Solver", "Step", "Ancestral", "Euler", "Heun", "DPMSolver2M", "UniPC", "Deblend", "EulerMaruyama",
-           "TorchSDE", "TorchDiffEq"]
+__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver", "Ancestral", "Euler", "Heun", "DPMSolver2M",
+           "UniPC", "Deblend", "EulerMaruyama", "TauLeaping", "BinomialBridge", "TorchSDE", "TorchDiffEq"]

@@ -14,34 +14,47 @@ import math
 
 import torch
 
-from .base import Solver, Step
-from .gaussian import check_gaussian, drift_and_denoised
+import torchsde
+from torchdiffeq import odeint
+
+from .base import ODESolver, SDESolver, Step
 
 __all__ = ["TorchDiffEq", "TorchSDE"]
 
 
 class _Recorder:
-    """The adapted right-hand side: counts model evaluations and keeps the first denoised estimate."""
+    """The adapted right-hand side: counts model evaluations and keeps the first denoised estimate.
+
+    The last evaluation is remembered by (time, state tensor, its version): torchsde's ``sdeint`` checks its
+    contract by evaluating the drift at the start of the interval, which the first step evaluates again;
+    the repeat is answered from memory, so it costs no model evaluation and is not counted.
+    """
 
     def __init__(self, reverse, shape):
         self.reverse, self.shape = reverse, shape
         self.nfe, self.denoised, self.start = 0, None, None
+        self._last = None
 
     def drift(self, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """:math:`dx/d\\tau = -b(x, -\\tau)` on flattened state."""
+        key = (float(tau), y.data_ptr(), y._version, tuple(y.shape))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         x = y.reshape(self.shape)
-        v, denoised = drift_and_denoised(self.reverse, x, -tau)
+        v, denoised = self.reverse.drift_and_denoised(x, -tau)
         self.nfe += 1
         if self.denoised is None and bool(tau == self.start):
             self.denoised = denoised
-        return -v.reshape(y.shape)
+        out = -v.reshape(y.shape)
+        self._last = (key, out)
+        return out
 
     def begin(self, tau0: torch.Tensor) -> None:
         self.nfe, self.denoised, self.start = 0, None, tau0
 
 
 # ==================================================================== torchdiffeq
-class TorchDiffEq(Solver):
+class TorchDiffEq(ODESolver):
     r"""Any torchdiffeq integrator (Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018) on
     the probability-flow ODE, one ``odeint`` call per grid interval.
 
@@ -78,12 +91,7 @@ class TorchDiffEq(Solver):
     def order(self) -> int:
         return self.ORDERS[self.method]
 
-    def check(self, reverse) -> None:
-        check_gaussian(self, reverse, ode=True)
-
     def step(self, reverse, x, t, s, state, generator) -> Step:
-        from torchdiffeq import odeint
-
         rhs = _Recorder(reverse, x.shape)
         taus = torch.stack([-t, -s]).to(x.dtype)
         rhs.begin(taus[0])
@@ -156,16 +164,11 @@ class _Increments:
 
     @property
     def levy_area_approximation(self):
-        from torchsde.settings import LEVY_AREA_APPROXIMATIONS
-
-        return LEVY_AREA_APPROXIMATIONS.space_time
+        return "space-time"          # torchsde's LEVY_AREA_APPROXIMATIONS.space_time
 
 
-def _register_brownian() -> None:
-    # torchsde's solvers only call the BaseBrownian interface; registering keeps isinstance checks happy.
-    from torchsde import BaseBrownian
-
-    BaseBrownian.register(_Increments)
+# torchsde's solvers only call the BaseBrownian interface; registering keeps its isinstance checks happy.
+torchsde.BaseBrownian.register(_Increments)
 
 
 class _FlatSDE:
@@ -186,17 +189,18 @@ class _FlatSDE:
         return self.rhs.drift(tau, y), self.reverse.diffusion(-tau).to(y.dtype) * v
 
 
-class TorchSDE(Solver):
+class TorchSDE(SDESolver):
     r"""Any fixed-step torchsde integrator (Li et al., "Scalable Gradients for Stochastic Differential
     Equations", AISTATS 2020; Kidger et al. 2021) on the reverse-time SDE at ``reverse.noise``, one step
     per grid interval.
 
-    The noise is state-independent, so Itô and Stratonovich methods integrate the same SDE; the
-    torchsde solver class is built once per sampling run (its history travels in ``state``) and driven
-    interval by interval with exact Brownian increments from ``generator`` (:class:`_Increments`), which
-    keeps the cost of the torchsde path at that of a hand-written Euler–Maruyama loop (measured in
-    ``benchmarks/samplers.py``). ``order`` is the method's strong order for additive noise (euler: 1).
-    Methods needing Davie/Foster Lévy areas (``log_ode``) are rejected by torchsde itself.
+    The noise is state-independent, so Itô and Stratonovich methods integrate the same SDE (each method is
+    given the SDE in the calculus it expects, :attr:`SDE_TYPES`). Each grid interval is one call of the public
+    ``torchsde.sdeint`` with one step and exact Brownian increments from ``generator``
+    (:class:`_Increments`); the solver's extra state (``reversible_heun``'s history) travels in ``state``
+    from one interval to the next, so the run equals one fixed-step integration on the grid. Methods
+    needing Davie/Foster Lévy areas (``log_ode``) are rejected by torchsde itself. ``order`` is the method's
+    strong order for additive noise (euler: 1).
 
     Args:
         method: a torchsde method name (``euler``, ``milstein``, ``srk``, ``midpoint``, ``heun``,
@@ -205,6 +209,9 @@ class TorchSDE(Solver):
 
     #: strong order for additive noise of the supported torchsde methods.
     ORDERS = {"euler": 1, "milstein": 1, "srk": 1, "midpoint": 1, "heun": 1, "euler_heun": 1, "reversible_heun": 1}
+    #: the calculus each method integrates (torchsde refuses a method given the other one).
+    SDE_TYPES = {"euler": "ito", "milstein": "ito", "srk": "ito", "midpoint": "stratonovich",
+                 "heun": "stratonovich", "euler_heun": "stratonovich", "reversible_heun": "stratonovich"}
 
     def __init__(self, method: str = "euler"):
         if method not in self.ORDERS:
@@ -215,31 +222,19 @@ class TorchSDE(Solver):
     def order(self) -> int:
         return self.ORDERS[self.method]
 
-    def check(self, reverse) -> None:
-        check_gaussian(self, reverse, ode=False)
-
-    def _build(self, reverse, x):
-        from torchsde._core import base_sde, methods  # the solver classes behind torchsde.sdeint
-
-        _register_brownian()
-        rhs = _Recorder(reverse, x.shape)
-        cls = methods.select(method=self.method, sde_type="ito")
-        sde = base_sde.ForwardSDE(_FlatSDE(rhs, reverse, cls.sde_type))
-        bm = _Increments((x.shape[0], x[0].numel()), x.dtype, x.device)
-        solver = cls(sde=sde, bm=bm, dt=1.0, adaptive=False, rtol=0.0, atol=0.0, dt_min=0.0, options={})
-        return rhs, bm, solver
-
     def step(self, reverse, x, t, s, state, generator) -> Step:
         if state is None:
-            rhs, bm, solver = self._build(reverse, x)
+            rhs = _Recorder(reverse, x.shape)
+            sde = _FlatSDE(rhs, reverse, self.SDE_TYPES[self.method])
+            bm = _Increments((x.shape[0], x[0].numel()), x.dtype, x.device)
             extra = None
         else:
-            rhs, bm, solver, extra = state
+            rhs, sde, bm, extra = state
         bm.generator = generator
         tau0, tau1 = -t, -s
         rhs.begin(tau0)
-        y = x.reshape(x.shape[0], -1)
-        if extra is None:
-            extra = solver.init_extra_solver_state(tau0, y)
-        y, extra = solver.step(tau0, tau1, y, extra)
-        return Step(y.reshape(x.shape), rhs.denoised, (rhs, bm, solver, extra), rhs.nfe)
+        taus = torch.stack([tau0, tau1]).to(x.dtype)
+        # dt a hair longer than the interval: sdeint then takes exactly one step, to min(tau0 + dt, tau1) = tau1
+        ys, extra = torchsde.sdeint(sde, x.reshape(x.shape[0], -1), taus, bm=bm, method=self.method,
+                                    dt=2.0 * float(taus[1] - taus[0]), extra=True, extra_solver_state=extra)
+        return Step(ys[-1].reshape(x.shape), rhs.denoised, (rhs, sde, bm, extra), rhs.nfe)

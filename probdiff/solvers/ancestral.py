@@ -1,33 +1,30 @@
 """Ancestral sampling: exact posterior steps of the forward process with the model's data estimate.
 
-One solver for every process family: the step is looked up in :attr:`Ancestral.steps` by the type of
-``reverse.process`` (Gaussian processes and Markov chains register their own).
+One solver for every process family: the step is a question about the reverse process, answered by its
+:meth:`~probdiff.ReverseProcess.ancestral_step` (DDPM/DDIM for Gaussian processes, the mixture of
+posteriors for Markov chains).
 """
 
 from __future__ import annotations
 
-from .._registry import Registry
-from .._validation import check_finite
+from .._util import check_finite
 from .base import Solver, Step
 
 __all__ = ["Ancestral"]
 
 
 class Ancestral(Solver):
-    """Ancestral sampler; the family-specific step is registered with :meth:`Ancestral.register`.
-
-    A registered step has the signature ``step(solver, reverse, x, t, s, state, generator) -> Step``.
-    Order 1 (weak order of the sampled law in the step size).
+    """Ancestral sampler: ``reverse.ancestral_step`` on every grid interval. Order 1 (weak order of the
+    sampled law in the step size).
 
     Args:
         eta: stochasticity of the step (DDIM's :math:`\\eta`, Song, Meng & Ermon, "Denoising Diffusion
             Implicit Models", ICLR 2021, Eq. (16)): ``1`` samples the exact posterior (DDPM), ``0`` is
             deterministic (DDIM). ``None`` follows the reverse process' ``noise`` level, which is the
-            continuous-time limit of the same family. Families interpret it in their registered step.
+            continuous-time limit of the same family. Markov chains accept only 1.
     """
 
     order = 1
-    steps = Registry("ancestral step")
 
     def __init__(self, eta: float | None = 1.0):
         if eta is not None:
@@ -41,13 +38,6 @@ class Ancestral(Solver):
         """The effective :math:`\\eta`: the configured ``eta``, or ``reverse.noise`` when ``eta is None``."""
         return float(reverse.noise) if self.eta is None else self.eta
 
-    @classmethod
-    def register(cls, process_type: type):
-        """Decorator registering the ancestral step for ``process_type``."""
-        return cls.steps.register(process_type)
-
-    def check(self, reverse) -> None:
-        self.steps.lookup(reverse.process)
-
     def step(self, reverse, x, t, s, state, generator) -> Step:
-        return self.steps.lookup(reverse.process)(self, reverse, x, t, s, state, generator)
+        x_s, denoised = reverse.ancestral_step(x, t, s, self.noise_level(reverse), generator)
+        return Step(x_s, denoised, state, 1)

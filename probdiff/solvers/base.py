@@ -12,7 +12,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["Solver", "Step"]
+from ..reverse.base import ReverseProcess
+from ..reverse.chain import ChainReverse
+from ..reverse.gaussian import GaussianReverse
+
+__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver"]
 
 
 class Step(NamedTuple):
@@ -42,8 +46,11 @@ class Solver(abc.ABC):
 
     order: int = 1
 
-    def check(self, reverse) -> None:
-        """Raise ``ValueError`` if this solver cannot integrate ``reverse`` (wrong family or noise)."""
+    def check(self, reverse: ReverseProcess) -> None:
+        """Raise ``ValueError`` unless this solver can integrate ``reverse``; :func:`probdiff.sample` calls it
+        once before the first step. The capability classes (:class:`ODESolver`, :class:`SDESolver`,
+        :class:`CTMCSolver`) check the family and noise level; a solver with a further requirement (a
+        particular process) extends it."""
 
     def init(self, reverse, x: torch.Tensor, ts: torch.Tensor) -> Any:
         """Initial solver state for sampling ``x`` along the grid ``ts`` (default: none)."""
@@ -57,3 +64,39 @@ class Solver(abc.ABC):
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+# ==================================================================== capabilities
+def _require(solver, reverse, kind: type, what: str) -> None:
+    if not isinstance(reverse, kind):
+        raise ValueError(f"{type(solver).__name__} integrates the reverse process of a {what} "
+                         f"(pd.reverse(model, ...)), got {type(reverse).__name__} of {type(reverse.process).__name__}")
+
+
+class ODESolver(Solver):
+    """Capability: integrates the probability-flow ODE of a Gaussian process (``reverse.noise == 0``).
+
+    A deterministic solver cannot honour a Brownian term; it refuses a reverse process with ``noise > 0``
+    rather than silently dropping it.
+    """
+
+    def check(self, reverse) -> None:
+        _require(self, reverse, GaussianReverse, "GaussianProcess")
+        if reverse.noise != 0.0:
+            raise ValueError(f"{type(self).__name__} integrates the probability-flow ODE: reverse.noise must be 0 "
+                             f"(use pd.probability_flow(model)), got noise={reverse.noise:g}; for noise > 0 use "
+                             "EulerMaruyama, Ancestral or TorchSDE")
+
+
+class SDESolver(Solver):
+    """Capability: integrates the reverse-time SDE of a Gaussian process at any noise level."""
+
+    def check(self, reverse) -> None:
+        _require(self, reverse, GaussianReverse, "GaussianProcess")
+
+
+class CTMCSolver(Solver):
+    """Capability: simulates the reverse-time Markov chain of a :class:`~probdiff.MarkovChain`."""
+
+    def check(self, reverse) -> None:
+        _require(self, reverse, ChainReverse, "MarkovChain")

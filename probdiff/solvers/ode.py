@@ -8,8 +8,9 @@ Every solver here integrates
     \hat\epsilon = \frac{x - \alpha_t D}{\sigma_t},
 
 which is the drift :math:`f x - \tfrac12 g^2 s` of ``pd.probability_flow(process, model)`` written
-through the denoiser (:func:`~probdiff.solvers.gaussian.drift_and_denoised`). They require
-``reverse.noise == 0`` and raise ``ValueError`` otherwise: a deterministic solver cannot honour a
+through the denoiser (:meth:`~probdiff.reverse.GaussianReverse.drift_and_denoised`, the one drift of the
+library). They are :class:`~probdiff.solvers.ODESolver`\ s: :func:`probdiff.sample` requires
+``reverse.noise == 0`` and raises ``ValueError`` otherwise: a deterministic solver cannot honour a
 Brownian term, and dropping it silently would sample the wrong law. Each step returns the model's
 :math:`D(x_t, t)` as ``denoised`` (the denoising trajectory of Chen et al. 2023).
 """
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import torch
 
-from ..processes.gaussian import LinearBlend, _expand
-from .base import Solver, Step
-from .gaussian import check_gaussian, drift_and_denoised
+from .._util import expand_like
+from ..processes.gaussian import LinearBlend
+from .base import ODESolver, Step
 
 __all__ = ["Euler", "Heun", "DPMSolver2M", "Deblend", "UniPC"]
 
 
-class Euler(Solver):
+class Euler(ODESolver):
     r"""Explicit Euler on the probability-flow ODE: :math:`x_s = x_t + (s - t)\,v(x_t, t)`.
 
     Order 1 (global error :math:`O(h)`). One model evaluation per step.
@@ -33,15 +34,12 @@ class Euler(Solver):
 
     order = 1
 
-    def check(self, reverse) -> None:
-        check_gaussian(self, reverse, ode=True)
-
     def step(self, reverse, x, t, s, state, generator) -> Step:
-        v, denoised = drift_and_denoised(reverse, x, t)
+        v, denoised = reverse.drift_and_denoised(x, t)
         return Step(x + (s - t) * v, denoised, state, 1)
 
 
-class Heun(Solver):
+class Heun(ODESolver):
     r"""Heun's second-order method (Karras et al., "Elucidating the Design Space of Diffusion-Based
     Generative Models", NeurIPS 2022, Algorithm 1) on the probability-flow ODE.
 
@@ -53,20 +51,17 @@ class Heun(Solver):
 
     order = 2
 
-    def check(self, reverse) -> None:
-        check_gaussian(self, reverse, ode=True)
-
     def step(self, reverse, x, t, s, state, generator) -> Step:
         h = s - t
-        v, denoised = drift_and_denoised(reverse, x, t)
+        v, denoised = reverse.drift_and_denoised(x, t)
         x_euler = x + h * v
         if not bool(reverse.process.sigma(s) > 0):
             return Step(x_euler, denoised, state, 1)
-        v_end, _ = drift_and_denoised(reverse, x_euler, s)
+        v_end, _ = reverse.drift_and_denoised(x_euler, s)
         return Step(x + (0.5 * h) * (v + v_end), denoised, state, 2)
 
 
-class DPMSolver2M(Solver):
+class DPMSolver2M(ODESolver):
     r"""DPM-Solver++(2M): the second-order multistep exponential integrator in data-prediction form
     (Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
     2022, Algorithm 2), for any Gaussian process.
@@ -86,12 +81,9 @@ class DPMSolver2M(Solver):
 
     order = 2
 
-    def check(self, reverse) -> None:
-        check_gaussian(self, reverse, ode=True)
-
     def step(self, reverse, x, t, s, state, generator) -> Step:
         p = reverse.process
-        t, s = p._time(t, x, "t"), p._time(s, x, "s")
+        t, s = p.check_time(t, x, "t"), p.check_time(s, x, "s")
         ell_t = 0.5 * p.log_snr(t)
         denoised = reverse.model.denoise(x, t)
         return Step(_update_2m(p, x, t, s, ell_t, denoised, state), denoised, (denoised, ell_t), 1)
@@ -105,12 +97,12 @@ def _update_2m(p, x, t, s, ell_t, denoised, previous):
     d_hat = denoised
     if previous is not None:
         d_prev, ell_prev = previous
-        d_hat = denoised + _expand(0.5 * h / (ell_t - ell_prev), x) * (denoised - d_prev)
-    ratio = _expand(torch.exp(p.log_sigma(s) - p.log_sigma(t)), x)
-    return ratio * x + _expand(p.alpha(s) * -torch.expm1(-h), x) * d_hat
+        d_hat = denoised + expand_like(0.5 * h / (ell_t - ell_prev), x) * (denoised - d_prev)
+    ratio = expand_like(torch.exp(p.log_sigma(s) - p.log_sigma(t)), x)
+    return ratio * x + expand_like(p.alpha(s) * -torch.expm1(-h), x) * d_hat
 
 
-class Deblend(Solver):
+class Deblend(ODESolver):
     r"""Iterative alpha-deblending (Heitz, Belcour & Chambon, "Iterative alpha-(de)Blending: a Minimalist
     Deterministic Diffusion Model", SIGGRAPH 2023, Algorithm 2) for :class:`~probdiff.LinearBlend`.
 
@@ -127,18 +119,18 @@ class Deblend(Solver):
     order = 1
 
     def check(self, reverse) -> None:
+        super().check(reverse)
         if not isinstance(reverse.process, LinearBlend):
             raise ValueError(f"Deblend needs a LinearBlend process (IADB's x = (1 - alpha) noise + alpha data), got "
                              f"{type(reverse.process).__name__}; use Euler for other Gaussian processes")
-        check_gaussian(self, reverse, ode=True)
 
     def step(self, reverse, x, t, s, state, generator) -> Step:
-        t_b = reverse.process._time(t, x)
+        t_b = reverse.process.check_time(t, x)
         v = reverse.model.velocity(x, t_b)
-        return Step(x + (s - t) * v, x - _expand(t_b, x) * v, state, 1)
+        return Step(x + (s - t) * v, x - expand_like(t_b, x) * v, state, 1)
 
 
-class UniPC(Solver):
+class UniPC(ODESolver):
     r"""UniPC with the B(h) = e^{-h} - 1 ("bh2") variant, data prediction (Zhao, Bai, Rao, Zhou & Lu,
     "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion Models", NeurIPS 2023,
     Algorithms 1–2), for any Gaussian process.
@@ -172,12 +164,9 @@ class UniPC(Solver):
             raise ValueError(f"lower_order_final must be True or False, got {lower_order_final!r}")
         self.lower_order_final = bool(lower_order_final)
 
-    def check(self, reverse) -> None:
-        check_gaussian(self, reverse, ode=True)
-
     def step(self, reverse, x, t, s, state, generator) -> Step:
         p = reverse.process
-        t_b, s_b = p._time(t, x, "t"), p._time(s, x, "s")
+        t_b, s_b = p.check_time(t, x, "t"), p.check_time(s, x, "s")
         ell_t = 0.5 * p.log_snr(t_b)
         denoised = reverse.model.denoise(x, t_b)
         history = state or ()                       # ((ell, D, x_start), ...) most recent first
@@ -202,9 +191,9 @@ class UniPC(Solver):
             phi_3 = phi_2 / hh - 0.5
             b1, b2 = phi_2 / phi_1, 2.0 * phi_3 / phi_1
             rho_1, rho_2 = (b1 - b2) / (1.0 - r), (b2 - r * b1) / (1.0 - r)
-            corr = _expand(rho_1 / r, x_0) * (d_m1 - d_0) + _expand(rho_2, x_0) * (d_t - d_0)
+            corr = expand_like(rho_1 / r, x_0) * (d_m1 - d_0) + expand_like(rho_2, x_0) * (d_t - d_0)
         else:
             corr = 0.5 * (d_t - d_0)
-        alpha_t = _expand(p.alpha(t_b), x_0)
-        ratio = _expand(torch.exp(p.log_sigma(t_b) - p.log_sigma(t_0)), x_0)
-        return ratio * x_0 - alpha_t * _expand(phi_1, x_0) * d_0 - alpha_t * _expand(phi_1, x_0) * corr
+        alpha_t = expand_like(p.alpha(t_b), x_0)
+        ratio = expand_like(torch.exp(p.log_sigma(t_b) - p.log_sigma(t_0)), x_0)
+        return ratio * x_0 - alpha_t * expand_like(phi_1, x_0) * d_0 - alpha_t * expand_like(phi_1, x_0) * corr

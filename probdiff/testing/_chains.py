@@ -20,7 +20,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ..processes.discrete import MarkovChain, sample_categorical
+from ..processes.chain import MarkovChain
+from ..processes.matrices import sample_categorical
 from ._core import DATA, CheckConfig, Inputs, fail_worst
 from ._numerics import sample_with
 from ._generic import _bad_input

@@ -14,6 +14,7 @@ the process, and the worst offending input: times, sample, observed and expected
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from typing import Callable, Iterable
 
 import torch
 
-from .._registry import Registry
 from ..processes.base import ForwardProcess
 
 __all__ = ["CheckConfig", "Identity", "IdentityError", "Inputs", "Report", "CheckResult", "DATA",
@@ -162,13 +162,11 @@ def fail_worst(identity: "Identity", process, what: str, observed: torch.Tensor,
 
 
 # ==================================================================== inputs
-#: Registry of unit-scale test data: ``fn(process, shape, generator, dtype, device) -> x0``.
-DATA = Registry("test data generator")
-
-
-@DATA.register(ForwardProcess)
-def _continuous_data(process, shape, generator, dtype, device):
-    """Entries uniform on [-1, 1]: data of unit scale (the convention of images in [-1, 1])."""
+@functools.singledispatch
+def DATA(process: ForwardProcess, shape, generator, dtype, device) -> torch.Tensor:
+    """Unit-scale test data ``x0`` of ``shape`` for ``process`` (dispatch on the family; register a family's
+    own with ``@DATA.register``). Default: entries uniform on [-1, 1], data of unit scale (the convention of
+    images in [-1, 1])."""
     return 2.0 * torch.rand(shape, generator=generator, dtype=dtype, device=device) - 1.0
 
 
@@ -248,7 +246,7 @@ def draw_inputs(process: ForwardProcess, config: CheckConfig) -> Inputs:
     gen = make_generator(config.seed, config.device)
     s, t = draw_time_pairs(process, config.batch, gen, dtype=config.dtype, device=config.device,
                            close=config.close_gap)
-    x0 = DATA.lookup(process)(process, (config.batch, *config.event_shape), gen, config.dtype, config.device)
+    x0 = DATA(process, (config.batch, *config.event_shape), gen, config.dtype, config.device)
     return Inputs(x0=x0, s=s, t=t, generator=gen)
 
 
@@ -268,18 +266,17 @@ class Identity:
 
     def __init__(self, name: str, statement: str, *, slow: bool = False):
         self.name, self.statement, self.slow = name, statement, slow
-        self._impls = Registry(f"'{name}' check")
+        self._impls = functools.singledispatch(lambda process, *args, **kwargs: None)
 
     def register(self, family: type) -> Callable[[Callable], Callable]:
         """Decorator registering the implementation of this identity for ``family`` (and subclasses)."""
         return self._impls.register(family)
 
     def implementation(self, process) -> Callable | None:
-        """The implementation for ``process``'s family, or None if the identity does not apply."""
-        for klass in type(process).__mro__:
-            if klass in self._impls:
-                return self._impls.lookup(process)
-        return None
+        """The implementation for ``process``'s family (most specific class wins), or None if the identity
+        does not apply."""
+        impl = self._impls.dispatch(type(process))
+        return None if impl is self._impls.registry[object] else impl
 
     def applies_to(self, process) -> bool:
         return self.implementation(process) is not None
@@ -304,7 +301,8 @@ class Identity:
         config = (config or CheckConfig()).replace(**options)
         impl = self.implementation(process)
         if impl is None:
-            self._impls.lookup(process)  # raises the registry's ValueError naming what is registered
+            known = ", ".join(sorted(c.__name__ for c in self._impls.registry if c is not object)) or "none"
+            raise ValueError(f"no '{self.name}' check is registered for {type(process).__name__}; registered: {known}")
         drawn = draw_inputs(process, config)
         if x0 is not None:
             config = config.replace(dtype=x0.dtype if x0.is_floating_point() else config.dtype,
@@ -312,8 +310,8 @@ class Identity:
         if s is not None or t is not None:
             if x0 is None:
                 raise ValueError("give x0 together with s or t")
-            s = None if s is None else process._time(s, x0, "s")
-            t = None if t is None else process._time(t, x0, "t")
+            s = None if s is None else process.check_time(s, x0, "s")
+            t = None if t is None else process.check_time(t, x0, "t")
             if s is not None and t is not None and bool((s >= t).any()):
                 raise ValueError("s must be < t")
             inputs = Inputs(x0=x0, s=s, t=t, generator=generator or drawn.generator)

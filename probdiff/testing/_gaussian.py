@@ -17,9 +17,11 @@ import math
 
 import torch
 
-from ..oracles import Empirical, GaussianMixture
-from ..processes.gaussian import GaussianProcess, _expand, _time_derivative
-from ..reverse import reverse
+from .._util import expand_like
+from ..oracles.empirical import Empirical
+from ..oracles.gaussian import GaussianMixture
+from ..processes.gaussian import GaussianProcess, time_derivative
+from ..reverse.base import build_reverse
 from ._core import CheckConfig, Inputs, fail_worst
 from ._numerics import derivative, sample_with, simulation_grid
 from ._generic import event_size
@@ -61,7 +63,7 @@ def _score(process, inputs: Inputs, config: CheckConfig):
     x0, t = inputs.times()
     gen = inputs.generator
     rtol, atol = config.tol
-    alpha, sigma = _expand(process.alpha(t), x0), _expand(process.sigma(t), x0)
+    alpha, sigma = expand_like(process.alpha(t), x0), expand_like(process.sigma(t), x0)
     xt = (alpha * x0 + sigma * torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device=x0.device)).detach()
     target = -(xt - alpha * x0) / sigma**2
     with torch.enable_grad():
@@ -119,12 +121,12 @@ _SCHEDULE = {
     "log_snr": lambda p, t: 2.0 * (p.log_alpha(t) - p.log_sigma(t)),
 }
 _DERIVED = {
-    "drift_coef": lambda p, t: _time_derivative(p.log_alpha, t),
-    "d_log_snr": lambda p, t: _time_derivative(lambda u: 2.0 * (p.log_alpha(u) - p.log_sigma(u)), t),
-    "diffusion": lambda p, t: p.sigma(t) * torch.sqrt(-_time_derivative(
+    "drift_coef": lambda p, t: time_derivative(p.log_alpha, t),
+    "d_log_snr": lambda p, t: time_derivative(lambda u: 2.0 * (p.log_alpha(u) - p.log_sigma(u)), t),
+    "diffusion": lambda p, t: p.sigma(t) * torch.sqrt(-time_derivative(
         lambda u: 2.0 * (p.log_alpha(u) - p.log_sigma(u)), t)),
-    "alpha_dot": lambda p, t: _time_derivative(p.alpha, t),
-    "sigma_dot": lambda p, t: _time_derivative(p.sigma, t),
+    "alpha_dot": lambda p, t: time_derivative(p.alpha, t),
+    "sigma_dot": lambda p, t: time_derivative(p.sigma, t),
 }
 
 
@@ -220,7 +222,7 @@ def _grid_brownian(ts: torch.Tensor, size, generator, dtype, device):
     dt = (ts[1:] - ts[:-1]).to(dtype=dtype, device=device)
     z = torch.randn((dt.numel(), *size), generator=generator, dtype=dtype, device=device)
     w = torch.cat([torch.zeros((1, *size), dtype=dtype, device=device),
-                   torch.cumsum(z * _expand(dt.sqrt(), z), 0)])
+                   torch.cumsum(z * expand_like(dt.sqrt(), z), 0)])
     return GridBrownian(w, ts.to(dtype=torch.float64, device="cpu"))
 
 
@@ -317,9 +319,9 @@ def _reverse_marginals(process, inputs: Inputs, config: CheckConfig, mixture: Ga
     data_mean, data_cov = _mixture_moments(mixture)
     x_data = mixture.sample(n, generator=gen)
     for noise in config.noises:
-        rev = reverse(process, model, noise)
+        rev = build_reverse(process, model, noise)
         t0 = torch.full((n,), float(ts_dev[0]), dtype=dtype, device=device)
-        x = _expand(process.alpha(t0), x_data) * x_data + _expand(process.sigma(t0), x_data) * torch.randn(
+        x = expand_like(process.alpha(t0), x_data) * x_data + expand_like(process.sigma(t0), x_data) * torch.randn(
             x_data.shape, generator=gen, dtype=dtype, device=device)
         for k in range(ts.numel() - 1):
             t, s = ts_dev[k], ts_dev[k + 1]

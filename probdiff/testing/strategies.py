@@ -24,10 +24,13 @@ import math
 import torch
 from hypothesis import strategies as st
 
-from .. import oracles
+from ..oracles.empirical import Empirical
+from ..oracles.gaussian import GaussianMixture
 from ..processes.blackout import Blackout
-from ..processes.discrete import AbsorbingChain, MarkovChain, UniformChain
-from ..processes.gaussian import VESDE, VPSDE, CosineVP, LinearBlend, LinearSDE, SubVPSDE
+from ..processes.chain import AbsorbingChain, MarkovChain, UniformChain
+from ..processes.gaussian import VESDE, LinearBlend
+from ..processes.linear_sde import LinearSDE
+from ..processes.vp import VPSDE, CosineVP, SubVPSDE
 from ._core import DATA
 
 __all__ = [
@@ -278,14 +281,14 @@ def tensors(shape, *, low: float = -1.0, high: float = 1.0, dtype=torch.float64)
 def process_data(process, shape, *, dtype=torch.float64) -> st.SearchStrategy[torch.Tensor]:
     """Unit-scale data of ``shape`` for ``process`` (real entries in [-1, 1] for Gaussian processes,
     states for chains), from the :data:`~probdiff.testing.DATA` registry."""
-    maker = DATA.lookup(process)
+    maker = DATA.dispatch(type(process))
     return seeds().map(lambda seed: maker(process, tuple(shape), _generator(seed), dtype, None))
 
 
 @st.composite
 def gaussian_mixtures(draw, dim: int, *, max_components: int = 4, max_condition: float = 20.0,
-                      dtype=torch.float64) -> oracles.GaussianMixture:
-    """:class:`~probdiff.oracles.GaussianMixture` in ``dim`` dimensions: 1..``max_components`` components
+                      dtype=torch.float64) -> GaussianMixture:
+    """:class:`~probdiff.GaussianMixture` in ``dim`` dimensions: 1..``max_components`` components
     with weights >= 0.05 (before normalisation), means in [-1, 1]^d, and covariances ``Q diag(e) Q^T``
     with a random rotation ``Q`` and eigenvalues in [0.05, 1] with condition number <= ``max_condition``."""
     k = draw(st.integers(1, max_components))
@@ -299,11 +302,11 @@ def gaussian_mixtures(draw, dim: int, *, max_components: int = 4, max_condition:
     e = lo + (top - lo) * torch.rand(k, dim, generator=gen, dtype=dtype)
     e[:, 0] = top
     covs = q @ torch.diag_embed(e) @ q.transpose(-1, -2)
-    return oracles.GaussianMixture(raw / raw.sum(), means, 0.5 * (covs + covs.transpose(-1, -2)))
+    return GaussianMixture(raw / raw.sum(), means, 0.5 * (covs + covs.transpose(-1, -2)))
 
 
 def empirical_datasets(event_shape=(2,), *, min_points: int = 1, max_points: int = 32,
-                       dtype=torch.float64) -> st.SearchStrategy[oracles.Empirical]:
-    """:class:`~probdiff.oracles.Empirical` data sets of 1..``max_points`` points with entries in [-1, 1]."""
+                       dtype=torch.float64) -> st.SearchStrategy[Empirical]:
+    """:class:`~probdiff.Empirical` data sets of 1..``max_points`` points with entries in [-1, 1]."""
     return st.integers(min_points, max_points).flatmap(
-        lambda n: tensors((n, *event_shape), dtype=dtype)).map(oracles.Empirical)
+        lambda n: tensors((n, *event_shape), dtype=dtype)).map(Empirical)

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import torch
 
+from .._util import deprecated_alias
 from ..processes.blackout import Blackout
-from ..processes.discrete import MarkovChain
+from ..processes.chain import MarkovChain
 from .base import Model
 
-__all__ = ["DiscreteModel", "CategoricalModel", "BlackoutModel"]
+__all__ = ["ChainModel", "CategoricalModel", "BlackoutModel", "DiscreteModel"]
 
 
-class DiscreteModel(Model):
+class ChainModel(Model):
     """Base of models of a :class:`~probdiff.MarkovChain`: holds ``net`` and ``process``, validates inputs.
 
     Every model exposes :meth:`denoise`, the expected data :math:`E[x_0 \\mid x_t]` (float), which the
@@ -34,16 +35,22 @@ class DiscreteModel(Model):
     def _prepare(self, x: torch.Tensor, t) -> torch.Tensor:
         """Validate the states and return the time, shape ``(batch,)``."""
         self._check_batch(x)
-        self.process._check_states("x", x)
-        t = self.process._time(t, x)
+        self.process.check_states("x", x)
+        t = self.process.check_time(t, x)
         return t.to(x.dtype if x.is_floating_point() else torch.get_default_dtype())
 
     def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
         """Expected data :math:`E[x_0 \\mid x_t = x]`."""
         raise NotImplementedError
 
+    def mean_births(self, x: torch.Tensor, t) -> torch.Tensor:
+        """:math:`E[x_0 - x_t \\mid x_t = x]` clamped at 0: Blackout's statistic (the expected number of missing
+        photons), from :meth:`denoise` unless the model predicts it directly (:class:`BlackoutModel`)."""
+        d = self.denoise(x, t)
+        return (d - x.to(d.dtype)).clamp_min(0.0)
 
-class CategoricalModel(DiscreteModel):
+
+class CategoricalModel(ChainModel):
     """The network predicts logits of :math:`p(x_0 \\mid x_t)`, shape ``(batch, *event, S)``."""
 
     def x0_logits(self, x: torch.Tensor, t) -> torch.Tensor:
@@ -63,7 +70,7 @@ class CategoricalModel(DiscreteModel):
         return probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
 
 
-class BlackoutModel(DiscreteModel):
+class BlackoutModel(ChainModel):
     r"""The network predicts :math:`y = E[n_0 - n_t \mid n_t]` through a softplus (so :math:`y > 0`).
 
     The reverse (birth) rate at count ``n`` is :math:`y\,p_t/(1 - p_t)`.
@@ -82,3 +89,7 @@ class BlackoutModel(DiscreteModel):
     def denoise(self, x, t):
         births = self.mean_births(x, t)
         return x.to(births.dtype) + births
+
+
+#: Deprecated name of :class:`ChainModel` (the family is called "chain" throughout).
+DiscreteModel = deprecated_alias("probdiff.models.DiscreteModel", ChainModel)

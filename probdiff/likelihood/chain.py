@@ -1,4 +1,4 @@
-r"""Evidence lower bounds for Markov chains, registered in :data:`probdiff.likelihood.ELBO` (THEORY.md §5).
+r"""Evidence lower bounds for Markov chains, registered with :func:`probdiff.likelihood.family_elbo` (THEORY.md §5).
 
 *Discrete time* (any :class:`~probdiff.MarkovChain`, model with ``x0_probs``), on a grid
 :math:`t_{max} = t_0 > \dots > t_K = t_{min}` (Austin et al., D3PM 2021, Eq. (1); Sohl-Dickstein et al. 2015):
@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import check_positive_int
-from ..losses.discrete import LogitTime, poisson_kl
+from .._util import check_positive_int
 from ..processes.blackout import Blackout
-from ..processes.discrete import MarkovChain, _xlogy_ratio
-from ..reverse import reverse
-from .elbo import ELBO
+from ..processes.chain import MarkovChain
+from ..processes.matrices import poisson_kl, xlogy_ratio
+from ..reverse.base import build_reverse
+from ..timevars import LogitTime
+from .elbo import family_elbo
 
 __all__ = ["chain_elbo", "blackout_elbo", "prior_kl"]
 
@@ -52,7 +53,7 @@ def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
     tmax = torch.full((b,), process.t_max, dtype=torch.float64, device=x0.device)
     logq = process._from_data(tmax, log=True).rows(x0.long()).double()
     logpi = torch.log(process.prior_probs(device=x0.device, dtype=torch.float64))
-    return _xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).reshape(b, -1).sum(1)
+    return xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).reshape(b, -1).sum(1)
 
 
 def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,
@@ -62,9 +63,9 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
     if grid is None:
         raise ValueError(f"grid must be given for the ELBO of {type(process).__name__} (the discrete-time bound "
                          f"with exact KLs; only Blackout has a continuous-time bound here)")
-    process._check_states("x", x)
+    process.check_states("x", x)
     k = check_positive_int("num_samples", num_samples)
-    rev = reverse(process, model)
+    rev = build_reverse(process, model, 1.0)
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]
     ts = grid.times(process).to(device=x.device)
@@ -77,7 +78,7 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
         logq = logq - torch.logsumexp(logq, dim=-1, keepdim=True)
         probs = rev.x0_probs(xt, t).double()
         logp = process.reverse_kernel_log_probs(probs, xt, s, t)
-        total = total - _xlogy_ratio(torch.exp(logq), logq, logp).reshape(b, -1).sum(1)
+        total = total - xlogy_ratio(torch.exp(logq), logq, logp).reshape(b, -1).sum(1)
     return total.reshape(x.shape[0], k).mean(1)
 
 
@@ -87,18 +88,18 @@ def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_s
     ``mean_births``) or the discrete-time chain bound on ``grid`` (model with ``x0_probs``)."""
     if grid is not None:
         return chain_elbo(process, model, x, grid=grid, num_samples=num_samples, generator=generator)
-    process._check_states("x", x)
+    process.check_states("x", x)
     k = check_positive_int("num_samples", num_samples)
-    rev = reverse(process, model)
+    rev = build_reverse(process, model, 1.0)
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]
     dtype = torch.get_default_dtype() if not x.is_floating_point() else x.dtype
     proposal = LogitTime()
-    t = proposal.sample(process, b, generator=generator, device=x.device, dtype=torch.float64)
+    t, inverse_density = proposal.sample(process, b, generator=generator, device=x.device)
     nt = process.sample_marginal(x0, t, generator=generator)
     y = rev.mean_births(nt, t.to(dtype)).double()
     m = (x0 - nt).double()
-    weight = process.birth_weight(t) * proposal.inverse_density(process, t)      # = p_t L
+    weight = process.birth_weight(t) * inverse_density      # = p_t L
     diffusion = weight * poisson_kl(m, y).reshape(b, -1).sum(1)
     t_lo = torch.full((b,), proposal.lowest(process), dtype=torch.float64, device=x.device)
     n_lo = process.sample_marginal(x0, t_lo, generator=generator)
@@ -109,5 +110,5 @@ def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_s
     return total.reshape(x.shape[0], k).mean(1)
 
 
-ELBO.register(MarkovChain)(chain_elbo)
-ELBO.register(Blackout)(blackout_elbo)
+family_elbo.register(MarkovChain)(chain_elbo)
+family_elbo.register(Blackout)(blackout_elbo)

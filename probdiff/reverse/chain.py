@@ -1,4 +1,4 @@
-r"""Reverse-time processes of Markov chains, registered in :data:`probdiff.reverse.REVERSE`.
+r"""Reverse-time processes of Markov chains, registered with :func:`probdiff.reverse.build_reverse`.
 
 Given a model of :math:`p(x_0 \mid x_t)` (``x0_probs``) the reverse chain has rates (Campbell et al.,
 "A Continuous Time Framework for Discrete Denoising Models", NeurIPS 2022, Prop. 1)
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import torch
 
-from .processes.base import _expand
-from .processes.blackout import Blackout
-from .processes.discrete import MarkovChain
-from .reverse import REVERSE, ReverseProcess
+from .._util import expand_like
+from ..models.chain import CategoricalModel
+from ..processes.blackout import Blackout
+from ..processes.chain import MarkovChain
+from ..processes.matrices import sample_categorical
+from .base import ReverseProcess, build_reverse
 
 __all__ = ["ChainReverse", "BlackoutReverse"]
 
@@ -38,8 +40,8 @@ class ChainReverse(ReverseProcess):
 
     def x0_probs(self, x: torch.Tensor, t) -> torch.Tensor:
         """The model's :math:`p(x_0 \\mid x_t = x)`, shape ``(batch, *event, S)``."""
-        if not hasattr(self.model, "x0_probs"):
-            raise ValueError(f"model must provide x0_probs(x, t) (e.g. CategoricalModel or the Empirical "
+        if not isinstance(self.model, CategoricalModel):
+            raise ValueError(f"model must provide x0_probs(x, t) (a CategoricalModel, e.g. the Empirical "
                              f"oracle), got {type(self.model).__name__}")
         return self.model.x0_probs(x, t)
 
@@ -56,6 +58,33 @@ class ChainReverse(ReverseProcess):
         probs = self.x0_probs(x, t)
         return self.process.reverse_kernel_log_probs(probs, x, s, t), probs
 
+    def ancestral_step(self, x, t, s, eta, generator):
+        """Draw :math:`x_s` from the mixture of posteriors :math:`p(x_s|x_t) = \\sum_{x_0} p(x_0|x_t)\\,q(x_s|x_t,x_0)`
+        (Austin et al., D3PM 2021, Eq. (4)); exact for any step with the exact model. ``eta`` must be 1 (a
+        chain has no deterministic variant)."""
+        if eta != 1.0:
+            raise ValueError(f"eta must be 1 (or None with noise 1) for a Markov chain, got {eta}")
+        log_probs, probs = self.kernel_log_probs(x, t, s)
+        x_new = sample_categorical(torch.exp(log_probs), generator).to(x.dtype)
+        return x_new, probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+
+    def _step_times(self, x: torch.Tensor, t, s, dtype):
+        s, t = self.process.check_times(s, t, x)
+        return t.to(dtype), s.to(dtype)
+
+    def tau_leap(self, x, t, s, generator):
+        """Tau-leaping: for every target ``y`` draw :math:`N_y \\sim \\mathrm{Poisson}(\\hat R_t(x\\to y)(t-s))` and
+        move to :math:`x + \\sum_y N_y (y - x)`, clamped to ``0 .. S-1`` (Campbell et al. 2022, §4.1).
+        Returns ``(x_s, denoised)``."""
+        probs = self.x0_probs(x, t)
+        t_, s_ = self._step_times(x, t, s, probs.dtype)
+        rates = self.process.reverse_rates(probs, x, t_)
+        off = rates.scatter(-1, x.long()[..., None], 0.0).clamp_min(0.0)
+        jumps = torch.poisson(off * expand_like(t_ - s_, off), generator=generator)
+        states = torch.arange(rates.shape[-1], dtype=rates.dtype, device=rates.device)
+        moved = x.to(rates.dtype) + (jumps * (states - x.to(rates.dtype)[..., None])).sum(-1)
+        return moved.clamp(0, rates.shape[-1] - 1).to(x.dtype), probs @ states
+
 
 class BlackoutReverse(ChainReverse):
     """Reverse of :class:`~probdiff.Blackout`: births at rate :math:`E[n_0 - n_t|n_t]\\,p_t/(1-p_t)`.
@@ -65,13 +94,9 @@ class BlackoutReverse(ChainReverse):
     """
 
     def mean_births(self, x: torch.Tensor, t) -> torch.Tensor:
-        r""":math:`E[n_0 - n_t \mid n_t = x]`, zero at ``max_count`` (no photon can be missing there)."""
-        if hasattr(self.model, "mean_births"):
-            y = self.model.mean_births(x, t)
-        else:
-            probs = self.x0_probs(x, t)
-            counts = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
-            y = (probs @ counts - x.to(probs.dtype)).clamp_min(0.0)
+        r""":math:`E[n_0 - n_t \mid n_t = x]` from the model, zero at ``max_count`` (no photon can be
+        missing there)."""
+        y = self.model.mean_births(x, t)
         return torch.where(x >= self.process.max_count, torch.zeros_like(y), y)
 
     def expected_x0(self, x, t):
@@ -81,8 +106,8 @@ class BlackoutReverse(ChainReverse):
     def birth_rate(self, x: torch.Tensor, t) -> torch.Tensor:
         """:math:`\\hat R_t(n \\to n+1) = E[n_0 - n_t|n_t = n]\\,p_t/(1 - p_t)`."""
         y = self.mean_births(x, t)
-        t = self.process._time(t, x).to(y.dtype)
-        return y * _expand(self.process.birth_weight(t), y)
+        t = self.process.check_time(t, x).to(y.dtype)
+        return y * expand_like(self.process.birth_weight(t), y)
 
     def rates(self, x, t):
         """Closed form: only ``n -> n + 1`` has a positive rate."""
@@ -94,11 +119,27 @@ class BlackoutReverse(ChainReverse):
         return out.scatter(-1, x.long()[..., None], -birth[..., None])
 
 
-@REVERSE.register(MarkovChain)
-def _chain_reverse(process, model, noise):
+    def bridge(self, x: torch.Tensor, t, s) -> tuple[torch.Tensor, torch.Tensor]:
+        """Estimated missing photons :math:`\\hat y` and the bridge probability :math:`(p_s - p_t)/(1 - p_t)`."""
+        y = self.mean_births(x, t)
+        t_, s_ = self._step_times(x, t, s, y.dtype)
+        log_p, _ = self.process.bridge_log_probs(s_, t_)
+        return y, expand_like(torch.exp(log_p), x)
+
+    def tau_leap(self, x, t, s, generator):
+        """Births over the step :math:`\\sim \\mathrm{Poisson}(\\hat y\\,(p_s - p_t)/(1 - p_t))`, capped at
+        ``max_count``. Returns ``(x_s, denoised)``."""
+        y, prob = self.bridge(x, t, s)
+        births = torch.poisson(y * prob, generator=generator)
+        x_new = torch.minimum(x.to(y.dtype) + births, torch.full_like(y, self.process.max_count))
+        return x_new.to(x.dtype), x.to(y.dtype) + y
+
+
+@build_reverse.register
+def _chain_reverse(process: MarkovChain, model, noise: float) -> ChainReverse:
     return ChainReverse(process, model, noise)
 
 
-@REVERSE.register(Blackout)
-def _blackout_reverse(process, model, noise):
+@build_reverse.register
+def _blackout_reverse(process: Blackout, model, noise: float) -> BlackoutReverse:
     return BlackoutReverse(process, model, noise)

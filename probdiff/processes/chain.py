@@ -30,93 +30,11 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._validation import as_tensor, check_finite, check_positive, check_positive_int
-from .base import ForwardProcess, _expand
+from .._util import as_tensor, check_positive, check_positive_int, expand_like
+from .base import ForwardProcess
+from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal
 
-__all__ = ["MarkovChain", "UniformChain", "AbsorbingChain", "sample_categorical"]
-
-
-def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one index per row of ``probs`` (last axis, need not be normalised) by inverse CDF.
-
-    One uniform per row and a cumulative sum: no host round trip, reproducible from ``generator``.
-    Returns ``torch.long`` of shape ``probs.shape[:-1]``.
-    """
-    cdf = torch.cumsum(probs, dim=-1)
-    u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=probs.dtype)
-    u = (u * cdf[..., -1])[..., None]
-    idx = (cdf <= u).sum(-1)
-    return idx.clamp_max(probs.shape[-1] - 1)
-
-
-def uniformized_expm(gen: torch.Tensor, db: torch.Tensor, db_max: float | None = None, terms: int = 16) -> torch.Tensor:
-    r""":math:`\exp(\Delta B\,R)` for a generator ``gen`` and increments ``db`` ``(U,)``, shape ``(U, S, S)``.
-
-    Uniformization (Jensen 1953; Grassmann 1977) with scaling and squaring: with
-    :math:`\lambda = \max_i |R_{ii}|` and :math:`A = I + R/\lambda` (a stochastic matrix),
-    :math:`e^{yR/\lambda \cdot\lambda} = e^{-y}\sum_k \frac{y^k}{k!}A^k`, :math:`y = \lambda\Delta B/2^m \le 1/2`,
-    then squared ``m`` times. Every operation adds non-negative numbers, so even tiny transition
-    probabilities keep full *relative* accuracy (``torch.linalg.matrix_exp`` loses it through
-    cancellation, which matters for posteriors, ratios of tiny probabilities). ``m`` also spreads the
-    up to ``S - 1`` jumps a far entry needs over substeps of a few jumps each, well inside ``terms``.
-    ``db_max`` (an upper bound on ``db``) fixes ``m`` without reading ``db`` back to the host.
-    """
-    s = gen.shape[0]
-    lam = float((-torch.diagonal(gen)).max().clamp_min(torch.finfo(torch.float64).tiny))
-    eye = torch.eye(s, dtype=gen.dtype, device=gen.device)
-    step = eye + gen / lam
-    x = lam * db.to(gen.dtype)
-    top = lam * db_max if db_max is not None else (float(x.max()) if x.numel() else 0.0)
-    need = max(top / 0.5, 4.0 * (s - 1) / terms, 1.0)
-    m = max(0, math.ceil(math.log2(need)))
-    y = (x / 2**m)[:, None, None]
-    term = eye.expand(x.shape[0], s, s)
-    acc = term.clone()
-    for k in range(1, terms + 1):
-        term = (term @ step) * (y / k)
-        acc = acc + term
-    acc = acc * torch.exp(-y)
-    for _ in range(m):
-        acc = acc @ acc
-    return acc
-
-
-class Batched:
-    """A batch of ``(S, S)`` matrices stored once per distinct time: ``mats[inv[b]]`` belongs to sample ``b``.
-
-    Sampling steps share one time across the batch, so one matrix serves every sample.
-    """
-
-    def __init__(self, mats: torch.Tensor, inv: torch.Tensor):
-        self.mats, self.inv = mats, inv
-
-    def full(self) -> torch.Tensor:
-        """``(batch, S, S)``."""
-        return self.mats[self.inv]
-
-    def rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """``M_b[idx[b, ...], :]``, shape ``(batch, *event, S)``."""
-        b = idx.shape[0]
-        out = self.mats[self.inv[:, None], idx.reshape(b, -1)]
-        return out.reshape(*idx.shape, self.mats.shape[-1])
-
-    def cols(self, idx: torch.Tensor) -> torch.Tensor:
-        """``M_b[:, idx[b, ...]]`` on the last axis, shape ``(batch, *event, S)``."""
-        return Batched(self.mats.transpose(-1, -2), self.inv).rows(idx)
-
-    def left_mul(self, v: torch.Tensor) -> torch.Tensor:
-        """``v[b, ..., :] @ M_b`` for ``v`` of shape ``(batch, *event, S)``."""
-        mats = self.mats.to(v.dtype)
-        if mats.shape[0] == 1:
-            return v @ mats[0]
-        b = v.shape[0]
-        return torch.bmm(v.reshape(b, -1, v.shape[-1]), mats[self.inv]).reshape(v.shape)
-
-
-def _xlogy_ratio(p: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """:math:`\\sum p (\\log p - \\log q)` over the last axis with the convention 0 log 0 = 0."""
-    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
-    return terms.sum(-1)
+__all__ = ["MarkovChain", "UniformChain", "AbsorbingChain"]
 
 
 class MarkovChain(ForwardProcess):
@@ -142,7 +60,7 @@ class MarkovChain(ForwardProcess):
     def __init__(self, generator, *, beta: Callable | None = None, integrated_beta: Callable | None = None,
                  t_min: float = 0.0, t_max: float = 1.0, validate_args: bool | None = None):
         super().__init__(t_min, t_max, validate_args=validate_args)
-        self._R = _check_generator(generator)
+        self._R = check_generator(generator)
         if (beta is None) != (integrated_beta is None):
             raise ValueError("beta and integrated_beta must be given together (B(t) = int_0^t beta)")
         if beta is not None and not (callable(beta) and callable(integrated_beta)):
@@ -229,21 +147,21 @@ class MarkovChain(ForwardProcess):
         return full.reshape(*shape, *full.shape[-2:]).to(as_tensor(t).dtype)
 
     # ---------------------------------------------------------------- validation helpers
-    def _time(self, t, x: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
+    def check_time(self, t, x: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
         """As :meth:`ForwardProcess._time`; with integer states a floating ``t`` keeps its dtype
         (float64 grids stay float64), other ``t`` get torch's default dtype."""
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and not x.is_floating_point():
             floating = isinstance(t, torch.Tensor) and t.is_floating_point()
             dtype = t.dtype if floating else torch.get_default_dtype()
             x = torch.empty((x.shape[0], 0), dtype=dtype, device=x.device)
-        return super()._time(t, x, name)
+        return super().check_time(t, x, name)
 
-    def _check_states(self, name: str, x, like: torch.Tensor | None = None) -> None:
+    def check_states(self, name: str, x, like: torch.Tensor | None = None) -> None:
         if not self._validate:
             return
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a tensor of integer states, got {type(x).__name__}")
-        self._check_data(name, x, like)
+        self.check_data(name, x, like)
         if x.is_floating_point() and bool((x != torch.round(x)).any()):
             raise ValueError(f"{name} must hold integer states in 0..{self.num_states - 1}, got non-integer values")
         if x.is_complex() or x.dtype == torch.bool:
@@ -270,21 +188,21 @@ class MarkovChain(ForwardProcess):
 
     def marginal(self, x0: torch.Tensor, t):
         """q(x_t | x_0): per dimension the row ``x_0`` of :math:`P(t_{min}, t)`."""
-        self._check_states("x0", x0)
-        t = self._time(t, x0)
+        self.check_states("x0", x0)
+        t = self.check_time(t, x0)
         logits = self._from_data(t, log=True).rows(self._index(x0)).to(t.dtype)
         return self._categorical(logits, x0.dim() - 1)
 
     def sample_marginal(self, x0: torch.Tensor, t, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """A draw of :math:`x_t \\sim q(x_t \\mid x_0)` as ``torch.long``, reproducible from ``generator``."""
-        self._check_states("x0", x0)
-        t = self._time(t, x0)
+        self.check_states("x0", x0)
+        t = self.check_time(t, x0)
         return sample_categorical(self._from_data(t).rows(self._index(x0)), generator)
 
     def transition(self, xs: torch.Tensor, s, t):
         """q(x_t | x_s): per dimension the row ``x_s`` of :math:`P(s, t)`."""
-        self._check_states("xs", xs)
-        s, t = self._times(s, t, xs)
+        self.check_states("xs", xs)
+        s, t = self.check_times(s, t, xs)
         logits = self.matrices(s, t, log=True).rows(self._index(xs)).to(t.dtype)
         return self._categorical(logits, xs.dim() - 1)
 
@@ -300,9 +218,9 @@ class MarkovChain(ForwardProcess):
         Raises:
             ValueError: ``x_t`` cannot be reached from ``x_0`` (the posterior is undefined).
         """
-        self._check_states("x0", x0)
-        self._check_states("xt", xt, like=x0)
-        s, t = self._times(s, t, x0)
+        self.check_states("x0", x0)
+        self.check_states("xt", xt, like=x0)
+        s, t = self.check_times(s, t, x0)
         logits = self.posterior_logits(x0, xt, s, t)
         if self._validate and bool(torch.isneginf(logits).all(-1).any()):
             raise ValueError("xt must be reachable from x0 at time t (q(x_t | x_0) > 0); the posterior is undefined")
@@ -355,7 +273,7 @@ class MarkovChain(ForwardProcess):
         The product over dimensions is the exact joint step only as the step shrinks (one dimension
         jumps at a time in continuous time; Campbell et al. 2022, §4).
         """
-        s, t = self._times(s, t, xt)
+        s, t = self.check_times(s, t, xt)
         a, amax = self._mixture_weights(x0_probs, xt, t)
         mix = self._from_data(s).left_mul(torch.exp(a - amax))
         logst = self.matrices(s, t, log=True).cols(self._index(xt)).to(x0_probs.dtype)
@@ -369,13 +287,13 @@ class MarkovChain(ForwardProcess):
         for ``y != x``; the entry at ``y == x`` is the negative total rate, so rows sum to zero.
         Shape ``(batch, *event, S)``.
         """
-        t = self._time(t, x)
+        t = self.check_time(t, x)
         a, amax = self._mixture_weights(x0_probs, x, t)
         ratio = self._from_data(t).left_mul(torch.exp(a - amax)) * torch.exp(amax)
         gen = self._generator_on(x.device, x0_probs.dtype)
         into_x = gen.T[self._index(x)]
-        into_x = into_x * _expand(self.beta(t).to(x0_probs.dtype), into_x)
-        return _with_diagonal(into_x * ratio, x)
+        into_x = into_x * expand_like(self.beta(t).to(x0_probs.dtype), into_x)
+        return with_diagonal(into_x * ratio, x)
 
     def conditional_reverse_rates(self, x0: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
         """Reverse rates of the chain conditioned on the data, :math:`R_t(y\\to x) q_t(y|x_0)/q_t(x|x_0)`."""
@@ -384,30 +302,6 @@ class MarkovChain(ForwardProcess):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_states={self.num_states}, t_min={self.t_min:g}, t_max={self.t_max:g})"
-
-
-def _with_diagonal(rates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Set the entry at the current state to minus the total outgoing rate."""
-    idx = x.long()[..., None]
-    off = rates.scatter(-1, idx, 0.0)
-    return off.scatter(-1, idx, -off.sum(-1, keepdim=True))
-
-
-def _check_generator(generator) -> torch.Tensor:
-    if not isinstance(generator, torch.Tensor):
-        generator = torch.as_tensor(generator)
-    eps = torch.finfo(generator.dtype).eps if generator.is_floating_point() else 0.0
-    gen = generator.to(torch.float64).cpu()
-    if gen.dim() != 2 or gen.shape[0] != gen.shape[1] or gen.shape[0] < 2:
-        raise ValueError(f"generator must be a square (S, S) matrix with S >= 2, got shape {tuple(gen.shape)}")
-    check_finite("generator", gen)
-    off = gen - torch.diag(torch.diagonal(gen))
-    if bool((off < 0).any()):
-        raise ValueError("generator must have non-negative off-diagonal entries (rates), got a negative one")
-    scale = max(1.0, float(gen.abs().max()))
-    if bool((gen.sum(1).abs() > max(8 * eps, 1e-12) * scale * gen.shape[0]).any()):
-        raise ValueError(f"generator rows must sum to 0, got row sums up to {float(gen.sum(1).abs().max()):.3g}")
-    return gen
 
 
 class UniformChain(MarkovChain):

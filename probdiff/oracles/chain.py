@@ -9,7 +9,8 @@ For data :math:`\{y_i\}_{i=1}^N` the posterior over data points given :math:`x_t
 so :math:`p(x_0 \mid x_t)` per dimension is :math:`\sum_i w_i\,\mathbb 1[y_{i,d} = \cdot]` and
 :math:`\log p_t(x) = \mathrm{LSE}_i \log q(x_t\mid y_i) - \log N`. Weights are computed in log space and
 streamed over chunks of the data with an online log-sum-exp, so memory is ``O(batch · chunk · D)``.
-Registered with ``@Empirical.register(MarkovChain)``, so ``Empirical(data).model(chain)`` returns it.
+Registered with :func:`~probdiff.oracles.exact_model` for :class:`~probdiff.MarkovChain`, so
+``Empirical(data).model(chain)`` returns it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import math
 
 import torch
 
-from .oracles import Empirical
-from .processes.discrete import MarkovChain
+from ..models.chain import CategoricalModel
+from ..processes.chain import MarkovChain
+from .empirical import Empirical, exact_model
 
 __all__ = ["EmpiricalChainModel"]
 
 
-class EmpiricalChainModel:
+class EmpiricalChainModel(CategoricalModel):
     """Exact :math:`p(x_0 \\mid x_t)` of an :class:`~probdiff.oracles.Empirical` data set under a chain.
 
     States that no data point can reach get :math:`x_0 = x` (a point mass), so samplers stay finite.
@@ -33,15 +35,15 @@ class EmpiricalChainModel:
     """
 
     def __init__(self, empirical: Empirical, process: MarkovChain):
-        process._check_states("data", empirical.data)
+        super().__init__(None, process)
+        process.check_states("data", empirical.data)
         self.empirical = empirical
-        self.process = process
 
     def _scan(self, x: torch.Tensor, t, want_probs: bool):
         p = self.process
-        p._check_states("x", x)
+        p.check_states("x", x)
         self.empirical._check_x(x)
-        t = p._time(t, x)
+        t = p.check_time(t, x)
         dtype = torch.float64
         b, s = x.shape[0], p.num_states
         cols = p._from_data(t, log=True).cols(x.long()).to(dtype).reshape(b, -1, s)   # (B, D, S): log q(x_d | k)
@@ -79,14 +81,9 @@ class EmpiricalChainModel:
         _, probs, dtype = self._scan(x, t, True)
         return probs.to(dtype)
 
-    def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
-        probs = self.x0_probs(x, t)
-        return probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
-
-    def mean_births(self, x: torch.Tensor, t) -> torch.Tensor:
-        """:math:`E[x_0 - x_t \\mid x_t = x]` (the Blackout statistic)."""
-        d = self.denoise(x, t)
-        return (d - x.to(d.dtype)).clamp_min(0.0)
+    def x0_logits(self, x: torch.Tensor, t) -> torch.Tensor:
+        """:math:`\\log p(x_0 \\mid x_t = x)` (``-inf`` for data values no data point has there)."""
+        return torch.log(self.x0_probs(x, t))
 
     def log_prob(self, x: torch.Tensor, t) -> torch.Tensor:
         """Exact :math:`\\log p_t(x)` of the diffused empirical law, shape ``(batch,)``."""
@@ -97,4 +94,7 @@ class EmpiricalChainModel:
         return f"{self.empirical!r}.model({self.process!r})"
 
 
-Empirical.register(MarkovChain)(EmpiricalChainModel)
+
+@exact_model.register
+def _empirical_chain(process: MarkovChain, empirical: Empirical) -> EmpiricalChainModel:
+    return EmpiricalChainModel(empirical, process)

@@ -1,23 +1,41 @@
-"""Argument checks shared by every module (one place per idea).
+"""Utilities shared by every layer: argument checks, broadcasting of per-sample coefficients, deprecations.
 
 Every check raises :class:`ValueError` naming the argument and what is allowed, in the style of
-``torch.distributions``' ``validate_args``.
+``torch.distributions``' ``validate_args``. This module imports nothing from probdiff (bottom layer).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from numbers import Real
 
 import torch
 
 __all__ = [
+    "as_tensor",
+    "expand_like",
     "check_finite",
     "check_positive",
+    "check_positive_int",
     "check_batch",
     "check_event_shape",
-    "as_tensor",
+    "deprecated_alias",
 ]
+
+
+def expand_like(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-sample coefficient ``c`` of shape ``(batch,)`` reshaped to broadcast against ``x`` of shape
+    ``(batch, *event)`` (trailing singleton dimensions; no copy).
+
+    Example:
+        >>> import torch
+        >>> from probdiff import expand_like
+        >>> expand_like(torch.tensor([1.0, 2.0]), torch.ones(2, 3, 4)).shape
+        torch.Size([2, 1, 1])
+    """
+    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
 
 
 def as_tensor(value, *, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,3 +85,28 @@ def check_event_shape(name: str, x: torch.Tensor, expected: torch.Size) -> None:
         raise ValueError(
             f"{name} must have event shape {tuple(expected)} (shape (batch, *event)), got shape {tuple(x.shape)}"
         )
+
+
+def deprecated_alias(old: str, new, *, note: str = ""):
+    """A class (or function) ``new`` under its old public name ``old``, warning once per use.
+
+    Classes become a subclass whose construction emits :class:`DeprecationWarning` (``isinstance`` checks
+    against ``new`` keep working); functions a wrapper that warns on every call. Used for public names that
+    moved in the layered layout; they are kept for one release.
+    """
+    message = f"{old} is deprecated; use {new.__module__}.{new.__qualname__} instead{note}"
+    if isinstance(new, type):
+        def __init__(self, *args, **kwargs):
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            new.__init__(self, *args, **kwargs)
+
+        return type(old.rpartition(".")[2], (new,), {"__init__": __init__, "__doc__": f"Deprecated: {message}.",
+                                                     "__module__": new.__module__})
+
+    @functools.wraps(new)
+    def wrapper(*args, **kwargs):
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return new(*args, **kwargs)
+
+    wrapper.__doc__ = f"Deprecated: {message}."
+    return wrapper

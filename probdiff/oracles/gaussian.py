@@ -3,27 +3,26 @@ r"""Exact models: the ground truth every test and benchmark leans on (THEORY.md 
 * :class:`GaussianMixture` — data :math:`p_0 = \sum_k w_k\mathcal N(\mu_k, C_k)` stay a mixture under
   any linear Gaussian process, :math:`p_t = \sum_k w_k\mathcal N(\alpha_t\mu_k, \alpha_t^2C_k + \sigma_t^2I)`,
   so :math:`\log p_t`, the score and the denoiser are closed forms at every t.
-* :class:`Empirical` — a finite data set :math:`\{y_i\}_{i=1}^N`. Under a Gaussian process the optimal
+* Empirical data (:class:`~probdiff.oracles.Empirical`) — a finite data set :math:`\{y_i\}_{i=1}^N`. Under a Gaussian process the optimal
   denoiser is the softmax-weighted mean
   :math:`D^*(x,t) = \sum_i w_i y_i`, :math:`w = \mathrm{softmax}_i(-\|x-\alpha_t y_i\|^2/2\sigma_t^2)`,
   one Gaussian-kernel mean-shift step (Chen et al., "A Geometric Perspective on Diffusion Models",
-  2023, §4). Other process families register their exact model with :meth:`Empirical.register`.
+  2023, §4); :class:`EmpiricalGaussianModel` is registered as the exact model of
+  :class:`~probdiff.oracles.Empirical` data under every Gaussian process.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 
-from ._registry import Registry
-from ._validation import check_finite, check_positive, check_positive_int
-from .models.gaussian import GaussianModel
-from .processes.base import ForwardProcess
-from .processes.gaussian import GaussianProcess, _expand
+from .._util import check_finite, check_positive, check_positive_int, expand_like
+from ..models.gaussian import GaussianModel
+from ..processes.gaussian import GaussianProcess, as_gaussian
+from .empirical import Empirical, exact_model
 
-__all__ = ["GaussianMixture", "Empirical"]
+__all__ = ["GaussianMixture", "MixtureModel", "EmpiricalGaussianModel"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -111,12 +110,12 @@ class GaussianMixture:
     def marginal_log_prob(self, process: GaussianProcess, x: torch.Tensor, t) -> torch.Tensor:
         """:math:`\\log p_t(x)` under ``process``, shape ``(batch,)``."""
         x = self._check_x(x)
-        t = _check_process(process)._time(t, x)
+        t = as_gaussian(process).check_time(t, x)
         return self._terms(x, process.alpha(t), process.sigma(t))[0]
 
     def model(self, process: GaussianProcess) -> "GaussianModel":
         """The exact model (denoiser, score, epsilon, velocity) of this mixture under ``process``."""
-        return _MixtureModel(self, _check_process(process))
+        return MixtureModel(self, as_gaussian(process))
 
     # ---------------------------------------------------------------- internals
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,13 +173,7 @@ def _check_mixture(weights, means, covs) -> None:
         raise ValueError("covs must be positive definite")
 
 
-def _check_process(process) -> GaussianProcess:
-    if not isinstance(process, GaussianProcess):
-        raise ValueError(f"process must be a GaussianProcess, got {type(process).__name__}")
-    return process
-
-
-class _MixtureModel(GaussianModel):
+class MixtureModel(GaussianModel):
     """Exact score and denoiser of a :class:`GaussianMixture` under a Gaussian process."""
 
     def __init__(self, mixture: GaussianMixture, process: GaussianProcess):
@@ -200,7 +193,7 @@ class _MixtureModel(GaussianModel):
 
     def epsilon(self, x, t):
         t = self._prepare(x, t)
-        return -_expand(self.process.sigma(t), x) * self.score(x, t)
+        return -expand_like(self.process.sigma(t), x) * self.score(x, t)
 
     def log_prob(self, x, t) -> torch.Tensor:
         """Exact :math:`\\log p_t(x)`."""
@@ -210,106 +203,7 @@ class _MixtureModel(GaussianModel):
         return f"{self.mixture!r}.model({self.process!r})"
 
 
-# ==================================================================== empirical data
-class Empirical:
-    r"""The empirical law of a finite data set, and the exact (optimal) model it induces.
-
-    Args:
-        data: tensor of shape ``(N, *event)``; kept as given (move it with :meth:`to`).
-        chunk_size: data points processed at once; the denoiser streams over the data with an online
-            log-sum-exp, so memory is ``O(batch · chunk_size)`` whatever ``N`` is (60 000 × 784 fits).
-
-    :meth:`model` returns the exact model for a process; Gaussian processes are built in, other
-    families register theirs with :meth:`register`.
-    """
-
-    _builders = Registry("exact model of empirical data")
-
-    def __init__(self, data: torch.Tensor, *, chunk_size: int = 4096):
-        if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] < 1:
-            shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
-            raise ValueError(f"data must be a tensor of shape (N, *event) with N >= 1, got {shape}")
-        if data.is_floating_point():
-            check_finite("data", data)
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-        self.data = data
-        self.chunk_size = int(chunk_size)
-
-    def __len__(self) -> int:
-        return self.data.shape[0]
-
-    @property
-    def event_shape(self) -> torch.Size:
-        return self.data.shape[1:]
-
-    def to(self, *args, **kwargs) -> "Empirical":
-        return Empirical(self.data.to(*args, **kwargs), chunk_size=self.chunk_size)
-
-    # ---------------------------------------------------------------- registration
-    @classmethod
-    def register(cls, process_type: type) -> Callable:
-        """Decorator: ``@Empirical.register(MyProcess)`` on ``builder(empirical, process) -> model``."""
-        if not (isinstance(process_type, type) and issubclass(process_type, ForwardProcess)):
-            raise ValueError(f"process_type must be a ForwardProcess subclass, got {process_type!r}")
-        return cls._builders.register(process_type)
-
-    def model(self, process: ForwardProcess):
-        """The exact model of this data set under ``process`` (most specific registration wins)."""
-        return self._builders.lookup(process)(self, process)
-
-    # ---------------------------------------------------------------- Gaussian kernel scan
-    def _check_x(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(self.event_shape):
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {shape}")
-        check_finite("x", x)
-
-    def kernel_scan(self, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, *, mean: bool = True):
-        r"""Stream over the data: :math:`\mathrm{LSE}_i\,\ell_i` and :math:`\sum_i \mathrm{softmax}(\ell)_i y_i`,
-        with logits :math:`\ell_i = -\|x - \alpha y_i\|^2 / (2\sigma^2)` per row of ``x``.
-
-        Squared distances use the expansion :math:`\|x\|^2 - 2\alpha x\cdot y + \alpha^2\|y\|^2` in float64
-        (cancellation in float32 would swamp the logits at small :math:`\sigma`). Returns
-        ``(logsumexp, weighted_mean_or_None)`` in ``x``'s dtype.
-        """
-        b = x.shape[0]
-        xf = x.reshape(b, -1).to(torch.float64)
-        a = alpha.to(torch.float64).reshape(b, 1)
-        inv2s2 = 0.5 / sigma.to(torch.float64).reshape(b, 1) ** 2
-        x2 = (xf * xf).sum(1, keepdim=True)
-        run_max = torch.full((b, 1), -math.inf, dtype=torch.float64, device=x.device)
-        run_sum = torch.zeros((b, 1), dtype=torch.float64, device=x.device)
-        acc = torch.zeros_like(xf) if mean else None
-        for start in range(0, len(self), self.chunk_size):
-            y = self.data[start:start + self.chunk_size].to(device=x.device, dtype=torch.float64).reshape(-1, xf.shape[1])
-            d2 = (x2 - 2 * a * (xf @ y.T) + a**2 * (y * y).sum(1)[None]).clamp_min(0.0)
-            logits = -d2 * inv2s2
-            new_max = torch.maximum(run_max, logits.max(1, keepdim=True).values)
-            scale = torch.exp(run_max - new_max)
-            p = torch.exp(logits - new_max)
-            run_sum = run_sum * scale + p.sum(1, keepdim=True)
-            if mean:
-                acc = acc * scale + p @ y
-            run_max = new_max
-        lse = (run_max + torch.log(run_sum)).reshape(b).to(x.dtype)
-        avg = (acc / run_sum).reshape(x.shape).to(x.dtype) if mean else None
-        return lse, avg
-
-    def marginal_log_prob(self, process: GaussianProcess, x: torch.Tensor, t) -> torch.Tensor:
-        r""":math:`\log p_t(x) = \mathrm{LSE}_i\,\log\mathcal N(x;\alpha_t y_i,\sigma_t^2I) - \log N`."""
-        self._check_x(x)
-        t = _check_process(process)._time(t, x)
-        sigma = process.sigma(t)
-        lse, _ = self.kernel_scan(x, process.alpha(t), sigma, mean=False)
-        dim = x[0].numel()
-        return lse - math.log(len(self)) - dim * (torch.log(sigma) + 0.5 * _LOG_2PI)
-
-    def __repr__(self) -> str:
-        return f"Empirical(N={len(self)}, event_shape={tuple(self.event_shape)})"
-
-
-class _EmpiricalGaussianModel(GaussianModel):
+class EmpiricalGaussianModel(GaussianModel):
     """Optimal denoiser of a finite data set under a Gaussian process (softmax-weighted mean)."""
 
     def __init__(self, empirical: Empirical, process: GaussianProcess):
@@ -329,4 +223,7 @@ class _EmpiricalGaussianModel(GaussianModel):
         return f"{self.empirical!r}.model({self.process!r})"
 
 
-Empirical.register(GaussianProcess)(_EmpiricalGaussianModel)
+
+@exact_model.register
+def _empirical_gaussian(process: GaussianProcess, empirical: Empirical) -> EmpiricalGaussianModel:
+    return EmpiricalGaussianModel(empirical, process)

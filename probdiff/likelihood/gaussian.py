@@ -22,8 +22,8 @@ Both posteriors have the variance :math:`\sigma_s^2(1 - e^{\lambda_t - \lambda_s
 
 (Kingma et al., "Variational Diffusion Models", NeurIPS 2021, Eq. (17), with :math:`SNR' = \lambda' e^\lambda`).
 The continuous bound estimates the second form by sampling :math:`\lambda` uniformly
-(:class:`UniformLogSNR`): the integrand :math:`\tfrac12 e^\lambda\,\mathrm{mmse}(\lambda)` is bounded (it
-tends to :math:`D/2` at high SNR for data with a density), whereas uniform :math:`t` (:class:`UniformTime`)
+(:class:`~probdiff.LogSNRTime`): the integrand :math:`\tfrac12 e^\lambda\,\mathrm{mmse}(\lambda)` is bounded (it
+tends to :math:`D/2` at high SNR for data with a density), whereas uniform :math:`t` (:class:`~probdiff.PhysicalTime`)
 weights it by :math:`-\lambda'`, which blows up at the ends of time. With the exact denoiser the
 reverse path measure equals the forward one, and the bound is McAllester's likelihood formula:
 equality up to the prior's mismatch with :math:`p_{t_{max}}` and the decoder at :math:`t_{min}`
@@ -32,76 +32,27 @@ equality up to the prior's mismatch with :math:`p_{t_{max}}` and the decoder at 
 
 from __future__ import annotations
 
-import abc
-
 import torch
 from torch.distributions import kl_divergence
 
-from .._validation import check_positive_int
-from ..grids.base import Grid
-from ..grids.gaussian import time_of_log_snr
-from ..processes.gaussian import GaussianProcess, _expand
+from .._util import check_positive_int, expand_like
+from ..placement import Grid
+from ..processes.gaussian import GaussianProcess
+from ..timevars import LogSNRTime, TimeVariable
 from .decoders import Decoder, GaussianDecoder
-from .elbo import ELBO
+from .elbo import family_elbo
 
-__all__ = ["TimeSampler", "UniformLogSNR", "UniformTime", "gaussian_elbo"]
+__all__ = ["gaussian_elbo"]
 
 _MAX_ELEMENTS = 2**22  # model inputs evaluated at once (memory budget); the result does not depend on it
 
 
-# ==================================================================== sampling of t
-class TimeSampler(abc.ABC):
-    r"""Importance sampling of :math:`t` for :math:`\mathcal L_\infty`; configuration only.
-
-    :meth:`sample` returns times and weights :math:`w = -\lambda_t'/\rho(t)` (:math:`\rho` the sampling
-    density), so that :math:`E_\rho[w\,\tfrac12 e^{\lambda_t}\|x_0 - D\|^2] = \mathcal L_\infty`. Draws are
-    stratified over the ``num_samples`` draws of each data point (:math:`u_k = (k + U_k)/K`), which keeps
-    them unbiased and lowers the variance (the low-discrepancy sampler of VDM, App. I.1).
-    """
-
-    @staticmethod
-    def _uniform(shape, generator, device) -> torch.Tensor:
-        k = shape[0]
-        u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
-        return (torch.arange(k, dtype=torch.float64, device=device).reshape(k, *([1] * (len(shape) - 1))) + u) / k
-
-    @abc.abstractmethod
-    def sample(self, process: GaussianProcess, shape, *, generator=None, device=None):
-        """``(t, weight)``, float64 tensors of ``shape``; ``shape[0]`` is the number of draws per point."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-class UniformLogSNR(TimeSampler):
-    r""":math:`\lambda \sim U[\lambda_{t_{max}}, \lambda_{t_{min}}]`, :math:`t = \lambda^{-1}(\lambda)`,
-    weight :math:`\lambda_{t_{min}} - \lambda_{t_{max}}` (the default)."""
-
-    def sample(self, process, shape, *, generator=None, device=None):
-        ends = process.log_snr(torch.tensor([process.t_min, process.t_max], dtype=torch.float64, device=device))
-        lam_max, lam_min = float(ends[0]), float(ends[1])
-        lam = lam_max - (lam_max - lam_min) * self._uniform(shape, generator, device)
-        t = time_of_log_snr(process, lam)
-        return t, torch.full_like(t, lam_max - lam_min)
-
-
-class UniformTime(TimeSampler):
-    r""":math:`t \sim U[t_{min}, t_{max}]`, weight :math:`-\lambda_t'\,(t_{max} - t_{min})` (VDM's choice)."""
-
-    def sample(self, process, shape, *, generator=None, device=None):
-        span = process.t_max - process.t_min
-        t = process.t_min + span * self._uniform(shape, generator, device)
-        return t, -process.d_log_snr(t) * span
-
-
 # ==================================================================== the bounds
 def _check(process, model, x, num_samples, decoder):
-    process._check_data("x", x)
+    process.check_data("x", x)
     check_positive_int("num_samples", num_samples)
     if not isinstance(decoder, Decoder):
         raise ValueError(f"decoder must be a Decoder (GaussianDecoder() or DiscretizedGaussian(...)), got {decoder!r}")
-    if not callable(getattr(model, "denoise", None)):
-        raise ValueError(f"model must have a denoise(x, t) method (a Gaussian model), got {type(model).__name__}")
     decoder.check(x)
 
 
@@ -149,7 +100,7 @@ def _diffusion_loss(process, model, x, t, weight, generator):
         tt = tt.to(x.dtype)
         x0 = x.unsqueeze(0).expand(hi - lo, *x.shape).reshape(-1, *x.shape[1:])
         eps = torch.randn(x0.shape, generator=generator, dtype=x.dtype, device=x.device)
-        xt = _expand(process.alpha(tt), x0) * x0 + _expand(process.sigma(tt), x0) * eps
+        xt = expand_like(process.alpha(tt), x0) * x0 + expand_like(process.sigma(tt), x0) * eps
         err = (x0 - model.denoise(xt, tt)).reshape(x0.shape[0], -1).pow(2).sum(1)
         noise = eps.reshape(x0.shape[0], -1).pow(2).sum(1)
         total = total + (w * (snr * err - ctrl * noise)).reshape(hi - lo, b).sum(0)
@@ -177,13 +128,13 @@ def _grid_loss(process, model, x, ts, num_samples, generator):
 def _draw(process, x0, t, generator):
     """:math:`x_t = \\alpha_t x_0 + \\sigma_t\\epsilon` (reparameterised, from ``generator``)."""
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    return _expand(process.alpha(t), x0) * x0 + _expand(process.sigma(t), x0) * eps
+    return expand_like(process.alpha(t), x0) * x0 + expand_like(process.sigma(t), x0) * eps
 
 
-@ELBO.register(GaussianProcess)
+@family_elbo.register
 def gaussian_elbo(process: GaussianProcess, model, x: torch.Tensor, *, grid: Grid | None = None,
                   num_samples: int = 1, generator: torch.Generator | None = None,
-                  decoder: Decoder = GaussianDecoder(), sampler: TimeSampler = UniformLogSNR()) -> torch.Tensor:
+                  decoder: Decoder = GaussianDecoder(), sampler: TimeVariable = LogSNRTime()) -> torch.Tensor:
     r"""Per-sample lower bound on :math:`\log p(x_0)` in nats, shape ``(batch,)`` (see the module docstring).
 
     Unbiased Monte-Carlo estimate, differentiable in the model's parameters (train on its negation).
@@ -201,16 +152,19 @@ def gaussian_elbo(process: GaussianProcess, model, x: torch.Tensor, *, grid: Gri
         decoder: :class:`~probdiff.likelihood.decoders.GaussianDecoder` (continuous data, default) or
             :class:`~probdiff.likelihood.decoders.DiscretizedGaussian` (``K``-level data: a bound on a
             log-probability, lossless bits/dim with :func:`probdiff.bits_per_dim` without ``levels``).
-        sampler: importance sampler of :math:`t` for the continuous bound.
+        sampler: the :class:`~probdiff.TimeVariable` in which :math:`t` is drawn uniformly for the continuous
+            bound (:class:`~probdiff.LogSNRTime`, the default, or :class:`~probdiff.PhysicalTime`).
     """
     _check(process, model, x, num_samples, decoder)
     num_samples = int(num_samples)
     kl_prior = _prior_kl(process, x)
     recon = decoder.expected_log_prob(process, x, num_samples=num_samples, generator=generator)
     if grid is None:
-        if not isinstance(sampler, TimeSampler):
-            raise ValueError(f"sampler must be a TimeSampler (UniformLogSNR() or UniformTime()), got {sampler!r}")
-        t, weight = sampler.sample(process, (num_samples, x.shape[0]), generator=generator, device=x.device)
+        if not isinstance(sampler, TimeVariable):
+            raise ValueError(f"sampler must be a TimeVariable (LogSNRTime() or PhysicalTime()), got {sampler!r}")
+        t, _ = sampler.sample(process, (num_samples, x.shape[0]), generator=generator, device=x.device,
+                              stratified=True)
+        weight = sampler.weight(process, t)
         loss = _diffusion_loss(process, model, x, t, weight, generator)
     else:
         if not isinstance(grid, Grid):

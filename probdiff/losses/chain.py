@@ -19,49 +19,17 @@ r"""Training losses for Markov chains (THEORY.md §5).
 from __future__ import annotations
 
 import abc
-import math
 
 import torch
 
-from ..models.discrete import BlackoutModel, CategoricalModel
+from ..models.base import bind
+from ..models.chain import CategoricalModel, ChainModel
 from ..processes.blackout import Blackout
-from ..processes.discrete import MarkovChain
+from ..processes.chain import MarkovChain
+from ..processes.matrices import poisson_kl
+from ..timevars import LogitTime, TimeVariable
 
-__all__ = ["LogitTime", "BlackoutWeight", "BlackoutLikelihood", "BlackoutOriginal", "BlackoutLoss",
-           "CategoricalCrossEntropy", "poisson_kl"]
-
-
-def poisson_kl(m: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r""":math:`y - m\log y + m\log m - m` elementwise (the KL rate between Poisson clocks of rates m and y)."""
-    return y - torch.xlogy(m, y) + torch.xlogy(m, m) - m
-
-
-class LogitTime:
-    r"""Times with :math:`\mathrm{logit}(e^{-t})` uniform on :math:`[-L/2, L/2]`,
-    :math:`L/2 = \mathrm{logit}(1 - e^{-t_{max}})`; :math:`t \in [t_{lo}, t_{max}]`,
-    :math:`t_{lo} = -\log(1 - e^{-t_{max}})`.
-
-    The density is :math:`\pi(t) = 1/(L\,(1 - p_t))`, so :math:`\int_{t_{lo}}^{t_{max}} f\,dt =
-    E_\pi[f(t)\,L\,(1 - p_t)]`.
-    """
-
-    @staticmethod
-    def half_range(process) -> float:
-        return float(process.t_max) + math.log1p(-math.exp(-float(process.t_max)))
-
-    @staticmethod
-    def lowest(process) -> float:
-        """:math:`t_{lo} = -\\log(1 - e^{-t_{max}})`, the smallest time drawn."""
-        return -math.log1p(-math.exp(-float(process.t_max)))
-
-    def sample(self, process, n: int, *, generator=None, device=None, dtype=None) -> torch.Tensor:
-        h = self.half_range(process)
-        u = (2 * torch.rand(n, generator=generator, device=device, dtype=torch.float64) - 1) * h
-        return torch.nn.functional.softplus(-u).to(dtype or torch.get_default_dtype())
-
-    def inverse_density(self, process, t: torch.Tensor) -> torch.Tensor:
-        """:math:`1/\\pi(t) = L\\,(1 - e^{-t})`."""
-        return 2 * self.half_range(process) * -torch.expm1(-t)
+__all__ = ["BlackoutWeight", "BlackoutLikelihood", "BlackoutOriginal", "BlackoutLoss", "CategoricalCrossEntropy"]
 
 
 class BlackoutWeight(abc.ABC):
@@ -107,13 +75,12 @@ class BlackoutLoss:
         self.process, self.weighting = process, weighting
         self.time = LogitTime() if time is None else time
 
-    def __call__(self, model: BlackoutModel, x0: torch.Tensor, *, generator=None) -> torch.Tensor:
-        if not hasattr(model, "mean_births"):
-            raise ValueError(f"model must provide mean_births(x, t) (BlackoutModel), got {type(model).__name__}")
-        self.process._check_states("x0", x0)
+    def __call__(self, model: ChainModel, x0: torch.Tensor, *, generator=None) -> torch.Tensor:
+        bind(self.process, model, entry="BlackoutLoss")
+        self.process.check_states("x0", x0)
         dtype = x0.dtype if x0.is_floating_point() else torch.get_default_dtype()
-        t = self.time.sample(self.process, x0.shape[0], generator=generator, device=x0.device, dtype=dtype)
-        return self.evaluate(model, x0, t, generator=generator)
+        t, _ = self.time.sample(self.process, x0.shape[0], generator=generator, device=x0.device)
+        return self.evaluate(model, x0, t.to(dtype), generator=generator)
 
     def evaluate(self, model, x0: torch.Tensor, t: torch.Tensor, *, generator=None) -> torch.Tensor:
         """The loss at given times ``t`` ``(batch,)``, with :math:`n_t` drawn from the marginal."""
@@ -134,29 +101,30 @@ class CategoricalCrossEntropy:
     Args:
         process: a :class:`~probdiff.MarkovChain`.
         time: the law of ``t``: ``None`` for :math:`U[t_{min}, t_{max}]`, or a proposal with a
-            ``sample(process, n, generator=, device=, dtype=)`` method such as :class:`LogitTime`
+            :class:`~probdiff.TimeVariable` such as :class:`~probdiff.LogitTime`
             (which puts more draws at small ``t``, where the ELBO's reconstruction terms live).
     """
 
-    def __init__(self, process: MarkovChain, time: LogitTime | None = None):
+    def __init__(self, process: MarkovChain, time: TimeVariable | None = None):
         if not isinstance(process, MarkovChain):
             raise ValueError(f"process must be a MarkovChain, got {type(process).__name__}")
-        if time is not None and not callable(getattr(time, "sample", None)):
-            raise ValueError(f"time must be None or a proposal with a sample(process, n, ...) method, got {time!r}")
+        if time is not None and not isinstance(time, TimeVariable):
+            raise ValueError(f"time must be None or a TimeVariable such as LogitTime(), got {time!r}")
         self.process = process
         self.time = time
 
     def __call__(self, model: CategoricalModel, x0: torch.Tensor, *, generator=None) -> torch.Tensor:
-        if not hasattr(model, "x0_logits"):
+        bind(self.process, model, entry="CategoricalCrossEntropy")
+        if not isinstance(model, CategoricalModel):
             raise ValueError(f"model must provide x0_logits(x, t) (CategoricalModel), got {type(model).__name__}")
         p = self.process
-        p._check_states("x0", x0)
+        p.check_states("x0", x0)
         dtype = x0.dtype if x0.is_floating_point() else torch.get_default_dtype()
         if self.time is None:
             u = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=dtype)
             t = p.t_min + (p.t_max - p.t_min) * u
         else:
-            t = self.time.sample(p, x0.shape[0], generator=generator, device=x0.device, dtype=dtype)
+            t = self.time.sample(p, x0.shape[0], generator=generator, device=x0.device)[0].to(dtype)
         xt = p.sample_marginal(x0, t, generator=generator)
         logp = torch.log_softmax(model.x0_logits(xt, t), dim=-1)
         return -logp.gather(-1, x0.long()[..., None])[..., 0].flatten(1).sum(1)

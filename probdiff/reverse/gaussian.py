@@ -1,0 +1,94 @@
+r"""The reverse-time family of a Gaussian process, written once (THEORY.md §3, §12).
+
+One drift serves every sampler and the likelihood: :meth:`GaussianReverse.drift_and_denoised` writes the
+drift of the reverse family through the denoiser, so that the probability-flow ODE that
+:func:`probdiff.log_likelihood` integrates is, to the last bit, the vector field the ODE solvers step
+along. The exact posterior step on a grid (DDPM/DDIM) is :meth:`GaussianReverse.ancestral_step`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._util import expand_like
+from ..processes.gaussian import GaussianProcess
+from .base import ReverseProcess, build_reverse
+
+__all__ = ["GaussianReverse"]
+
+
+class GaussianReverse(ReverseProcess):
+    r"""The reverse-time family of a Gaussian process at noise level :math:`\eta` (``noise``).
+
+    ``drift(x, t)`` :math:`= f(t)x - \tfrac{1+\eta^2}{2}g(t)^2 s(x,t)` is the drift in forward time
+    ``t`` (so the integration runs with ``dt < 0``); ``diffusion(t)`` :math:`= \eta\,g(t)`.
+    """
+
+    def drift_and_denoised(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The drift at ``x``, ``t`` and the model's :math:`D(x,t)`, from one model evaluation.
+
+        With :math:`\hat\epsilon = (x - \alpha_t D)/\sigma_t` the drift :math:`f x - \tfrac{1+\eta^2}{2}g^2 s`
+        equals
+
+        .. math::
+
+            \alpha_t' D + \sigma_t'\hat\epsilon + \frac{\eta^2}{2}\,\frac{g(t)^2}{\sigma_t}\,\hat\epsilon ,
+
+        (use :math:`s = -\hat\epsilon/\sigma_t`, :math:`f\alpha = \alpha'`, :math:`\sigma' = \sigma f +
+        g^2/(2\sigma)`). The first two terms are the probability-flow velocity (Karras et al. 2022, Eq. (4));
+        this form stays finite where :math:`\alpha_t = 0` and gives the denoising trajectory for free.
+
+        Returns:
+            ``(drift, denoised)``, both shaped like ``x``.
+        """
+        p = self.process
+        t = p.check_time(t, x)
+        denoised = self.model.denoise(x, t)
+        alpha, sigma = p.alpha(t), p.sigma(t)
+        a_dot, s_dot = p.alpha_dot(t), p.sigma_dot(t)
+        if self.noise != 0.0:
+            s_dot = s_dot + (0.5 * self.noise**2) * p.diffusion(t) ** 2 / sigma
+        eps = (x - expand_like(alpha, x) * denoised) / expand_like(sigma, x)
+        return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
+
+    def drift(self, x: torch.Tensor, t) -> torch.Tensor:
+        """The drift :math:`f x - \\tfrac{1+\\eta^2}{2}g^2 s` at ``x``, ``t`` (see :meth:`drift_and_denoised`)."""
+        return self.drift_and_denoised(x, t)[0]
+
+    def diffusion(self, t) -> torch.Tensor:
+        return self.noise * self.process.diffusion(t)
+
+    def ancestral_step(self, x, t, s, eta, generator):
+        r"""DDPM and DDIM in one rule: with :math:`\hat x_0 = D(x_t, t)`,
+        :math:`\hat\epsilon = (x_t - \alpha_t\hat x_0)/\sigma_t`,
+
+        .. math::
+
+            x_s = \alpha_s\hat x_0 + \sqrt{\sigma_s^2 - v}\,\hat\epsilon + \sqrt{v}\,z,\qquad
+            v = \min\big(\eta^2\,\sigma_s^2(1 - e^{\lambda_t-\lambda_s}),\ \sigma_s^2\big).
+
+        :math:`\eta = 1` samples the posterior :math:`q(x_s\mid x_t, x_0=\hat x_0)` (Ho et al., "Denoising
+        Diffusion Probabilistic Models", NeurIPS 2020, Eq. (7)); :math:`\eta = 0` is DDIM (Song, Meng & Ermon,
+        ICLR 2021, Eq. (12)), the first-order exponential integrator of the probability-flow ODE (Lu et al.,
+        DPM-Solver, NeurIPS 2022, §3.4). As the step shrinks :math:`v \approx \eta^2 g(t)^2|dt|`, so
+        :math:`\eta` is the reverse family's noise level; the clip at :math:`\sigma_s^2` only matters for
+        :math:`\eta > 1` on coarse grids. Returns ``(x_s, denoised)``.
+        """
+        p = self.process
+        t, s = p.check_time(t, x, "t"), p.check_time(s, x, "s")
+        denoised = self.model.denoise(x, t)
+        alpha_t, sigma_t = expand_like(p.alpha(t), x), expand_like(p.sigma(t), x)
+        alpha_s, sigma_s = expand_like(p.alpha(s), x), expand_like(p.sigma(s), x)
+        eps = (x - alpha_t * denoised) / sigma_t
+        if eta == 0.0:
+            return alpha_s * denoised + sigma_s * eps, denoised
+        # 1 - r with r = exp(lambda_t - lambda_s) < 1, in expm1 form so that small steps keep their digits.
+        one_minus_r = expand_like(-torch.expm1(p.log_snr(t) - p.log_snr(s)), x)
+        var = sigma_s**2 * torch.clamp(eta**2 * one_minus_r, max=1.0)
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return alpha_s * denoised + torch.sqrt(sigma_s**2 - var) * eps + torch.sqrt(var) * z, denoised
+
+
+@build_reverse.register
+def _gaussian_reverse(process: GaussianProcess, model, noise: float) -> GaussianReverse:
+    return GaussianReverse(process, model, noise)
