@@ -22,7 +22,9 @@ import torch
 
 from ..processes.chain import MarkovChain
 from ..processes.matrices import sample_categorical
-from ._core import DATA, CheckConfig, Inputs, fail_worst
+from ._config import CheckConfig
+from ._core import fail_worst
+from ._inputs import DATA, Inputs
 from ._numerics import sample_with
 from ._generic import _bad_input
 from ._identities import (

@@ -1,8 +1,8 @@
-"""The machinery of :func:`check_process`: identities, their per-family implementations, inputs, reports.
+"""Identities and their failures: the machinery every check of :func:`~probdiff.testing.check_process` uses.
 
 An :class:`Identity` is one mathematical claim about a forward process ("Bayes' rule holds for the
 posterior"). How it is checked depends on the process family, so each identity owns a
-:class:`~probdiff._registry.Registry` from process classes to implementations; the most specific
+``functools.singledispatch`` function from process classes to implementations; the most specific
 registration along the process' MRO wins (a Markov chain checks Chapman–Kolmogorov by exact matrix
 products, a Gaussian process by moments, any other :class:`~probdiff.ForwardProcess` by Monte Carlo).
 A new family plugs in with ``@IDENTITY.register(MyFamily)``; no ``isinstance`` chains.
@@ -13,96 +13,17 @@ the process, and the worst offending input: times, sample, observed and expected
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 
 from ..processes.base import ForwardProcess
+from ._config import CheckConfig
+from ._inputs import Inputs, draw_inputs, draw_time_pairs
 
-__all__ = ["CheckConfig", "Identity", "IdentityError", "Inputs", "Report", "CheckResult", "DATA",
-           "IDENTITIES", "check_process", "draw_inputs", "fail_worst"]
-
-
-# ==================================================================== configuration
-@dataclass(frozen=True)
-class CheckConfig:
-    """Options of :func:`check_process` and of every ``assert_*`` check.
-
-    Attributes:
-        seed: seed of the ``torch.Generator`` drawing inputs and Monte-Carlo samples; the same seed
-            gives the same verdict.
-        dtype: floating dtype of the inputs (float64 by default: identities are then checked to
-            ~1e-8 relative; float32 works with the looser default tolerances of that dtype).
-        device: device of the inputs (default: torch's default device).
-        event_shape: event shape of the drawn data.
-        batch: number of (time, data) inputs per deterministic identity.
-        rtol, atol: tolerance of deterministic identities, ``|lhs - rhs| <= atol + rtol * scale`` with
-            ``scale`` the magnitude of the terms (None: 1e-8 / 1e-12 in float64, 1e-3 / 1e-5 otherwise).
-        fd_rtol: relative tolerance of finite-difference derivatives, added to the extrapolation's
-            own error estimate.
-        num_samples: Monte-Carlo sample size (forward simulation, reverse family, generic checks).
-        z: Monte-Carlo tolerance in standard errors (5 standard errors: a correct process fails with
-            probability below 1e-5 per compared statistic).
-        mc_bias: relative allowance for time-discretisation bias in simulations (of the scale of the
-            compared statistic).
-        steps: number of time steps of simulations.
-        noises: noise levels of the reverse family checked for marginal preservation.
-        prior_kl: tolerance of the prior check, KL(q(x_{t_max}|x_0) || prior) in nats per event
-            element, for data of unit scale (entries in [-1, 1]).
-    """
-
-    seed: int = 0
-    dtype: torch.dtype = torch.float64
-    device: torch.device | str | None = None
-    event_shape: tuple = (3,)
-    batch: int = 64
-    rtol: float | None = None
-    atol: float | None = None
-    fd_rtol: float = 1e-6
-    num_samples: int = 2000
-    z: float = 5.0
-    mc_bias: float = 0.02
-    steps: int = 100
-    noises: tuple = (0.0, 1.0)
-    prior_kl: float = 1e-2
-
-    def __post_init__(self):
-        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
-            raise ValueError(f"dtype must be a floating torch.dtype, got {self.dtype!r}")
-        for name in ("batch", "num_samples", "steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 2:
-                raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
-        for name in ("fd_rtol", "z", "mc_bias", "prior_kl"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if any(n < 0 for n in self.noises):
-            raise ValueError(f"noises must be >= 0, got {self.noises}")
-
-    @property
-    def tol(self) -> tuple[float, float]:
-        """``(rtol, atol)`` of deterministic identities for this dtype."""
-        f64 = self.dtype == torch.float64
-        rtol = self.rtol if self.rtol is not None else (1e-8 if f64 else 1e-3)
-        atol = self.atol if self.atol is not None else (1e-12 if f64 else 1e-5)
-        return rtol, atol
-
-    @property
-    def close_gap(self) -> float:
-        """Smallest relative gap ``(t - s)/(t_max - t_min)`` of drawn time pairs (resolvable in dtype)."""
-        return max(1e-6, 1e3 * torch.finfo(self.dtype).eps)
-
-    def replace(self, **options) -> "CheckConfig":
-        unknown = set(options) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            allowed = ", ".join(f.name for f in dataclasses.fields(self))
-            raise ValueError(f"unknown check options {sorted(unknown)}; allowed: {allowed}")
-        return dataclasses.replace(self, **options)
+__all__ = ["Identity", "IdentityError", "IDENTITIES", "identity", "fail_worst"]
 
 
 # ==================================================================== failures
@@ -159,95 +80,6 @@ def fail_worst(identity: "Identity", process, what: str, observed: torch.Tensor,
                  f"|difference| {_fmt(pick(diff))} > tolerance {_fmt(pick(tol))}")
     lines.append(f"  ({int(bad.reshape(flat.shape[0], -1).any(1).sum())} of {flat.shape[0]} inputs violate it)")
     raise IdentityError(identity, process, "\n".join(lines))
-
-
-# ==================================================================== inputs
-@functools.singledispatch
-def DATA(process: ForwardProcess, shape, generator, dtype, device) -> torch.Tensor:
-    """Unit-scale test data ``x0`` of ``shape`` for ``process`` (dispatch on the family; register a family's
-    own with ``@DATA.register``). Default: entries uniform on [-1, 1], data of unit scale (the convention of
-    images in [-1, 1])."""
-    return 2.0 * torch.rand(shape, generator=generator, dtype=dtype, device=device) - 1.0
-
-
-@dataclass
-class Inputs:
-    """Inputs of a check: data ``x0`` of shape ``(batch, *event)`` and time pairs ``s < t`` of shape
-    ``(batch,)``. Checks of a single time use every time in ``s`` and ``t``."""
-
-    x0: torch.Tensor
-    s: torch.Tensor | None
-    t: torch.Tensor | None
-    generator: torch.Generator
-
-    def times(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x0', times)``: every given time, with ``x0`` repeated to match."""
-        ts = [v for v in (self.s, self.t) if v is not None]
-        return self.x0.repeat(len(ts), *([1] * (self.x0.dim() - 1))), torch.cat(ts)
-
-
-def _unit_times(n: int, close: float, generator, dtype, device) -> torch.Tensor:
-    """``n`` points of [0, 1]: both ends, points ``close`` and 1e-3 from each end, log-uniform clusters
-    near the ends and uniform points in between (deterministic given ``generator``)."""
-    fixed = torch.tensor([0.0, 1.0, close, 1.0 - close, 1e-3, 1.0 - 1e-3, 0.5], dtype=torch.float64)
-    m = max(n - fixed.numel(), 0)
-    u = torch.rand(m, generator=generator, dtype=torch.float64, device=generator.device).cpu()
-    kind = torch.arange(m) % 3
-    near = torch.exp(math.log(close) * torch.rand(m, generator=generator, dtype=torch.float64,
-                                                  device=generator.device).cpu())
-    pts = torch.where(kind == 0, near, torch.where(kind == 1, 1.0 - near, u))
-    return torch.cat([fixed, pts])[:n].to(dtype=dtype, device=device)
-
-
-def draw_times(process: ForwardProcess, n: int, generator: torch.Generator, *, dtype=torch.float64,
-               device=None, close: float = 1e-6) -> torch.Tensor:
-    """``n`` times of ``[t_min, t_max]`` including both ends and values within ``close`` (relative)
-    of them."""
-    u = _unit_times(n, close, generator, torch.float64, None)
-    return (process.t_min + (process.t_max - process.t_min) * u).to(dtype=dtype, device=device)
-
-
-def draw_time_pairs(process: ForwardProcess, n: int, generator: torch.Generator, *, dtype=torch.float64,
-                    device=None, close: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` pairs ``s < t`` of ``[t_min, t_max]``: the full range, pairs at both ends, pairs closer than
-    ``close`` (relative), and random pairs."""
-    a = _unit_times(n, close, generator, torch.float64, None)
-    b = _unit_times(n + 3, close, generator, torch.float64, None)[3:][torch.randperm(n, generator=generator,
-                                                                                      device=generator.device).cpu()]
-    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-    # a third of the pairs are close: t = s + gap with gap log-uniform in [close, 1e-2]
-    k = torch.arange(n)
-    gap = torch.exp(math.log(close) + (math.log(1e-2) - math.log(close)) * torch.rand(
-        n, generator=generator, dtype=torch.float64, device=generator.device).cpu())
-    close_pair = (k % 3 == 1)
-    lo = torch.where(close_pair, torch.clamp(lo, max=1.0 - gap), lo)
-    hi = torch.where(close_pair, lo + gap, hi)
-    # equal draws become the widest pair; always include (0, 1) and pairs touching each end
-    same = hi - lo < close
-    lo, hi = torch.where(same, torch.zeros_like(lo), lo), torch.where(same, torch.ones_like(hi), hi)
-    lo[0], hi[0] = 0.0, 1.0
-    if n > 2:
-        lo[1], hi[1] = 0.0, close
-        lo[2], hi[2] = 1.0 - close, 1.0
-    span = process.t_max - process.t_min
-    s = (process.t_min + span * lo).to(dtype=dtype, device=device)
-    t = (process.t_min + span * hi).to(dtype=dtype, device=device)
-    return s, t
-
-
-def make_generator(seed: int, device=None) -> torch.Generator:
-    g = torch.Generator(device=device if device is not None else "cpu")
-    g.manual_seed(int(seed))
-    return g
-
-
-def draw_inputs(process: ForwardProcess, config: CheckConfig) -> Inputs:
-    """Seeded inputs of ``config.batch`` samples for ``process`` (data from the :data:`DATA` registry)."""
-    gen = make_generator(config.seed, config.device)
-    s, t = draw_time_pairs(process, config.batch, gen, dtype=config.dtype, device=config.device,
-                           close=config.close_gap)
-    x0 = DATA(process, (config.batch, *config.event_shape), gen, config.dtype, config.device)
-    return Inputs(x0=x0, s=s, t=t, generator=gen)
 
 
 # ==================================================================== identities
@@ -338,103 +170,3 @@ def identity(name: str, statement: str, *, slow: bool = False) -> Identity:
     ident = Identity(name, statement, slow=slow)
     IDENTITIES.append(ident)
     return ident
-
-
-# ==================================================================== report
-@dataclass
-class CheckResult:
-    """Outcome of one identity: ``passed`` is True, False, or None when it does not apply."""
-
-    identity: Identity
-    passed: bool | None
-    message: str = ""
-    seconds: float = 0.0
-    error: IdentityError | None = None
-
-
-@dataclass
-class Report:
-    """What :func:`check_process` found, one :class:`CheckResult` per identity."""
-
-    process: object
-    results: list = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed is not False for r in self.results)
-
-    @property
-    def failures(self) -> list:
-        return [r for r in self.results if r.passed is False]
-
-    def raise_if_failed(self) -> None:
-        """Raise the first failure's :class:`IdentityError`; the others are listed in its notes."""
-        if self.failures:
-            first = self.failures[0].error
-            for other in self.failures[1:]:
-                first.add_note(other.message)
-            raise first
-
-    def __str__(self) -> str:
-        lines = [f"check_process({self.process!r}):"]
-        width = max((len(r.identity.name) for r in self.results), default=0)
-        for r in self.results:
-            status = {True: "passed", False: "FAILED", None: "n/a"}[r.passed]
-            note = f"  ({r.message.splitlines()[0]})" if r.message and r.passed is not False else ""
-            lines.append(f"  {status:7s} {r.identity.name:<{width}s} {r.seconds:6.2f} s{note}")
-        return "\n".join(lines)
-
-
-def check_process(process: ForwardProcess, *, checks: Iterable[Identity] | None = None,
-                  skip: Iterable[Identity] = (), config: CheckConfig | None = None,
-                  raise_on_failure: bool = True, **options) -> Report:
-    """Check every identity that applies to ``process`` (see :data:`IDENTITIES`).
-
-    Args:
-        process: any :class:`~probdiff.ForwardProcess`.
-        checks: the identities to check (default: all that apply to the process' family).
-        skip: identities to leave out (e.g. ``[REVERSE_MARGINALS]`` to skip the Monte-Carlo ones).
-        config: a :class:`CheckConfig`; ``**options`` override its fields (``seed=1, dtype=torch.float32``).
-        raise_on_failure: raise the first failure's :class:`IdentityError` at once (default); with False,
-            run everything and return the report (``report.failures``, ``report.raise_if_failed()``).
-
-    Returns:
-        A :class:`Report` (printable as a table).
-
-    Raises:
-        IdentityError: an identity is violated (an ``AssertionError`` naming it and the worst input).
-        ValueError: an identity in ``checks`` does not apply to the process' family, or bad options.
-    """
-    if not isinstance(process, ForwardProcess):
-        raise ValueError(f"process must be a ForwardProcess, got {type(process).__name__}")
-    config = (config or CheckConfig()).replace(**options)
-    skip = set(skip)
-    if checks is None:
-        selected = [i for i in IDENTITIES if i not in skip]
-    else:
-        selected = [i for i in checks if i not in skip]
-        for ident in selected:
-            if not isinstance(ident, Identity):
-                raise ValueError(f"checks must be Identity objects (e.g. probdiff.testing.BAYES), got {ident!r}")
-            if not ident.applies_to(process):
-                raise ValueError(f"{ident.name} has no implementation for {type(process).__name__}")
-    inputs = draw_inputs(process, config)
-    report = Report(process)
-    for ident in selected:
-        impl = ident.implementation(process)
-        if impl is None:
-            report.results.append(CheckResult(ident, None, f"no implementation for {type(process).__name__}"))
-            continue
-        start = time.perf_counter()
-        # each identity gets its own generator (seed, index), so selecting checks changes no verdict
-        gen = make_generator(config.seed * 1000 + IDENTITIES.index(ident) if ident in IDENTITIES else config.seed,
-                             config.device)
-        try:
-            note = impl(process, Inputs(inputs.x0, inputs.s, inputs.t, gen), config)
-        except IdentityError as err:
-            report.results.append(CheckResult(ident, False, str(err), time.perf_counter() - start, err))
-            if raise_on_failure:
-                raise
-            continue
-        report.results.append(CheckResult(ident, True, note or "", time.perf_counter() - start))
-    return report

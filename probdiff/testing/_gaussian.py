@@ -22,7 +22,9 @@ from ..oracles.empirical import Empirical
 from ..oracles.gaussian import GaussianMixture
 from ..processes.gaussian import GaussianProcess, time_derivative
 from ..reverse.base import build_reverse
-from ._core import CheckConfig, Inputs, fail_worst
+from ._config import CheckConfig
+from ._core import fail_worst
+from ._inputs import Inputs
 from ._numerics import derivative, sample_with, simulation_grid
 from ._generic import event_size
 from ._identities import CHAPMAN_KOLMOGOROV, CLOSED_FORMS, COEFFICIENTS, REVERSE_MARGINALS, SCORE, SIMULATION

@@ -12,7 +12,9 @@ import torch
 from torch.distributions import kl_divergence
 
 from ..processes.base import ForwardProcess
-from ._core import CheckConfig, Inputs, fail_worst
+from ._config import CheckConfig
+from ._core import fail_worst
+from ._inputs import Inputs
 from ._numerics import sample_with, seed_from
 from ._identities import BAD_INPUT, BAYES, CHAPMAN_KOLMOGOROV, PRIOR, SHAPES
 

@@ -31,7 +31,7 @@ from ..processes.chain import AbsorbingChain, MarkovChain, UniformChain
 from ..processes.gaussian import VESDE, LinearBlend
 from ..processes.linear_sde import LinearSDE
 from ..processes.vp import VPSDE, CosineVP, SubVPSDE
-from ._core import DATA
+from ._inputs import DATA
 
 __all__ = [
     "data", "vp_sdes", "subvp_sdes", "ve_sdes", "cosine_vps", "linear_blends", "linear_sdes", "gaussian_processes",
