@@ -63,6 +63,9 @@ class LinearSDE(GaussianProcess):
         self._table_size = int(table_size)
         self._tables: dict = {}
         super().__init__(t_min, t_max, validate_args=validate_args)
+        # Solved now, not at the first query: a query may run under a torch.func transform (the generic
+        # derivatives of a subclass), inside which torchdiffeq cannot run; and bad coefficients fail here.
+        self._tables["cpu"] = self._solve()
 
     # ---------------------------------------------------------------- the solved table
     def _coef(self, fn: Callable, name: str, t: torch.Tensor) -> torch.Tensor:
