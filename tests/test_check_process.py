@@ -1,9 +1,7 @@
 """The project's own processes pass the whole battery of probdiff.testing.check_process.
 
-A new built-in process joins ``BUILT_IN`` and gets every identity for free.
+A new built-in process joins ``probdiff.testing.BUILT_IN`` and gets every identity for free.
 """
-
-import math
 
 import pyro.distributions as pyro_dist
 import pytest
@@ -11,38 +9,26 @@ import torch
 from hypothesis import given, settings
 
 import probdiff as pd
+from probdiff.processes.gaussian import DECLARED, DERIVED
 from probdiff import testing as pt
 from probdiff.testing import strategies as pst
 
 
-def _vp_linear_sde():
-    return pd.LinearSDE(lambda t: -0.5 * (0.1 + 19.9 * t), lambda t: torch.sqrt(0.1 + 19.9 * t), table_size=257)
+BY_ID = {fixture.id: fixture for fixture in pt.BUILT_IN}
 
 
-def _ve_linear_sde():
-    rate = math.log(5000.0)
-    return pd.LinearSDE(lambda t: torch.zeros_like(t), lambda t: 0.01 * torch.exp(rate * t) * math.sqrt(2 * rate),
-                        t_min=0.0, sigma_init=0.01, table_size=257)
+def test_built_in_fixture_list_covers_every_built_in_process_once():
+    ids = [fixture.id for fixture in pt.BUILT_IN]
+    assert len(ids) == len(set(ids))
+    kinds = {type(fixture.make()) for fixture in pt.BUILT_IN}
+    assert {pd.VPSDE, pd.SubVPSDE, pd.VESDE, pd.CosineVP, pd.LinearBlend, pd.LinearSDE, pd.UniformChain,
+            pd.AbsorbingChain, pd.Blackout, pd.MarkovChain} <= kinds
+    # both LinearSDE shapes: variance preserving (alpha_T -> 0) and variance exploding (alpha = 1)
+    vp, ve = BY_ID["LinearSDE-VP"](), BY_ID["LinearSDE-VE"]()
+    assert float(vp.alpha(vp.t_max)) < 0.01 and float(ve.alpha(ve.t_max)) == 1.0
+    assert all(isinstance(fixture.make(), pd.ForwardProcess) and fixture.make() is not fixture.make()
+               for fixture in pt.BUILT_IN)
 
-
-GAUSSIAN = {
-    "VPSDE": pd.VPSDE,
-    "SubVPSDE": pd.SubVPSDE,
-    "VESDE": pd.VESDE,
-    "CosineVP": pd.CosineVP,
-    "LinearBlend": pd.LinearBlend,
-    "LinearSDE-VP": _vp_linear_sde,
-    "LinearSDE-VE": _ve_linear_sde,
-}
-CHAINS = {
-    "UniformChain": lambda: pd.UniformChain(4),
-    "AbsorbingChain": lambda: pd.AbsorbingChain(4),
-    "Blackout": lambda: pd.Blackout(max_count=6),
-    "MarkovChain-time-dependent": lambda: pd.MarkovChain(
-        torch.tensor([[-1.0, 0.7, 0.3], [0.2, -0.5, 0.3], [1.0, 1.0, -2.0]], dtype=torch.float64),
-        beta=lambda t: 0.5 + t, integrated_beta=lambda t: 0.5 * t + 0.5 * t**2, t_max=5.0),
-}
-BUILT_IN = {**GAUSSIAN, **CHAINS}
 
 # identities that must run (not be "n/a") for every process of a family
 GAUSSIAN_IDENTITIES = {pt.SHAPES, pt.BAD_INPUT, pt.CHAPMAN_KOLMOGOROV, pt.BAYES, pt.SCORE, pt.COEFFICIENTS,
@@ -55,9 +41,9 @@ def _expected_identities(process):
     return GAUSSIAN_IDENTITIES if isinstance(process, pd.GaussianProcess) else CHAIN_IDENTITIES
 
 
-@pytest.mark.parametrize("name", sorted(BUILT_IN))
-def test_built_in_process_passes_check_process(name):
-    process = BUILT_IN[name]()
+@pytest.mark.parametrize("fixture", pt.BUILT_IN, ids=lambda f: f.id)
+def test_built_in_process_passes_check_process(fixture):
+    process = fixture.make()
     report = pt.check_process(process)
     assert report.passed, str(report)
     ran = {r.identity for r in report.results if r.passed}
@@ -85,10 +71,10 @@ def test_random_processes_pass_every_identity(process):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("name", sorted(BUILT_IN))
-def test_built_in_processes_pass_heavy_monte_carlo(name, seed):
+@pytest.mark.parametrize("fixture", pt.BUILT_IN, ids=lambda f: f.id)
+def test_built_in_processes_pass_heavy_monte_carlo(fixture, seed):
     """Ten times the Monte-Carlo samples and four times the steps: tolerances shrink ~3x."""
-    pt.check_process(BUILT_IN[name](), seed=seed, num_samples=20000, steps=400, mc_bias=0.01, batch=256)
+    pt.check_process(fixture.make(), seed=seed, num_samples=20000, steps=400, mc_bias=0.01, batch=256)
 
 
 def test_float32_inputs_pass_with_dtype_tolerances():
@@ -192,3 +178,65 @@ def test_generic_monte_carlo_chapman_kolmogorov_catches_a_transition_ignoring_s(
         pt.assert_chapman_kolmogorov(Broken())
     with pytest.raises(AssertionError, match="bad input rejected"):  # s is never looked at, not even validated
         pt.check_process(Broken())
+
+
+# ==================================================================== closed forms against the generic path
+def _scaled(cls, name, factor=1.01):
+    """A subclass of ``cls`` whose ``name`` (a schedule method or a query) is off by ``factor``."""
+    if name in ("marginal", "transition", "posterior", "prior"):
+        def method(self, *args, **kwargs):
+            d = getattr(super(sub, self), name)(*args, **kwargs)
+            return self._normal(d.mean, factor * d.stddev, len(d.event_shape))
+    else:
+        def method(self, t):
+            return factor * getattr(super(sub, self), name)(t)
+    sub = type(f"Scaled_{name}", (cls,), {name: method})
+    return sub
+
+
+_UNDECLARED = sorted(set(DERIVED) - set(DECLARED))  # redeclaring alpha or sigma is a new schedule, not an error
+
+
+@pytest.mark.parametrize("name", _UNDECLARED + ["marginal", "transition", "posterior", "prior"])
+@pytest.mark.parametrize("cls", [pd.VPSDE, pd.LinearBlend], ids=lambda c: c.__name__)
+def test_closed_forms_compares_every_derived_method_and_query_with_the_generic_path(cls, name):
+    """No "is it overridden" test decides what is compared: a closed form off by 1 % is caught whether the
+    class or its parent defines it, for every method of DERIVED that is not a declaration and every query."""
+    with pytest.raises(pt.IdentityError, match=rf"{name}\b") as info:
+        pt.assert_closed_forms(_scaled(cls, name)())
+    assert info.value.identity is pt.CLOSED_FORMS
+    # a correct process passes the same comparisons (generic paths compared with themselves pass trivially)
+    assert "11 schedule methods" in pt.assert_closed_forms(cls())
+
+
+def test_an_inherited_wrong_log_snr_inverse_is_caught():
+    class WrongInverse(pd.VPSDE):
+        def time_of_log_snr(self, log_snr):
+            return super().time_of_log_snr(log_snr + 0.1)
+
+    class Child(WrongInverse):  # inherits the wrong inverse: still compared
+        pass
+
+    for cls in (WrongInverse, Child):
+        with pytest.raises(pt.IdentityError, match="time_of_log_snr"):
+            pt.assert_closed_forms(cls())
+
+
+@pytest.mark.parametrize("method", ["_matrix_of", "_log_matrix_of", "marginal", "transition", "posterior"])
+def test_chain_closed_forms_compare_matrices_and_queries_with_the_generic_chain(method):
+    class Wrong(pd.UniformChain):
+        pass
+
+    if method == "_matrix_of":
+        Wrong._matrix_of = lambda self, db: pd.UniformChain._matrix_of(self, 1.1 * db)
+    elif method == "_log_matrix_of":
+        Wrong._log_matrix_of = lambda self, db: pd.UniformChain._log_matrix_of(self, 1.1 * db)
+    else:
+        def query(self, *args):
+            args = list(args)
+            args[-1] = torch.clamp(1.1 * torch.as_tensor(args[-1]), max=self.t_max)  # the wrong time
+            return getattr(pd.UniformChain, method)(self, *args)
+        setattr(Wrong, method, query)
+    with pytest.raises(pt.IdentityError, match="closed forms = generic path"):
+        pt.assert_closed_forms(Wrong(4))
+    assert "transition matrices and 3 queries" in pt.assert_closed_forms(pd.MarkovChain(pd.UniformChain(4).generator))

@@ -20,7 +20,7 @@ import torch
 from .._util import expand_like
 from ..oracles.empirical import Empirical
 from ..oracles.gaussian import GaussianMixture
-from ..processes.gaussian import GaussianProcess, time_derivative
+from ..processes.gaussian import DERIVED, GaussianProcess, time_derivative
 from ..reverse.base import build_reverse
 from ._config import CheckConfig
 from ._core import fail_worst
@@ -114,45 +114,63 @@ def _coefficients(process, inputs: Inputs, config: CheckConfig):
 
 
 # ==================================================================== closed forms vs the generic path
-_SCHEDULE = {
-    # name -> generic derivation from the declared schedule (GaussianProcess' definitions)
-    "alpha": lambda p, t: torch.exp(p.log_alpha(t)),
-    "sigma": lambda p, t: torch.exp(p.log_sigma(t)),
-    "log_alpha": lambda p, t: torch.log(p.alpha(t)),
-    "log_sigma": lambda p, t: torch.log(p.sigma(t)),
-    "log_snr": lambda p, t: 2.0 * (p.log_alpha(t) - p.log_sigma(t)),
-}
-_DERIVED = {
-    "drift_coef": lambda p, t: time_derivative(p.log_alpha, t),
-    "d_log_snr": lambda p, t: time_derivative(lambda u: 2.0 * (p.log_alpha(u) - p.log_sigma(u)), t),
-    "diffusion": lambda p, t: p.sigma(t) * torch.sqrt(-time_derivative(
-        lambda u: 2.0 * (p.log_alpha(u) - p.log_sigma(u)), t)),
-    "alpha_dot": lambda p, t: time_derivative(p.alpha, t),
-    "sigma_dot": lambda p, t: time_derivative(p.sigma, t),
+def _lam(p, u):
+    return 2.0 * (p.log_alpha(u) - p.log_sigma(u))
+
+
+#: For every method of :data:`~probdiff.processes.gaussian.DERIVED`: its generic path, derived from the
+#: declared schedule alone (``GaussianProcess``' definitions, with derivatives by autograd of the declared
+#: functions rather than through other, possibly closed-form, methods), and whether it is a derivative.
+_GENERIC = {
+    "alpha": (lambda p, t: GaussianProcess.alpha(p, t), False),
+    "sigma": (lambda p, t: GaussianProcess.sigma(p, t), False),
+    "log_alpha": (lambda p, t: GaussianProcess.log_alpha(p, t), False),
+    "log_sigma": (lambda p, t: GaussianProcess.log_sigma(p, t), False),
+    "log_snr": (lambda p, t: _lam(p, t), False),
+    "drift_coef": (lambda p, t: time_derivative(p.log_alpha, t), True),
+    "d_log_snr": (lambda p, t: time_derivative(lambda u: _lam(p, u), t), True),
+    "diffusion": (lambda p, t: p.sigma(t) * torch.sqrt(-time_derivative(lambda u: _lam(p, u), t)), True),
+    "alpha_dot": (lambda p, t: time_derivative(p.alpha, t), True),
+    "sigma_dot": (lambda p, t: time_derivative(p.sigma, t), True),
 }
 
 
-def _overridden(process, name: str, base=GaussianProcess) -> bool:
-    return getattr(type(process), name) is not getattr(base, name)
+def _inverse_log_snr(process, times: torch.Tensor, rtol: float):
+    """``time_of_log_snr(lambda_t)`` vs the generic bisection, in time; the tolerance is the time error of a
+    log-SNR off by ``rtol |lambda|``, i.e. ``rtol (1 + |lambda|) / |lambda'|`` (conditioning of the inverse)."""
+    lam = _lam(process, times)
+    inside = torch.isfinite(lam)
+    lam, times = lam[inside], times[inside]
+    observed = process.time_of_log_snr(lam)
+    expected = GaussianProcess.time_of_log_snr(process, lam)
+    slope = time_derivative(lambda u: _lam(process, u), expected).abs()
+    span = process.t_max - process.t_min
+    tol = 1e-12 * span + torch.nan_to_num(rtol * (1.0 + lam.abs()) / slope, nan=span, posinf=span)
+    fail_worst(CLOSED_FORMS, process, f"{type(process).__name__}.time_of_log_snr(lambda_t) vs generic bisection "
+                                      "GaussianProcess.time_of_log_snr", observed, expected, tol,
+               {"t": times, "lambda_t": lam})
 
 
 @CLOSED_FORMS.register(GaussianProcess)
 def _closed_forms(process, inputs: Inputs, config: CheckConfig):
+    """Every method of ``DERIVED`` and every query against the generic path, unconditionally: where the
+    process keeps the generic path the comparison passes trivially; where it has a closed form (its own or
+    inherited) the closed form must agree."""
     x0, s, t = inputs.x0, inputs.s, inputs.t
     _, times = inputs.times()
     times = times.to(torch.float64)
     rtol, atol = config.tol
-    checked = []
-    for table, rel in ((_SCHEDULE, max(rtol, 1e-12)), (_DERIVED, config.fd_rtol)):
-        for name, generic in table.items():
-            if not _overridden(process, name):
-                continue
-            observed, expected = getattr(process, name)(times), generic(process, times)
-            fail_worst(CLOSED_FORMS, process, f"{type(process).__name__}.{name}(t) vs generic {name} "
-                                              "(autograd of the declared schedule)" if table is _DERIVED else
-                       f"{type(process).__name__}.{name}(t) vs generic {name} from the other declared functions",
-                       observed, expected, 1e-12 + rel * expected.abs(), {"t": times})
-            checked.append(name)
+    name_of = type(process).__name__
+    for name in DERIVED:
+        if name == "time_of_log_snr":
+            _inverse_log_snr(process, times, max(rtol, 1e-12))
+            continue
+        generic, is_derivative = _GENERIC[name]
+        rel = config.fd_rtol if is_derivative else max(rtol, 1e-12)
+        how = "autograd of the declared schedule" if is_derivative else "the other declared functions"
+        observed, expected = getattr(process, name)(times), generic(process, times)
+        fail_worst(CLOSED_FORMS, process, f"{name_of}.{name}(t) vs generic {name} ({how})",
+                   observed, expected, 1e-12 + rel * expected.abs(), {"t": times})
     xt = process.marginal(x0, t).mean
     queries = {
         "marginal": lambda cls: cls.marginal(process, x0, t),
@@ -161,18 +179,15 @@ def _closed_forms(process, inputs: Inputs, config: CheckConfig):
         "prior": lambda cls: cls.prior(process, x0.shape[1:], device=x0.device, dtype=x0.dtype),
     }
     for name, query in queries.items():
-        if not _overridden(process, name):
-            continue
         mine, generic = query(type(process)), query(GaussianProcess)
         for stat in ("mean", "variance"):
             a, b = getattr(mine, stat), getattr(generic, stat)
             a, b = torch.broadcast_tensors(a, b)
             if a.dim() == x0.dim() - 1:  # the prior has no batch dimension
                 a, b = a[None], b[None]
-            fail_worst(CLOSED_FORMS, process, f"{type(process).__name__}.{name} {stat} vs GaussianProcess.{name} {stat}",
+            fail_worst(CLOSED_FORMS, process, f"{name_of}.{name} {stat} vs GaussianProcess.{name} {stat}",
                        a, b, atol + rtol * b.abs(), {"s": s, "t": t, "x0": x0})
-        checked.append(name)
-    return ("checked " + ", ".join(checked)) if checked else "no closed forms overridden"
+    return f"{len(DERIVED)} schedule methods and {len(queries)} queries against the generic path"
 
 
 # ==================================================================== Monte-Carlo moments
