@@ -11,19 +11,21 @@ import torch
 import probdiff as pd
 from probdiff.losses import DenoisingScoreMatching
 from probdiff.nn import MLP
-from probdiff.train import CheckpointError, Trainer, distributed_map
+from probdiff.train import EMA, AdamW, CheckpointError, Run, Trainer, WarmupCosine, distributed_map
 
 MIX = dict(weights=torch.tensor([0.5, 0.5]), means=torch.tensor([[1.0, 1.0], [-1.0, -1.0]]),
            covs=0.05 * torch.eye(2).expand(2, 2, 2).clone())
 
 
-def make(checkpoint=None, *, steps=40, accumulate=1, hidden=32, **kw):
+def make(checkpoint=None, *, steps=40, accumulate=1, hidden=32, seed=0, ema_decay=0.999):
     torch.manual_seed(0)
     process = pd.VPSDE(t_min=1e-3)
     data = pd.oracles.GaussianMixture(**MIX).sample(512, generator=torch.Generator().manual_seed(0)).float()
     model = pd.EpsilonModel(MLP(2, hidden=hidden, depth=2), process)
-    return Trainer(model, DenoisingScoreMatching(process), data, steps=steps, batch_size=64, lr=3e-3, warmup=5,
-                   accumulate=accumulate, checkpoint=checkpoint, checkpoint_every=10, device="cpu", **kw)
+    return Trainer(model, DenoisingScoreMatching(process), data, steps=steps, batch_size=64,
+                   optimizer=AdamW(lr=3e-3), scheduler=WarmupCosine(warmup=5), ema=EMA(ema_decay),
+                   run=Run(seed=seed, accumulate=accumulate, checkpoint=checkpoint, checkpoint_every=10,
+                           device="cpu"))
 
 
 def fixed_eval(trainer, n=4000):
