@@ -14,7 +14,7 @@ taking explicit inputs, for use inside hypothesis tests with the strategies of
 process".
 """
 
-from . import strategies
+from . import _chains, _gaussian, _generic, strategies  # the first three register the per-family checks
 from ._asserts import (
     assert_bayes,
     assert_chapman_kolmogorov,

@@ -10,7 +10,6 @@ and returns a short note (or None) when the identity holds.
 
 from __future__ import annotations
 
-from . import _chains, _gaussian, _generic  # noqa: F401  (the implementations the checks dispatch to)
 from ._identities import (
     BAD_INPUT,
     BAYES,

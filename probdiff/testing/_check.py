@@ -1,4 +1,8 @@
-"""Run every identity that applies to a process: :func:`check_process` and its :class:`Report`."""
+"""Run every identity that applies to a process: :func:`check_process` and its :class:`Report`.
+
+The per-family implementations it dispatches to live in ``_generic``, ``_gaussian`` and ``_chains``, which
+the package's ``__init__`` imports (so they are registered whenever :mod:`probdiff.testing` is).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..processes.base import ForwardProcess
-from . import _chains, _gaussian, _generic  # noqa: F401  (the implementations check_process dispatches to)
 from ._config import CheckConfig
 from ._core import IDENTITIES, Identity, IdentityError
 from ._inputs import Inputs, draw_inputs, make_generator
