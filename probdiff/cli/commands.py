@@ -1,0 +1,154 @@
+"""The commands ``probdiff train``, ``sample`` and ``likelihood`` (``plot`` is in :mod:`probdiff.cli.plot`).
+
+Each takes the parsed options (an ``argparse.Namespace``) and returns its one-line summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import recipes
+from ..likelihood import bits_per_dim, elbo, log_likelihood
+from ..processes import GaussianProcess
+from ..train import (EMA, AdamW, CheckpointError, Run, Trainer, WarmupCosine, distributed_map, init_distributed,
+                     load_checkpoint, world)
+from .runs import RUN_KEYS, Setup, build, device_of, draw, from_checkpoint, image_grid, save_png, say
+
+__all__ = ["train", "sample", "likelihood", "Summary", "mean_ci", "METHODS"]
+
+
+def train(a) -> str:
+    """``probdiff train``: build the run, train it (or resume it), checkpoint it."""
+    rank, size = init_distributed()
+    config = {k: getattr(a, k) for k in RUN_KEYS}
+    setup = build(config)
+    # the checkpoint records what the defaults resolved to, so that later defaults cannot change its meaning
+    config["model"] = config["model"] or setup.family.model
+    if config["t_min"] is None and isinstance(setup.process, GaussianProcess):
+        config["t_min"] = float(setup.process.t_min)
+    loss = recipes.loss(setup.model, a.weighting, setup.transform)
+    checkpoint = Path(a.checkpoint)
+    trainer = Trainer(setup.model, loss, setup.split.train.counts, transform=setup.transform, steps=a.steps,
+                      batch_size=a.batch_size, optimizer=AdamW(lr=a.lr, clip=a.clip),
+                      scheduler=WarmupCosine(warmup=min(a.warmup, a.steps)), ema=EMA(a.ema),
+                      run=Run(seed=a.seed, device=a.device or None, checkpoint=checkpoint,
+                              checkpoint_every=a.checkpoint_every, config=config))
+    if a.resume:
+        saved = load_checkpoint(checkpoint).get("config") or {}
+        changed = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+        if changed:
+            raise CheckpointError(f"checkpoint {checkpoint} was trained with other settings (checkpoint, now): "
+                                  f"{changed}; resume with the same options")
+        trainer.resume()
+        say(f"resumed from {checkpoint} at step {trainer.step}")
+    elif checkpoint.exists() and not a.overwrite:
+        raise ValueError(f"{checkpoint} exists; pass --resume to continue that run or --overwrite to start anew")
+    nparams = sum(p.numel() for p in setup.model.net.parameters())
+    say(f"training {a.net} ({nparams:,} parameters), parameterisation {config['model']}, process "
+        f"{type(setup.process).__name__} on {setup.dataset.name}: {len(setup.split.train)} train / "
+        f"{len(setup.split.test)} test, {size} process(es), device {trainer.device}")
+    t0, start = time.time(), trainer.step
+    losses = trainer.fit(progress=not a.quiet)
+    if trainer.step == start:  # nothing to do, but still leave a final checkpoint
+        trainer.save()
+    rate = (trainer.step - start) * a.batch_size / max(time.time() - t0, 1e-9)
+    last = np.mean(losses[-50:]) if losses else float("nan")
+    return (f"trained {trainer.step}/{a.steps} steps in {time.time() - t0:.0f}s ({rate:.0f} images/s), "
+            f"final loss {last:.4g}, checkpoint {checkpoint}")
+
+
+def sample(a) -> str:
+    """``probdiff sample``: a PNG grid and an ``.npz`` of samples from a checkpoint."""
+    device = device_of(a)
+    setup, _ = from_checkpoint(a.checkpoint, device)
+    t0 = time.time()
+    sol, solver_name, grid_name = draw(setup, a.num, a.solver, a.grid, a.steps, a.noise, a.seed, device,
+                                       progress=not a.quiet)
+    counts = setup.transform.quantize(sol.x.cpu())
+    out = Path(a.out)
+    save_png(image_grid(counts, setup.dataset.levels), out)
+    npz = Path(a.npz) if a.npz else out.with_suffix(".npz")
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(npz, samples=sol.x.cpu().numpy(), counts=counts.numpy(), levels=setup.dataset.levels)
+    return (f"{a.num} samples ({solver_name}, {grid_name} grid, {a.steps} steps, {sol.nfe} model evaluations) in "
+            f"{time.time() - t0:.1f}s -> {out}, {npz}")
+
+
+class Summary(str):
+    """A command's one-line summary that also carries its numbers (``values``: method -> per-image bits/dim)."""
+
+    def __new__(cls, text: str, values: dict):
+        obj = super().__new__(cls, text)
+        obj.values = values
+        return obj
+
+
+def mean_ci(bpd: torch.Tensor) -> tuple[float, float]:
+    """Mean and half-width of its 95% normal confidence interval."""
+    half = 1.96 * float(bpd.std()) / math.sqrt(bpd.numel()) if bpd.numel() > 1 else float("nan")
+    return float(bpd.mean()), half
+
+
+def _bits_summary(name: str, bpd: torch.Tensor, note: str) -> str:
+    mean, half = mean_ci(bpd)
+    return f"{name}: {mean:.4f} ± {half:.4f} bits/dim (95% CI, n={bpd.numel()}, {note})"
+
+
+def _exact_bits(setup: Setup, counts: torch.Tensor, a, device) -> torch.Tensor:
+    """Held-out bits/dim by the probability-flow ODE with uniform dequantisation (THEORY.md §4)."""
+    if not isinstance(setup.process, GaussianProcess):
+        raise ValueError(f"--method exact needs a Gaussian process (a probability-flow ODE); "
+                         f"{type(setup.process).__name__} is discrete: use --method elbo (lossless bits/dim)")
+    x = setup.transform(counts, torch.Generator().manual_seed(a.seed))
+
+    def batch_bits(xb):
+        lp = log_likelihood(setup.process, setup.model, xb.to(device), rtol=a.rtol, atol=a.rtol)
+        return bits_per_dim(lp, xb.shape[1:], **setup.transform.bits_options()).cpu()
+
+    return distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="exact likelihood")
+
+
+def _elbo_bits(setup: Setup, counts: torch.Tensor, a, device) -> torch.Tensor:
+    """Bits/dim from the ELBO (dequantised density bound for Gaussian processes, lossless for chains)."""
+    x = setup.transform(counts, torch.Generator().manual_seed(a.seed))
+    g = torch.Generator(device=device).manual_seed(a.seed + 1 + world()[0])  # independent draws per shard
+    name = a.elbo_grid or setup.family.elbo_grid
+    grid = None if name is None else recipes.grid(name, a.elbo_steps)
+
+    def batch_bits(xb):
+        with torch.no_grad():
+            bound = elbo(setup.process, setup.model, xb.to(device), grid=grid, num_samples=a.elbo_samples,
+                         generator=g)
+        return bits_per_dim(bound, xb.shape[1:], **setup.transform.bits_options()).cpu()
+
+    return distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="ELBO")
+
+
+#: What ``likelihood --method`` computes: name -> (function ``f(setup, counts, options, device)``, note).
+METHODS = {
+    "exact": (_exact_bits, "exact, probability-flow ODE, dequantised"),
+    "elbo": (_elbo_bits, "ELBO, an upper bound"),
+}
+
+
+def likelihood(a) -> Summary:
+    """``probdiff likelihood``: held-out bits/dim with 95% intervals, sharded over ``torchrun`` processes."""
+    init_distributed()
+    device = device_of(a)
+    setup, _ = from_checkpoint(a.checkpoint, device)
+    split = setup.split.test if a.split == "test" else setup.split.train
+    counts = split.counts[: a.limit] if a.limit else split.counts
+    t0 = time.time()
+    lines, values = [], {}
+    for name in a.method:
+        method, note = METHODS[name]
+        values[name] = method(setup, counts, a, device)
+        lines.append(_bits_summary(name, values[name], note))
+        say(lines[-1])
+    head = f"{a.split} split of {setup.dataset.name}, {counts.shape[0]} images, {time.time() - t0:.0f}s: "
+    return Summary(head + "; ".join(lines), values)
