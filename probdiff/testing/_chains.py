@@ -26,7 +26,7 @@ from ._config import CheckConfig
 from ._core import fail_worst
 from ._inputs import DATA, Inputs
 from ._numerics import sample_with
-from ._generic import _bad_input
+from ._generic import bad_input_rejected
 from ._identities import (
     BAD_INPUT,
     CHAPMAN_KOLMOGOROV,
@@ -134,7 +134,7 @@ def _chapman_kolmogorov_chain(process, inputs: Inputs, config: CheckConfig):
 # ==================================================================== bad input
 @BAD_INPUT.register(MarkovChain)
 def _chain_bad_input(process, inputs: Inputs, config: CheckConfig):
-    note = _bad_input(process, inputs, config)
+    note = bad_input_rejected(process, inputs, config)
     if note:
         return note
     x0, t = inputs.x0, inputs.t

@@ -18,7 +18,7 @@ from ._inputs import Inputs
 from ._numerics import sample_with, seed_from
 from ._identities import BAD_INPUT, BAYES, CHAPMAN_KOLMOGOROV, PRIOR, SHAPES
 
-__all__ = ["event_size"]
+__all__ = ["event_size", "bad_input_rejected"]
 
 
 def event_size(x: torch.Tensor) -> int:
@@ -82,7 +82,8 @@ def _fork(gen: torch.Generator) -> torch.Generator:
 
 # ==================================================================== bad input
 @BAD_INPUT.register(ForwardProcess)
-def _bad_input(process, inputs: Inputs, config: CheckConfig):
+def bad_input_rejected(process, inputs: Inputs, config: CheckConfig):
+    """The generic bad-input check (times, NaN data, mismatched batches); chains add their state checks."""
     if not process.validate_args:
         return "not checked: the process was built with validate_args=False"
     x0, s, t = inputs.x0, inputs.s, inputs.t
