@@ -132,18 +132,27 @@ def internal_edges(modules: dict[str, Module]) -> list[Edge]:
 
 
 # ==================================================================== the checks
-def layer_of(name: str, table) -> int | None:
+def _layers_of(name: str, table) -> list[int]:
+    found = []
     for index, (_, patterns) in enumerate(table):
         for pattern in patterns:
             base = pattern[:-2] if pattern.endswith(".*") else None
             if name == pattern or (base is not None and (name == base or name.startswith(base + "."))):
-                return index
-    return None
+                found.append(index)
+    return found
+
+
+def layer_of(name: str, table) -> int | None:
+    """Index of the layer of module ``name`` in ``table`` (None if no entry matches)."""
+    found = _layers_of(name, table)
+    return found[0] if found else None
 
 
 def check_layers(modules, edges, table) -> list[str]:
     problems = [f"{name} is in no layer: add it to LAYERS in tests/test_layout.py (DESIGN.md, 'Layers')"
                 for name in modules if layer_of(name, table) is None]
+    problems += [f"{name} matches more than one layer ({', '.join(table[i][0] for i in _layers_of(name, table))}): "
+                 "fix LAYERS in tests/test_layout.py" for name in modules if len(set(_layers_of(name, table))) > 1]
     for edge in edges:
         lo, hi = layer_of(edge.target, table), layer_of(edge.importer, table)
         if lo is not None and hi is not None and lo > hi:
@@ -222,9 +231,10 @@ def _all_of(module: Module):
             if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
                 try:
                     names = ast.literal_eval(stmt.value)
-                except ValueError:
+                except (ValueError, TypeError, SyntaxError):
                     return None, f"{module.name}: __all__ must be a literal list of strings (line {stmt.lineno})"
-                if isinstance(stmt, ast.AugAssign) or not all(isinstance(n, str) for n in names):
+                if (isinstance(stmt, ast.AugAssign) or not isinstance(names, (list, tuple))
+                        or not all(isinstance(n, str) for n in names)):
                     return None, f"{module.name}: __all__ must be one literal list of strings (line {stmt.lineno})"
                 return list(names), None
     return None, None
@@ -243,7 +253,7 @@ def check_inits(modules) -> list[str]:
         if not m.is_package:
             continue
         for i, stmt in enumerate(m.tree.body):
-            docstring = i == 0 and isinstance(stmt, ast.Expr) and isinstance(getattr(stmt, "value", None), ast.Constant)
+            docstring = i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
             is_all = isinstance(stmt, ast.Assign) and [ast.unparse(t) for t in stmt.targets] == ["__all__"]
             if not (docstring or is_all or _is_metadata(stmt) or isinstance(stmt, (ast.Import, ast.ImportFrom))):
                 code = ast.unparse(stmt).splitlines()[0][:70]
@@ -366,7 +376,7 @@ def test_the_walk_sees_the_whole_package():
 # ==================================================================== the checks can fail
 SYNTHETIC_LAYERS = (
     ("low", ("pkg.low.*", "pkg.util")),
-    ("high", ("pkg.high", "pkg.big")),
+    ("high", ("pkg.high", "pkg.big", "pkg.low.d")),
     ("root", ("pkg",)),
 )
 
@@ -382,6 +392,8 @@ SYNTHETIC = {
     "low/c.py": '"""C: closes the package cycle pkg.low -> pkg.util -> pkg.low without a module cycle."""\n'
                 'from ..util import helper\n__all__ = []\n',
     "low/d.py": '"""D."""\n__all__ = ["D"]\nD = 1\n',
+    "low/e.py": '"""E: a name from the root package, a computed __all__."""\nfrom .. import Public\n'
+                '__all__ = sorted(["Public"])\n',
     "big.py": '"""Big."""\n__all__ = []\n' + "x = 1\n" * 400,
     "stray.py": '"""A module the table does not know."""\n__all__ = []\n',
 }
@@ -401,6 +413,8 @@ def test_every_check_catches_its_planted_violation(tmp_path):
     text = {check: "\n".join(found) for check, found in problems.items()}
     assert "pkg.stray is in no layer: add it to LAYERS" in text["layers"]
     assert "upward import: pkg.util -> pkg.high (line 9: from . import high)" in text["layers"]
+    assert "pkg.low.d matches more than one layer (low, high)" in text["layers"]
+    assert "upward import: pkg.low.e -> pkg (line 2: from .. import Public)" in text["layers"]
     assert "module cycle between pkg.low.a, pkg.low.b" in text["cycles"]
     assert "package cycle between pkg.low, pkg.util" in text["cycles"]
     assert "pkg.low.c -> pkg.util (line 2: from ..util import helper)" in text["cycles"]
@@ -409,6 +423,7 @@ def test_every_check_catches_its_planted_violation(tmp_path):
     assert "pkg: __all__ lists names the __init__ does not import ['Extra']" in text["all"]
     assert "pkg.util: __all__ is missing; it would list the public classes/functions ['helper']" in text["all"]
     assert "pkg.low.a: __all__ lists names the module does not bind ['Ghost']" in text["all"]
+    assert "pkg.low.e: __all__ must be a literal list of strings (line 3)" in text["all"]
     assert problems["hasattr"] == ["pkg.util line 10: hasattr — use a marker base class or a method with a "
                                    "generic fallback"]
     assert len(problems["private"]) == 2
@@ -427,7 +442,9 @@ def test_a_package_within_the_rules_has_no_problems(tmp_path):
     assert problems == {check: [] for check in CHECKS}
 
 
-def test_an_import_of_the_own_package_init_is_an_edge_but_a_submodule_through_it_is_not(tmp_path):
+def test_from_a_package_import_a_submodule_is_an_edge_to_the_submodule_alone(tmp_path):
+    """``from . import b`` needs module b, not the package's __init__ (already being initialised); ``from . import
+    A`` of a name defined by the __init__ needs the __init__."""
     files = {"__init__.py": '"""R."""\nfrom .low.a import A\n__all__ = ["A"]\n',
              "low/__init__.py": '"""L."""\nfrom .a import A\nfrom . import b\n__all__ = ["A", "b"]\n',
              "low/a.py": '"""A."""\nfrom . import b\n__all__ = ["A"]\nA = b\n',
