@@ -20,14 +20,14 @@ BY_ID = {fixture.id: fixture for fixture in pt.BUILT_IN}
 def test_built_in_fixture_list_covers_every_built_in_process_once():
     ids = [fixture.id for fixture in pt.BUILT_IN]
     assert len(ids) == len(set(ids))
-    kinds = {type(fixture.make()) for fixture in pt.BUILT_IN}
+    built = {fixture.id: fixture.make() for fixture in pt.BUILT_IN}
+    assert all(isinstance(process, pd.ForwardProcess) for process in built.values())
     assert {pd.VPSDE, pd.SubVPSDE, pd.VESDE, pd.CosineVP, pd.LinearBlend, pd.LinearSDE, pd.UniformChain,
-            pd.AbsorbingChain, pd.Blackout, pd.MarkovChain} <= kinds
+            pd.AbsorbingChain, pd.Blackout, pd.MarkovChain} <= {type(process) for process in built.values()}
     # both LinearSDE shapes: variance preserving (alpha_T -> 0) and variance exploding (alpha = 1)
-    vp, ve = BY_ID["LinearSDE-VP"](), BY_ID["LinearSDE-VE"]()
+    vp, ve = built["LinearSDE-VP"], built["LinearSDE-VE"]
     assert float(vp.alpha(vp.t_max)) < 0.01 and float(ve.alpha(ve.t_max)) == 1.0
-    assert all(isinstance(fixture.make(), pd.ForwardProcess) and fixture.make() is not fixture.make()
-               for fixture in pt.BUILT_IN)
+    assert BY_ID["VPSDE"].make() is not BY_ID["VPSDE"].make()  # a fresh instance per call
 
 
 # identities that must run (not be "n/a") for every process of a family
