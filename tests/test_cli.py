@@ -118,6 +118,17 @@ def test_default_lattice_model_of_a_zero_network_matches_closed_form(tmp_path, c
     assert got == pytest.approx(expected, abs=2e-3)  # float32 ODE and 4 printed decimals
 
 
+def test_the_same_seed_gives_the_same_run(tmp_path):
+    # the network's initial weights come from --seed too (torch seeds its global generator at random)
+    runs = []
+    for name in ("a", "b"):
+        torch.manual_seed(len(runs))  # a different global RNG state before each run
+        assert cli.main(["train", "--checkpoint", str(tmp_path / f"{name}.pt"), *TINY]) == 0
+        runs.append(torch.load(tmp_path / f"{name}.pt", weights_only=True))
+    assert runs[0]["losses"].tolist() == runs[1]["losses"].tolist()
+    assert all(torch.equal(v, runs[1]["ema"][k]) for k, v in runs[0]["ema"].items())
+
+
 def test_lattice_needs_dequantised_data(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--checkpoint", str(tmp_path / "b.pt"), *TINY, "--process", "blackout",
                        "--model", "lattice")

@@ -109,6 +109,52 @@ def test_bad_arguments():
         make().fit(until=41)
 
 
+def test_at_most_ten_parameters_and_user_optimizer_schedule_ema():
+    import dataclasses
+    import inspect
+
+    from probdiff.train import Constant, Optimizer, Schedule
+
+    assert len(inspect.signature(Trainer).parameters) <= 10
+
+    @dataclasses.dataclass(frozen=True)
+    class SGD(Optimizer):
+        lr: float = 0.05
+        clip: float | None = None
+
+        def build(self, params):
+            return torch.optim.SGD(params, lr=self.lr)
+
+    class Halving(Schedule):
+        def __call__(self, lr, step, steps):
+            return lr * 0.5 ** step
+
+    trainer = make()
+    net = trainer.net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    custom = Trainer(trainer.model, trainer.loss, trainer.data, steps=3, batch_size=64, optimizer=SGD(),
+                     scheduler=Halving(), ema=EMA(0.0), run=Run(device="cpu"))
+    assert isinstance(custom.optimizer, torch.optim.SGD)
+    assert [custom.learning_rate(k) for k in range(3)] == [0.05, 0.025, 0.0125]
+    # one plain SGD step by hand, on the same batch and randomness: w - lr * grad
+    g = custom._generator(0, 0)
+    torch.manual_seed(0)
+    custom.loss(custom.model, custom.data[custom.batch_indices(0)], generator=g).mean().backward()
+    expected = {n: p.detach() - 0.05 * p.grad for n, p in net.named_parameters()}
+    net.zero_grad(set_to_none=True)
+    net.load_state_dict(before)
+    custom.train_step()
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[n])
+    assert Constant()(1e-3, 5, 10) == 1e-3
+    with pytest.raises(ValueError, match="optimizer must be a probdiff.train.Optimizer"):
+        Trainer(trainer.model, trainer.loss, trainer.data, optimizer=torch.optim.SGD)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        AdamW(lr=0.0)
+    with pytest.raises(ValueError, match="decay must lie in"):
+        EMA(1.0)
+
+
 def test_distributed_map_single_process():
     x = torch.arange(10.0)[:, None]
     torch.testing.assert_close(distributed_map(lambda b: b[:, 0] ** 2, x, batch_size=3), x[:, 0] ** 2)

@@ -17,6 +17,7 @@ from ..likelihood import bits_per_dim, elbo, log_likelihood
 from ..processes import GaussianProcess
 from ..train import (EMA, AdamW, CheckpointError, Run, Trainer, WarmupCosine, distributed_map, init_distributed,
                      load_checkpoint, world)
+from ..train.checkpoint import derive_seed
 from .runs import RUN_KEYS, Setup, build, device_of, draw, from_checkpoint, image_grid, save_png, say
 
 __all__ = ["train", "sample", "likelihood", "Summary", "mean_ci", "METHODS"]
@@ -26,6 +27,7 @@ def train(a) -> str:
     """``probdiff train``: build the run, train it (or resume it), checkpoint it."""
     rank, size = init_distributed()
     config = {k: getattr(a, k) for k in RUN_KEYS}
+    torch.manual_seed(derive_seed(a.seed, -2))  # the network's initial weights: the same seed, the same run
     setup = build(config)
     # the checkpoint records what the defaults resolved to, so that later defaults cannot change its meaning
     config["model"] = config["model"] or setup.family.model
