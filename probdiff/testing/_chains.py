@@ -165,12 +165,13 @@ def _chain_closed_forms(process, inputs: Inputs, config: CheckConfig):
     x0, s, t = inputs.x0, inputs.s, inputs.t
     name_of, n = type(process).__name__, process.num_states
     ctx = {"s": s, "t": t, "x0": x0}
+    tol = max(1e-9, config.tol[1])  # probabilities: 1e-9 in float64, the dtype's atol otherwise
     db = process._delta_b(s, t)
     generic = MarkovChain._matrix_of(process, db)
     fail_worst(CLOSED_FORMS, process, f"{name_of} P(s, t) vs generic matrix_exp((B(t) - B(s)) R)",
-               process._matrix_of(db), generic, torch.full_like(generic, 1e-9), ctx)
+               process._matrix_of(db), generic, torch.full_like(generic, tol), ctx)
     fail_worst(CLOSED_FORMS, process, f"{name_of} log P(s, t) vs log of generic matrix_exp",
-               torch.exp(process._log_matrix_of(db)), generic, torch.full_like(generic, 1e-9), ctx)
+               torch.exp(process._log_matrix_of(db)), generic, torch.full_like(generic, tol), ctx)
     if n > MAX_ENUMERATED_STATES:
         return "transition matrices (too many states to compare every query by enumeration)"
     xs = sample_with(process.marginal(x0, s), inputs.generator)
@@ -183,7 +184,7 @@ def _chain_closed_forms(process, inputs: Inputs, config: CheckConfig):
     for name, query in queries.items():
         mine, generic = state_probs(query(type(process)), x0, n), state_probs(query(MarkovChain), x0, n)
         fail_worst(CLOSED_FORMS, process, f"{name_of}.{name} vs MarkovChain.{name} (probabilities of every state)",
-                   mine, generic, torch.full_like(generic, 1e-9), ctx)
+                   mine, generic, torch.full_like(generic, tol), ctx)
     return f"transition matrices and {len(queries)} queries against the generic chain"
 
 
