@@ -49,7 +49,8 @@ PRIOR = identity(
 )
 CLOSED_FORMS = identity(
     "closed forms = generic path",
-    "every quantity a subclass overrides equals the family's generic derivation from the declared schedule",
+    "every derived quantity and query equals the family's generic derivation from the declared schedule "
+    "(compared unconditionally: a closed form, defined or inherited, must agree)",
 )
 SIMULATION = identity(
     "forward simulation matches marginals",
