@@ -41,7 +41,7 @@ def _check(process, grid):
     return grid.times(process)
 
 
-def check_data(process, x):
+def _check_data(process, x):
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be a tensor of shape (batch, *event), got {type(x).__name__}")
     process.check_data("x", x)
@@ -57,7 +57,7 @@ def forward_model(process: GaussianProcess, grid: Grid):
     n = ts.shape[0] - 1
 
     def guide(x: torch.Tensor):
-        check_data(process, x)
+        _check_data(process, x)
         times = ts.to(device=x.device, dtype=x.dtype)
         with pyro.plate("batch", x.shape[0]):
             z = pyro.sample(site_name(n), process.marginal(x, times[n]))
@@ -87,7 +87,7 @@ def reverse_model(process: GaussianProcess, model, grid: Grid, decoder: Decoder 
 
     def program(x: torch.Tensor | None = None, *, batch_size: int | None = None, event_shape=None):
         if x is not None:
-            check_data(process, x)
+            _check_data(process, x)
             batch_size, event_shape, like = x.shape[0], x.shape[1:], x
         elif batch_size is None or event_shape is None:
             raise ValueError("give the data x, or batch_size and event_shape to sample")

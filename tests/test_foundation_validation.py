@@ -127,21 +127,19 @@ def test_other_constructors_reject_bad_arguments():
 
 
 def test_linear_sde_rejects_bad_coefficients():
-    """Reported when the schedule is solved: g = 0 (sigma stays 0, no density); f NaN past t = 0.5."""
-    p = pd.LinearSDE(lambda t: -t, torch.zeros_like, t_max=1.0, table_size=65)
+    """Reported when the schedule is solved, at construction: g = 0 (sigma stays 0, no density); f NaN past
+    t = 0.5."""
     with pytest.raises(ValueError, match="^g must be positive"):
-        p.sigma(torch.tensor([0.5]))
-    q = pd.LinearSDE(lambda t: torch.where(t < 0.5, -t, torch.nan), torch.ones_like, table_size=65)
+        pd.LinearSDE(lambda t: -t, torch.zeros_like, t_max=1.0, table_size=65)
     with pytest.raises(ValueError, match=r"^f\(t\) must be finite"):
-        q.alpha(torch.tensor([0.7]))
+        pd.LinearSDE(lambda t: torch.where(t < 0.5, -t, torch.nan), torch.ones_like, table_size=65)
 
 
 @pytest.mark.slow
 def test_linear_sde_rejects_non_integrable_drift():
     """f = t/(t - 1/2) is not integrable across 1/2: the solver's failure surfaces as a ValueError."""
-    q = pd.LinearSDE(lambda t: t / (t - 0.5), torch.ones_like, table_size=65)
     with pytest.raises(ValueError, match="^f and g must be integrable"):
-        q.alpha(torch.tensor([0.7]))
+        pd.LinearSDE(lambda t: t / (t - 0.5), torch.ones_like, table_size=65)
 
 
 def test_sample_prior_rejects_bad_count():
