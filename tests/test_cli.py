@@ -266,3 +266,17 @@ def test_discrete_processes_end_to_end(process, tmp_path, capsys):
     assert code == 0 and float(re.search(r"elbo: ([0-9.]+) ±", out).group(1)) > 0  # lossless: no negative bits
     code, _, err = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--method", "exact", "--limit", "2")
     assert code == 1 and "use --method elbo" in err
+
+
+def test_the_cli_uses_no_private_attributes_of_other_objects():
+    """The parser reads argparse's public Action objects only (no ``parser._actions`` and the like)."""
+    import ast
+    from pathlib import Path
+
+    found = []
+    for path in sorted((Path(cli.__file__).parent).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    assert not found, found
