@@ -9,7 +9,8 @@ A :class:`Dataset` holds integer levels ``0 .. levels-1`` of shape ``(N, *event)
 * :func:`load_idx` — IDX files, the MNIST format (optionally gzipped), parsed from the magic number.
 
 :func:`load` picks the loader from the path (a table of suffixes, not a chain of ifs). A missing or
-malformed file raises ``ValueError`` naming the file and what was expected.
+malformed file raises ``ValueError`` naming the file and what was expected. scikit-learn (the digits) and
+Pillow (image folders) come with the ``cli`` extra and are imported only by the loaders that need them.
 
 Continuous processes see :class:`Dequantize`\ d data: :math:`x = lo + (hi-lo)(n + u)/K`, :math:`u \sim U[0,1)^D`
 (Theis, van den Oord, Bethge, "A note on the evaluation of generative models", ICLR 2016, §3.1), which
@@ -123,7 +124,7 @@ class Dequantize:
 
     :math:`x = lo + (hi - lo)(n + u)/K`, :math:`u \sim U[0, 1)^D` fresh on every call (or ``u = 1/2``, the
     bin centres, with ``noise=False`` — for pictures, never for likelihoods). The lattice is
-    :class:`probdiff.likelihood.Quantization`, the one :func:`probdiff.bits_per_dim` scores against.
+    :class:`probdiff.Quantization`, the one :func:`probdiff.bits_per_dim` scores against.
 
     Args:
         levels: K.

@@ -280,3 +280,11 @@ def test_the_cli_uses_no_private_attributes_of_other_objects():
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
                 found.append(f"{path.name}:{node.lineno}: .{node.attr}")
     assert not found, found
+
+
+def test_a_missing_cli_extra_is_a_one_line_error(tmp_path):
+    script = ("import sys; sys.modules['sklearn'] = None; from probdiff.cli import main; "
+              f"sys.exit(main(['train', '--checkpoint', {str(tmp_path / 'x.pt')!r}, '--steps', '1']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "sklearn is missing; the command line needs the cli extra" in done.stderr, done.stderr

@@ -16,7 +16,7 @@ from .parser import parse_args
 from .plot import plot
 from .runs import say
 
-__all__ = ["main", "dispatch", "quickstart", "COMMANDS", "QUICKSTART_MAX_THREADS", "QUICKSTART_TRAIN"]
+__all__ = ["main", "dispatch", "quickstart", "COMMANDS", "EXTRA", "QUICKSTART_MAX_THREADS", "QUICKSTART_TRAIN"]
 
 
 #: Most torch threads the quickstart takes by default. On two idle cores, two threads made the exact
@@ -59,6 +59,9 @@ def quickstart(a) -> str:
             f"scikit-learn's GaussianMixture: see benchmarks/digits.py), samples in {out / 'samples.png'}")
 
 
+#: The top-level modules of the ``cli`` extra (pyproject.toml), imported only where they are used.
+EXTRA = ("matplotlib", "PIL", "sklearn", "tqdm")
+
 #: The commands by name: ``f(options) -> one-line summary``.
 COMMANDS = {"train": train, "sample": sample, "likelihood": likelihood, "plot": plot, "quickstart": quickstart}
 
@@ -82,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"probdiff {command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in EXTRA:
+            raise
+        print(f"probdiff {command}: error: {missing} is missing; the command line needs the cli extra "
+              "(pip install 'probdiff[cli]')", file=sys.stderr)
+        return 1
     except OptionError as exc:  # a recipe's option, spelt as on the command line
         print(f"probdiff {command}: error: --{exc.option.replace('_', '-')} {exc.text}", file=sys.stderr)
         return 1
