@@ -115,7 +115,7 @@ class Defaults(abc.ABC):
     """How a process family is trained and evaluated unless told otherwise (abstract; see :func:`defaults`).
 
     Attributes:
-        model: default model parameterisation (a key of :data:`MODELS`).
+        model: default model parameterisation (a key of :data:`~probdiff.recipes.models.MODELS`).
         solver: default sampler (a key of :data:`SOLVERS`).
         grid: default time grid of sampling (a key of :data:`GRIDS`).
         elbo_grid: grid of the discrete-time ELBO (``None``: the continuous-time bound).
@@ -179,8 +179,8 @@ class ChainDefaults(Defaults):
 
 @dataclass(frozen=True)
 class BlackoutDefaults(Defaults):
-    """Blackout: the counts, a Fourier embedding of time, the mean-births model, the binomial bridge (exact
-    for the model's mean) on a grid uniform in the logit of the observation probability, and the
+    """Blackout: the counts, a Fourier embedding of time, the mean-births model (:class:`~probdiff.BlackoutModel`),
+    the binomial bridge on a grid uniform in the logit of the observation probability, and the
     continuous-time ELBO."""
 
     model: str = "blackout"

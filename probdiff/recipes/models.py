@@ -75,7 +75,7 @@ class Parameterisation:
         self.cls = cls
 
     def output_states(self, process: ForwardProcess, transform) -> int | None:
-        """Outputs per data dimension: the family's (:meth:`Defaults.output_states`)."""
+        """Outputs per data dimension: the family's (:meth:`~probdiff.recipes.families.Defaults.output_states`)."""
         return defaults(process).output_states(process)
 
     def __call__(self, net, process, transform):
