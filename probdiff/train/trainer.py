@@ -49,7 +49,7 @@ __all__ = ["Trainer", "Run"]
 
 @dataclass(frozen=True)
 class Run:
-    """How a training run executes and where it is saved (none of it changes what is optimised).
+    """How a training run executes: its seed, how each batch is sharded, where it runs, where it is saved.
 
     Args:
         seed: the run's seed (data order, the loss' noise, dropout; see the module's notes).
