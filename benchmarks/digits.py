@@ -45,7 +45,8 @@ import torch
 
 from probdiff import cli
 from probdiff.likelihood import ExactTrace, Hutchinson, bits_per_dim, log_likelihood
-from probdiff.train import Trainer
+from probdiff import recipes
+from probdiff.train import EMA, AdamW, Run, Trainer, WarmupCosine
 
 
 def gmm_bits(train_x: np.ndarray, val_x: np.ndarray, fit_x: np.ndarray, test_x: np.ndarray, seed: int):
@@ -77,9 +78,10 @@ def blackout_bits(a, test_counts):
                   model=None, net="mlp", hidden=a.hidden, depth=a.depth, base=32, mults="1,2", dropout=0.0,
                   weighting=None)
     run = cli.build(config)
-    loss = cli.LOSSES.lookup(run.model)(run.process, None, run.transform)
+    loss = recipes.loss(run.model, None, run.transform)
     trainer = Trainer(run.model, loss, run.split.train.counts, transform=run.transform, steps=10**6,
-                      batch_size=a.batch_size, lr=a.lr, warmup=200, ema_decay=a.ema, seed=a.seed, device="cpu")
+                      batch_size=a.batch_size, optimizer=AdamW(lr=a.lr), scheduler=WarmupCosine(warmup=200),
+                      ema=EMA(a.ema), run=Run(seed=a.seed, device="cpu"))
     t0 = time.time()
     for _ in range(50):
         trainer.train_step()
@@ -149,9 +151,10 @@ def main(argv=None) -> int:
           f"{', '.join(f'{c}: {s:.1f}' for c, s in scores.items())}), {time.time() - t0:.0f}s", flush=True)
 
     # ---------------------------------------------------------------- probdiff
-    loss = cli.LOSSES.lookup(run.model)(run.process, config["weighting"], deq)
+    loss = recipes.loss(run.model, config["weighting"], deq)
     trainer = Trainer(run.model, loss, run.split.train.counts, transform=deq, steps=a.steps, batch_size=a.batch_size,
-                      lr=a.lr, warmup=200, ema_decay=a.ema, seed=a.seed, device="cpu")
+                      optimizer=AdamW(lr=a.lr), scheduler=WarmupCosine(warmup=200), ema=EMA(a.ema),
+                      run=Run(seed=a.seed, device="cpu"))
     budget = 60.0 * a.minutes
     t0 = time.time()
     from tqdm.auto import tqdm

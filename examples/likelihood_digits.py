@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     model = pd.EpsilonModel(net, net_process)
     loss = pd.losses.DenoisingScoreMatching(net_process, pd.losses.ImportanceSampled())
     trainer = pd.Trainer(model, loss, split.train.counts.flatten(1), transform=dequantize, steps=train_steps,
-                         batch_size=128, lr=2e-3, seed=args.seed)
+                         batch_size=128, optimizer=pd.train.AdamW(lr=2e-3), run=pd.train.Run(seed=args.seed))
     losses = trainer.fit()
     print(f"trained {train_steps} steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.1f} nats", flush=True)
     x32 = test_x.float()

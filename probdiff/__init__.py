@@ -3,7 +3,7 @@
 Public API re-exports only (see DESIGN.md, "Public API"; the layers are on the docs' Concepts page).
 """
 
-from . import data, geometry, grids, likelihood, losses, nn, oracles, ppl, solvers, testing
+from . import data, geometry, grids, likelihood, losses, nn, oracles, ppl, recipes, solvers, testing, train
 from ._util import expand_like
 from .lattice import Quantization
 from .likelihood import (
@@ -55,5 +55,5 @@ __all__ = [
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
-    "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "solvers", "testing",
+    "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "recipes", "solvers", "testing", "train",
 ]

@@ -11,8 +11,9 @@ from typing import Callable
 
 import torch
 
-from .. import grids as _grids
-from .. import solvers as _solvers
+from ..grids import Grid, Karras, LogitObservation, LogSNR, Uniform
+from ..solvers import (Ancestral, BinomialBridge, Deblend, DPMSolver2M, Euler, EulerMaruyama, Heun, Solver, TauLeaping,
+                       TorchDiffEq, TorchSDE)
 from ..data import Counts, Dequantize
 from ..nn import FourierLogSNR, FourierTime
 from ..processes import (AbsorbingChain, Blackout, CosineVP, ForwardProcess, GaussianProcess, LinearBlend,
@@ -210,35 +211,35 @@ defaults.register(Blackout, lambda p: BlackoutDefaults())
 #: Solvers by name: ``(constructor, default noise level of the reverse process)`` — 0 for ODE solvers
 #: (the probability flow), 1 for stochastic ones (the reverse SDE or chain).
 SOLVERS: dict[str, tuple[Callable, float]] = {
-    "euler": (_solvers.Euler, 0.0),
-    "heun": (_solvers.Heun, 0.0),
-    "dpm2m": (_solvers.DPMSolver2M, 0.0),
-    "deblend": (_solvers.Deblend, 0.0),
-    "dopri5": (lambda: _solvers.TorchDiffEq("dopri5"), 0.0),
-    "euler-maruyama": (_solvers.EulerMaruyama, 1.0),
-    "torchsde": (_solvers.TorchSDE, 1.0),
-    "ancestral": (_solvers.Ancestral, 1.0),
-    "ddim": (lambda: _solvers.Ancestral(eta=0.0), 0.0),
-    "tau-leaping": (_solvers.TauLeaping, 1.0),
-    "binomial-bridge": (_solvers.BinomialBridge, 1.0),
+    "euler": (Euler, 0.0),
+    "heun": (Heun, 0.0),
+    "dpm2m": (DPMSolver2M, 0.0),
+    "deblend": (Deblend, 0.0),
+    "dopri5": (lambda: TorchDiffEq("dopri5"), 0.0),
+    "euler-maruyama": (EulerMaruyama, 1.0),
+    "torchsde": (TorchSDE, 1.0),
+    "ancestral": (Ancestral, 1.0),
+    "ddim": (lambda: Ancestral(eta=0.0), 0.0),
+    "tau-leaping": (TauLeaping, 1.0),
+    "binomial-bridge": (BinomialBridge, 1.0),
 }
 
 
-def solver(name: str) -> tuple[_solvers.Solver, float]:
+def solver(name: str) -> tuple[Solver, float]:
     """The sampler called ``name`` and the noise level of the reverse process it integrates by default."""
     make, noise = lookup("solver", name, SOLVERS)
     return make(), noise
 
 
 #: Time grids ``f(steps)`` by name.
-GRIDS: dict[str, Callable[[int], _grids.Grid]] = {
-    "uniform": _grids.Uniform,
-    "karras": _grids.Karras,
-    "logsnr": _grids.LogSNR,
-    "logit": _grids.LogitObservation,
+GRIDS: dict[str, Callable[[int], Grid]] = {
+    "uniform": Uniform,
+    "karras": Karras,
+    "logsnr": LogSNR,
+    "logit": LogitObservation,
 }
 
 
-def grid(name: str, steps: int) -> _grids.Grid:
+def grid(name: str, steps: int) -> Grid:
     """The time grid called ``name`` with ``steps`` steps."""
     return lookup("grid", name, GRIDS)(steps)

@@ -8,7 +8,8 @@ from typing import Callable
 
 import torch
 
-from .. import losses
+from ..losses import (BlackoutLikelihood, BlackoutLoss, BlackoutOriginal, CategoricalCrossEntropy, DenoisingScoreMatching,
+                      ImportanceSampled, LikelihoodWeighting, Natural)
 from ..data import Dequantize
 from ..lattice import Quantization
 from ..models import BlackoutModel, CategoricalModel, DenoiserModel, EpsilonModel, ScoreModel, VelocityModel
@@ -140,11 +141,11 @@ def build_model(process: ForwardProcess, event_shape, *, levels: int, model: str
 # ==================================================================== losses
 #: Loss weightings by name (which apply to which model: :func:`loss`).
 WEIGHTINGS: dict[str, Callable] = {
-    "natural": losses.Natural,
-    "likelihood": losses.LikelihoodWeighting,
-    "importance": losses.ImportanceSampled,
-    "blackout-likelihood": losses.BlackoutLikelihood,
-    "blackout-original": losses.BlackoutOriginal,
+    "natural": Natural,
+    "likelihood": LikelihoodWeighting,
+    "importance": ImportanceSampled,
+    "blackout-likelihood": BlackoutLikelihood,
+    "blackout-original": BlackoutOriginal,
 }
 
 
@@ -177,15 +178,15 @@ def _(model: GaussianModel, weighting=None, transform=None):
     # dequantisation noise.
     w = _weighting(model, weighting, ("importance", "natural", "likelihood"))
     lattice = transform.lattice if isinstance(transform, Dequantize) else None
-    return losses.DenoisingScoreMatching(model.process, w, quantization=lattice)
+    return DenoisingScoreMatching(model.process, w, quantization=lattice)
 
 
 @loss.register
 def _(model: BlackoutModel, weighting=None, transform=None):
-    return losses.BlackoutLoss(model.process, _weighting(model, weighting, ("blackout-likelihood", "blackout-original")))
+    return BlackoutLoss(model.process, _weighting(model, weighting, ("blackout-likelihood", "blackout-original")))
 
 
 @loss.register
 def _(model: CategoricalModel, weighting=None, transform=None):
     _weighting(model, weighting, ("natural",))  # the cross-entropy is the chain's ELBO: no other weighting
-    return losses.CategoricalCrossEntropy(model.process)
+    return CategoricalCrossEntropy(model.process)
