@@ -137,7 +137,7 @@ def bin_posterior(quantization, x: torch.Tensor, alpha: torch.Tensor, sigma: tor
     r"""For every coordinate of ``x`` = :math:`x_t` and every bin ``k``: :math:`\log Z_k` and :math:`\mu_k`.
 
     Args:
-        quantization: the :class:`~probdiff.likelihood.Quantization` of the data.
+        quantization: the :class:`~probdiff.Quantization` of the data.
         x: :math:`x_t`, ``(batch, *event)``.
         alpha, sigma: :math:`\alpha_t`, :math:`\sigma_t` broadcastable against ``x``.
 

@@ -24,7 +24,7 @@ __all__ = ["main", "dispatch", "quickstart", "COMMANDS", "EXTRA", "QUICKSTART_MA
 #: threads the small network gains little.
 QUICKSTART_MAX_THREADS = 4
 
-#: The quickstart's training settings: a fixed recipe sized for the 10-minute budget on two CPU cores
+#: The quickstart's training settings — a fixed recipe sized for the 10-minute budget on two CPU cores
 #: (a 0.7M-parameter residual MLP under the lattice head). 1438 training images are easy to over-fit: on a
 #: validation split this network was best after about 1000 steps (2.09 bits/dim; 2.14 after 2000), hence
 #: the quickstart's default of 1000 steps.
@@ -62,7 +62,7 @@ def quickstart(a) -> str:
 #: The top-level modules of the ``cli`` extra (pyproject.toml), imported only where they are used.
 EXTRA = ("matplotlib", "PIL", "sklearn", "tqdm")
 
-#: The commands by name: ``f(options) -> one-line summary``.
+#: The commands by name — ``f(options) -> one-line summary``.
 COMMANDS = {"train": train, "sample": sample, "likelihood": likelihood, "plot": plot, "quickstart": quickstart}
 
 

@@ -131,7 +131,7 @@ def _elbo_bits(setup: Setup, counts: torch.Tensor, a, device) -> torch.Tensor:
     return distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="ELBO")
 
 
-#: What ``likelihood --method`` computes: name -> (function ``f(setup, counts, options, device)``, note).
+#: What ``likelihood --method`` computes — name -> (function ``f(setup, counts, options, device)``, note).
 METHODS = {
     "exact": (_exact_bits, "exact, probability-flow ODE, dequantised"),
     "elbo": (_elbo_bits, "ELBO, an upper bound"),

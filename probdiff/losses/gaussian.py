@@ -155,7 +155,7 @@ class DenoisingScoreMatching:
     level :math:`n` on a lattice (:class:`probdiff.Quantization`), the clean target :math:`x_0`
     is replaced by its conditional mean given :math:`x_t` and the level,
     :math:`\bar x_0 = E[x_0 \mid x_t, n]` — per coordinate the mean of :math:`N(x_t/\alpha_t,
-    \sigma_t^2/\alpha_t^2)` truncated to bin :math:`n` (:func:`probdiff.nn.lattice.bin_posterior`) — and
+    \sigma_t^2/\alpha_t^2)` truncated to bin :math:`n` (:func:`probdiff.lattice.bin_posterior`) — and
     :math:`\epsilon` by :math:`\bar\epsilon = (x_t - \alpha_t\bar x_0)/\sigma_t`. Every target is linear in
     :math:`(x_0, \epsilon)` and :math:`E[x_0\mid x_t] = E[\bar x_0\mid x_t]`, so the minimiser and the
     expected gradient are unchanged (Rao–Blackwell); what goes is the within-bin variance of the

@@ -1,6 +1,6 @@
 r"""A denoiser head for uniformly dequantised ``K``-level data: per-bin logits, exact within-bin posterior.
 
-Data dequantised on a lattice (:class:`probdiff.likelihood.Quantization`: bins
+Data dequantised on a lattice (:class:`probdiff.Quantization`: bins
 :math:`[e_k, e_{k+1})` of width :math:`w`, :math:`x_0 = e_n + wu`, :math:`u\sim U[0,1)`) have a density
 that is constant on every bin. Given :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon` and the bin :math:`n`
 of one coordinate, the posterior of that coordinate is the normal :math:`N(m, s^2)`,
@@ -54,14 +54,14 @@ class LatticeDenoiser(nn.Module):
     Args:
         logits: ``logits(x, t)`` -> ``(batch, *event, K)``.
         process: the :class:`~probdiff.GaussianProcess` (for :math:`\alpha_t`, :math:`\sigma_t`).
-        quantization: the data's :class:`~probdiff.likelihood.Quantization`.
+        quantization: the data's :class:`~probdiff.Quantization`.
     """
 
     def __init__(self, logits: nn.Module, process: GaussianProcess, quantization):
         super().__init__()
         as_gaussian(process)
         if not isinstance(quantization, Quantization):
-            raise ValueError(f"quantization must be a probdiff.likelihood.Quantization, "
+            raise ValueError(f"quantization must be a probdiff.Quantization, "
                              f"got {type(quantization).__name__}")
         self.logits, self.process, self.quantization = logits, process, quantization
 

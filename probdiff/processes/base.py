@@ -33,7 +33,7 @@ class ForwardProcess(abc.ABC):
 
     Contract for subclasses:
 
-    * ``t`` is a Python number, a 0-d tensor or a ``(batch,)`` tensor; :meth:`_time` turns it into a
+    * ``t`` is a Python number, a 0-d tensor or a ``(batch,)`` tensor; :meth:`check_time` turns it into a
       ``(batch,)`` tensor on the data's device and dtype and validates it.
     * ``posterior`` must satisfy Bayes' rule
       ``q(x_s|x_t,x_0) q(x_t|x_0) = q(x_t|x_s) q(x_s|x_0)``, and ``transition`` Chapman–Kolmogorov

@@ -148,7 +148,7 @@ class MarkovChain(ForwardProcess):
 
     # ---------------------------------------------------------------- validation helpers
     def check_time(self, t, x: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
-        """As :meth:`ForwardProcess._time`; with integer states a floating ``t`` keeps its dtype
+        """As :meth:`ForwardProcess.check_time`; with integer states a floating ``t`` keeps its dtype
         (float64 grids stay float64), other ``t`` get torch's default dtype."""
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and not x.is_floating_point():
             floating = isinstance(t, torch.Tensor) and t.is_floating_point()
@@ -157,6 +157,8 @@ class MarkovChain(ForwardProcess):
         return super().check_time(t, x, name)
 
     def check_states(self, name: str, x, like: torch.Tensor | None = None) -> None:
+        """Validate states ``x`` (as :meth:`~probdiff.ForwardProcess.check_data`, plus integer values in
+        ``0 .. S-1``); ``ValueError`` naming ``name`` otherwise. No-op when validation is off."""
         if not self._validate:
             return
         if not isinstance(x, torch.Tensor):

@@ -13,7 +13,7 @@ Derivatives come from forward-mode autograd, the inverse of the log-SNR from bis
 defines a closed form (the built-in processes do, and the tests check every closed form against the
 generic path). A closed form is bound to the schedule it was derived for: a subclass that redeclares
 ``alpha``/``log_alpha`` or ``sigma``/``log_sigma`` gets the generic path back for every inherited closed
-form that depends on them (:data:`DERIVED`), never its parent's formula. :class:`~probdiff.LinearSDE`
+form that depends on them (:data:`~probdiff.processes.gaussian.DERIVED`), never its parent's formula. :class:`~probdiff.LinearSDE`
 goes the other way: declared by :math:`(f, g)`, it solves for :math:`(\alpha, \sigma)` with
 torchdiffeq. References: Song et al., "Score-Based Generative Modeling through Stochastic
 Differential Equations" (ICLR 2021), §3 and App. B; Kingma et al., "Variational Diffusion Models"
@@ -35,7 +35,7 @@ from .base import ForwardProcess
 __all__ = ["GaussianProcess", "ForwardSDE", "VESDE", "LinearBlend", "as_gaussian", "time_derivative",
            "d_log_snr_via_diffusion", "DECLARED", "DERIVED"]
 
-#: The declared schedule: each method and the half of the schedule it declares.
+#: The declared schedule — each method and the half of the schedule it declares.
 DECLARED = {"alpha": "alpha", "log_alpha": "alpha", "sigma": "sigma", "log_sigma": "sigma"}
 
 #: Every method with a generic path on :class:`GaussianProcess` that a class may replace by a closed form,
@@ -92,7 +92,7 @@ class GaussianProcess(ForwardProcess):
     * ``diffusion(t)`` :math:`= g(t) = \sigma_t\sqrt{-\lambda_t'}`
     * ``alpha_dot``, ``sigma_dot``: :math:`\alpha_t' = f\alpha_t`, :math:`\sigma_t' = \sigma_t(f - \lambda_t'/2)`
 
-    Closed forms: a class may define any method of :data:`DERIVED` in closed form. When a subclass
+    Closed forms: a class may define any method of :data:`~probdiff.processes.gaussian.DERIVED` in closed form. When a subclass
     redeclares half of the schedule (``alpha``/``log_alpha`` or ``sigma``/``log_sigma``), every closed
     form it inherits that depends on that half is replaced by the generic path at class creation
     (``__init_subclass__``), so a subclass never runs its parent's formula for another schedule.

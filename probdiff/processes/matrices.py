@@ -104,6 +104,8 @@ def with_diagonal(rates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def check_generator(generator) -> torch.Tensor:
+    """``generator`` as a float64 CPU ``(S, S)`` rate matrix; ``ValueError`` unless it is square with
+    ``S >= 2``, finite, non-negative off the diagonal and has rows summing to zero."""
     if not isinstance(generator, torch.Tensor):
         generator = torch.as_tensor(generator)
     eps = torch.finfo(generator.dtype).eps if generator.is_floating_point() else 0.0

@@ -35,7 +35,7 @@ class OptionError(ValueError):
 
 
 # ==================================================================== processes and the noise floor
-#: Noise floor of Gaussian processes, in bin widths of the data: ``t_min`` is where
+#: Noise floor of Gaussian processes, in bin widths of the data — ``t_min`` is where
 #: :math:`\sigma_t/\alpha_t` reaches this fraction of ``2/K`` (data on [-1, 1]). The model's density at
 #: ``t_min`` is the data's blurred by this noise, which costs up to 0.07 bits per dimension at 0.05 bins
 #: (0.57 at 0.4 bins, for a level that is certain given the rest of the image). With the lattice head
@@ -80,7 +80,7 @@ def _blackout(levels: int, t_min: float | None = None) -> Blackout:
     return Blackout(max_count=levels - 1)
 
 
-#: Process constructors ``f(levels, t_min=None)`` by name: the number of data levels K fixes the state
+#: Process constructors ``f(levels, t_min=None)`` by name — the number of data levels K fixes the state
 #: space of chains and the noise floor of Gaussian processes.
 PROCESSES: dict[str, Callable[..., ForwardProcess]] = {
     "vp": _gaussian(VPSDE),
@@ -208,7 +208,7 @@ defaults.register(Blackout, lambda p: BlackoutDefaults())
 
 
 # ==================================================================== samplers and grids
-#: Solvers by name: ``(constructor, default noise level of the reverse process)`` — 0 for ODE solvers
+#: Solvers by name — ``(constructor, default noise level of the reverse process)`` — 0 for ODE solvers
 #: (the probability flow), 1 for stochastic ones (the reverse SDE or chain).
 SOLVERS: dict[str, tuple[Callable, float]] = {
     "euler": (Euler, 0.0),

@@ -65,7 +65,7 @@ def _unet(shape, states, time, o: NetOptions) -> torch.nn.Module:
                              out_channels=shape[0] * states, dropout=o.dropout), states)
 
 
-#: Networks by name: ``f(event_shape, out_states, time_embedding, options) -> nn.Module``.
+#: Networks by name — ``f(event_shape, out_states, time_embedding, options) -> nn.Module``.
 NETS: dict[str, Callable] = {"mlp": _mlp, "unet": _unet}
 
 
@@ -139,7 +139,7 @@ def build_model(process: ForwardProcess, event_shape, *, levels: int, model: str
 
 
 # ==================================================================== losses
-#: Loss weightings by name (which apply to which model: :func:`loss`).
+#: Loss weightings by name (which apply to which model — :func:`loss`).
 WEIGHTINGS: dict[str, Callable] = {
     "natural": Natural,
     "likelihood": LikelihoodWeighting,

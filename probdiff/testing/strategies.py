@@ -288,7 +288,7 @@ def process_data(process, shape, *, dtype=torch.float64) -> st.SearchStrategy[to
 @st.composite
 def gaussian_mixtures(draw, dim: int, *, max_components: int = 4, max_condition: float = 20.0,
                       dtype=torch.float64) -> GaussianMixture:
-    """:class:`~probdiff.GaussianMixture` in ``dim`` dimensions: 1..``max_components`` components
+    """:class:`~probdiff.oracles.GaussianMixture` in ``dim`` dimensions: 1..``max_components`` components
     with weights >= 0.05 (before normalisation), means in [-1, 1]^d, and covariances ``Q diag(e) Q^T``
     with a random rotation ``Q`` and eigenvalues in [0.05, 1] with condition number <= ``max_condition``."""
     k = draw(st.integers(1, max_components))
@@ -307,6 +307,6 @@ def gaussian_mixtures(draw, dim: int, *, max_components: int = 4, max_condition:
 
 def empirical_datasets(event_shape=(2,), *, min_points: int = 1, max_points: int = 32,
                        dtype=torch.float64) -> st.SearchStrategy[Empirical]:
-    """:class:`~probdiff.Empirical` data sets of 1..``max_points`` points with entries in [-1, 1]."""
+    """:class:`~probdiff.oracles.Empirical` data sets of 1..``max_points`` points with entries in [-1, 1]."""
     return st.integers(min_points, max_points).flatmap(
         lambda n: tensors((n, *event_shape), dtype=dtype)).map(Empirical)
