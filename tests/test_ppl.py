@@ -11,7 +11,7 @@ from pyro.infer import Trace_ELBO
 import probdiff as pd
 from probdiff.likelihood import DiscretizedGaussian, Quantization
 
-from test_likelihood import data, mixture
+from shared import data, mixture
 
 
 def _programs(process, model, grid, **kwargs):

@@ -9,28 +9,7 @@ from hypothesis import given, strategies as st
 import probdiff as pd
 from probdiff.likelihood import LogSNRTime, PhysicalTime, ProbeKind
 from probdiff.likelihood import probe_forms
-from probdiff.oracles import GaussianMixture
-
-PROCESSES = {
-    "vp": lambda: pd.VPSDE(),
-    "ve": lambda: pd.VESDE(),
-    "subvp": lambda: pd.SubVPSDE(),
-    "blend": lambda: pd.LinearBlend(),
-}
-
-
-def mixture(dim, k=3, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    means = 1.5 * torch.randn(k, dim, generator=g, dtype=dtype)
-    a = 0.4 * torch.randn(k, dim, dim, generator=g, dtype=dtype)
-    covs = a @ a.transpose(-1, -2) + 0.1 * torch.eye(dim, dtype=dtype)
-    weights = torch.softmax(torch.randn(k, generator=g, dtype=dtype), 0)
-    return GaussianMixture(weights, means, covs)
-
-
-def data(mix, n, seed=1):
-    return mix.sample(n, generator=torch.Generator().manual_seed(seed))
-
+from shared import PROCESSES, data, mixture
 
 # ---------------------------------------------------------------- exact trace against the oracle
 @pytest.mark.parametrize("dim", [2, 16])

@@ -12,7 +12,7 @@ from probdiff import LogSNRTime as UniformLogSNR, PhysicalTime as UniformTime
 from probdiff.likelihood import DiscretizedNormal
 from probdiff.oracles import GaussianMixture
 
-from test_likelihood import PROCESSES, data, mixture
+from shared import PROCESSES, data, mixture
 
 
 def _per_point(values, reps, n):
