@@ -30,26 +30,17 @@ class _Options:
         return action
 
 
-def _positive(name):
+def _positive(name, kind=int):
+    """An argparse type: ``kind(text)`` that must be finite and > 0 (an integer for ``kind=int``)."""
+    what = "a positive integer" if kind is int else "a positive number"
+
     def parse(text):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
-        return value
-    return parse
-
-
-def _positive_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}") from None
         if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}")
         return value
     return parse
 
@@ -113,7 +104,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction (deterministic split)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
     p.add_argument("--process", choices=sorted(recipes.PROCESSES), default="vp", help="forward process")
-    p.add_argument("--t-min", type=_positive_float("--t-min"), help="time at which the data sit (default: "
+    p.add_argument("--t-min", type=_positive("--t-min", float), help="time at which the data sit (default: "
                    "Gaussian processes stop at a noise level of %g data bins; chains start at 0)" % recipes.NOISE_FLOOR)
     p.add_argument("--model", choices=sorted(recipes.MODELS), help="what the network predicts (default: lattice for "
                    "Gaussian processes — per-level logits with the exact within-bin posterior of dequantised "
@@ -128,10 +119,10 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout rate inside the network's blocks")
     p.add_argument("--steps", type=_positive("--steps"), default=2000, help="optimisation steps in total")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=128, help="global batch size")
-    p.add_argument("--lr", type=_positive_float("--lr"), default=1e-3, help="AdamW learning rate")
+    p.add_argument("--lr", type=_positive("--lr", float), default=1e-3, help="AdamW learning rate")
     p.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights")
-    p.add_argument("--clip", type=_positive_float("--clip"), default=1.0, help="gradient-norm clip")
+    p.add_argument("--clip", type=_positive("--clip", float), default=1.0, help="gradient-norm clip")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--checkpoint", default="probdiff-run.pt", help="checkpoint file")
     p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=500,
@@ -156,7 +147,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p.add_argument("--limit", type=_positive("--limit"), help="use only the first N images of the split")
     p.add_argument("--method", nargs="+", choices=sorted(METHODS), default=["exact"], help="what to compute")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=128, help="images per batch")
-    p.add_argument("--rtol", type=_positive_float("--rtol"), default=1e-5, help="ODE tolerance (rtol = atol)")
+    p.add_argument("--rtol", type=_positive("--rtol", float), default=1e-5, help="ODE tolerance (rtol = atol)")
     p.add_argument("--elbo-samples", type=_positive("--elbo-samples"), default=16,
                    help="Monte-Carlo draws of the ELBO per image")
     p.add_argument("--elbo-grid", choices=sorted(recipes.GRIDS), help="grid of the discrete-time ELBO (default: "
