@@ -41,7 +41,7 @@ from .processes import (
     UniformChain,
 )
 from .reverse import ReverseProcess, probability_flow, reverse
-from .sampling import Solution, sample
+from .sampling import Solution, path_log_prob, sample
 from .timevars import LogitTime, LogSNRTime, PhysicalTime, TimeVariable
 from .train import Trainer
 
@@ -53,6 +53,7 @@ __all__ = [
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
     "CategoricalModel", "BlackoutModel",
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
+    "path_log_prob",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
     "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "recipes", "solvers", "testing", "train",

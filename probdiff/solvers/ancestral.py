@@ -41,3 +41,8 @@ class Ancestral(Solver):
     def step(self, reverse, x, t, s, state, generator) -> Step:
         x_s, denoised = reverse.ancestral_step(x, t, s, self.noise_level(reverse), generator)
         return Step(x_s, denoised, state, 1)
+
+    def kernel_and_denoised(self, reverse, x, t, s):
+        """The step's law, :meth:`reverse.ancestral_kernel <probdiff.ReverseProcess.ancestral_kernel>` (Gaussian
+        for Gaussian processes, categorical for chains), and the denoised estimate."""
+        return reverse.ancestral_kernel(x, t, s, self.noise_level(reverse))
