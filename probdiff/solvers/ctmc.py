@@ -16,7 +16,6 @@ dtype of the start; each step reports the model's :math:`E[x_0|x_t]` as ``denois
 
 from __future__ import annotations
 
-import torch
 
 from ..reverse.chain import BlackoutReverse
 from .base import CTMCSolver, Step
