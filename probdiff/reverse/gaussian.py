@@ -91,9 +91,32 @@ class GaussianReverse(ReverseProcess):
         if not eta > 0.0:
             raise ValueError(f"eta must be > 0 for a kernel (eta = 0 is the deterministic DDIM step), got {eta}")
         denoised, alpha_s, sigma_s, eps, one_minus_r = self._posterior_parts(x, t, s)
-        var = sigma_s**2 * torch.clamp(eta**2 * one_minus_r, max=1.0)
+        return self._fresh_noise_kernel(denoised, alpha_s, sigma_s, eps,
+                                        torch.clamp(eta**2 * one_minus_r, max=1.0)), denoised
+
+    def coefficient_preserving_kernel(self, x, t, s, fraction):
+        r"""The coefficient-preserving step (Wang & Yu, "Coefficients-Preserving Sampling for Reinforcement
+        Learning with Flow Matching", 2025, Eq. (8)): with :math:`\rho` = ``fraction`` in ``[0, 1]``,
+
+        .. math::
+
+            x_s \sim \mathcal N\big(\alpha_s\hat x_0 + \sigma_s\sqrt{1-\rho}\,\hat\epsilon,\ \rho\,\sigma_s^2 I\big),
+
+        so that the coefficients of :math:`\hat x_0` and of the (predicted plus fresh) noise are exactly
+        :math:`\alpha_s` and :math:`\sigma_s`, whatever the step. :meth:`ancestral_kernel` is the same step
+        with :math:`\rho = \eta^2(1 - e^{\lambda_t - \lambda_s})` (DDIM); the paper's
+        :math:`\rho = \sin^2(\eta\pi/2)` does not shrink with the step. Returns ``(kernel, denoised)``."""
+        denoised, alpha_s, sigma_s, eps, _ = self._posterior_parts(x, t, s)
+        fraction = torch.as_tensor(fraction, dtype=x.dtype, device=x.device)
+        return self._fresh_noise_kernel(denoised, alpha_s, sigma_s, eps, fraction), denoised
+
+    @staticmethod
+    def _fresh_noise_kernel(denoised, alpha_s, sigma_s, eps, fraction):
+        r""":math:`\mathcal N(\alpha_s\hat x_0 + \sqrt{\sigma_s^2 - v}\,\hat\epsilon, v)` with
+        :math:`v = \rho\,\sigma_s^2`: a fraction of the noise at ``s`` drawn afresh."""
+        var = sigma_s**2 * fraction
         loc = alpha_s * denoised + torch.sqrt(sigma_s**2 - var) * eps
-        return GaussianKernel(loc, torch.sqrt(var)), denoised
+        return GaussianKernel(loc, torch.sqrt(var))
 
     def _posterior_parts(self, x, t, s):
         r""":math:`\hat x_0`, :math:`\alpha_s`, :math:`\sigma_s`, :math:`\hat\epsilon` and
