@@ -5,6 +5,7 @@ Public API re-exports only (see DESIGN.md, "Public API"; the layers are on the d
 
 from . import data, geometry, grids, likelihood, losses, nn, oracles, ppl, recipes, solvers, testing, train
 from ._util import expand_like
+from .distribution import ELBO, ODE, ModelDistribution, Sampler, as_distribution
 from .lattice import Quantization
 from .likelihood import (
     ExactTrace,
@@ -53,7 +54,7 @@ __all__ = [
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
     "CategoricalModel", "BlackoutModel",
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
-    "path_log_prob",
+    "path_log_prob", "as_distribution", "ModelDistribution", "ODE", "ELBO", "Sampler",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
     "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "recipes", "solvers", "testing", "train",
