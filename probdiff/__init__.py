@@ -3,7 +3,8 @@
 Public API re-exports only (see DESIGN.md, "Public API"; the layers are on the docs' Concepts page).
 """
 
-from . import data, geometry, grids, likelihood, losses, nn, oracles, ppl, recipes, solvers, testing, train
+from . import data, geometry, grids, guidance, likelihood, losses, nn, oracles, ppl, recipes, solvers, testing, train
+from .conditioning import LinearGaussian, condition
 from ._util import expand_like
 from .distribution import ELBO, ODE, ModelDistribution, Sampler, as_distribution
 from .lattice import Quantization
@@ -55,6 +56,7 @@ __all__ = [
     "CategoricalModel", "BlackoutModel",
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
     "path_log_prob", "as_distribution", "ModelDistribution", "ODE", "ELBO", "Sampler",
+    "condition", "LinearGaussian", "guidance",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
     "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "recipes", "solvers", "testing", "train",
