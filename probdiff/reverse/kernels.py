@@ -14,7 +14,7 @@ is a product over the event and its ``log_prob`` sums the per-element terms.
   ancestral (DDPM / DDIM with :math:`\eta > 0`) steps of Gaussian processes.
 * :class:`CategoricalKernel` — per-element categorical over ``0 .. S-1``: the exact step of a Markov chain
   (mixture of posteriors, Austin et al. 2021, Eq. (4)).
-* :class:`ShiftedBinomial` — :math:`x_t + \mathrm{Bin}(n, p)`: Blackout's binomial bridge.
+* :class:`BinomialKernel` — :math:`x_t + \mathrm{Bin}(n, p)`: Blackout's binomial bridge.
 * :class:`CappedPoisson` — :math:`x_t + \min(\mathrm{Poisson}(r), c)`: Blackout tau-leaping with the
   births capped at ``max_count``; the cap collects the Poisson tail,
   :math:`P(N \ge c) = P(c, r)` (the regularised lower incomplete gamma function).
@@ -29,9 +29,10 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
+from ..processes.blackout import ShiftedBinomial
 from ..processes.matrices import sample_categorical
 
-__all__ = ["StepKernel", "GaussianKernel", "CategoricalKernel", "ShiftedBinomial", "CappedPoisson"]
+__all__ = ["StepKernel", "GaussianKernel", "CategoricalKernel", "BinomialKernel", "CappedPoisson"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -158,48 +159,38 @@ class CategoricalKernel(StepKernel):
         return sample_categorical(self.probs, generator).to(self.state_dtype)
 
 
-def _binomial_log_pmf(k: torch.Tensor, n: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """:math:`\\log\\binom{n}{k} p^k (1-p)^{n-k}`, exact at ``p = 0`` and ``p = 1`` (``xlogy``); ``-inf``
-    outside ``0 <= k <= n``."""
-    inside = (k >= 0) & (k <= n) & (k == torch.round(k))
-    kk = torch.where(inside, k, torch.zeros_like(k))
-    lp = (torch.lgamma(n + 1) - torch.lgamma(kk + 1) - torch.lgamma(n - kk + 1)
-          + torch.xlogy(kk, p) + torch.xlogy(n - kk, 1 - p))
-    lp = torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
-    return torch.where(inside, lp, torch.full_like(lp, -math.inf))
-
-
-class ShiftedBinomial(StepKernel):
-    r""":math:`x_s = x_t + B`, :math:`B \sim \mathrm{Bin}(n, p)` per element (Blackout's bridge).
+class BinomialKernel(StepKernel):
+    r""":math:`x_s = x_t + B`, :math:`B \sim \mathrm{Bin}(n, p)` per element (Blackout's bridge): the
+    element law is the process' :class:`~probdiff.processes.ShiftedBinomial` (exact for tiny :math:`p` or
+    :math:`1 - p`), folded over the event, with a draw from a generator.
 
     Args:
         shift: :math:`x_t`, shape ``(batch, *event)`` (float).
         total_count: :math:`n \ge 0`, integer-valued, shaped like ``shift``.
-        probs: :math:`p \in [0, 1]`, broadcastable to ``shift``.
+        log_p, log_q: :math:`\log p` and :math:`\log(1 - p)`, broadcastable to ``shift``.
         dtype: dtype of the drawn states.
     """
 
-    def __init__(self, shift, total_count, probs, dtype=None, validate_args=None):
-        self.shift = shift
-        self.total_count = total_count.expand_as(shift)
-        self.probs = torch.as_tensor(probs, dtype=shift.dtype, device=shift.device).expand_as(shift)
+    def __init__(self, shift, total_count, log_p, log_q, dtype=None, validate_args=None):
+        self.law = ShiftedBinomial(shift, total_count, log_p, log_q, validate_args=False)
         self.state_dtype = dtype or shift.dtype
-        super().__init__(shift.shape)
+        super().__init__(self.law.batch_shape)
 
     @property
     def support(self):
-        return constraints.integer_interval(self.shift, self.shift + self.total_count)
+        return self.law.support
 
     @property
     def mean(self):
-        return self.shift + self.total_count * self.probs
+        return self.law.mean
 
     def element_log_prob(self, value):
-        return _binomial_log_pmf(value.to(self.shift.dtype) - self.shift, self.total_count, self.probs)
+        return self.law.log_prob(value)
 
     def draw(self, generator=None):
-        births = torch.binomial(self.total_count.contiguous(), self.probs.contiguous(), generator=generator)
-        return (self.shift + births).to(self.state_dtype)
+        probs = torch.exp(self.law.log_p)
+        births = torch.binomial(self.law.total_count.contiguous(), probs.contiguous(), generator=generator)
+        return (self.law.shift + births).to(self.state_dtype)
 
 
 class CappedPoisson(StepKernel):
