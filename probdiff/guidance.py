@@ -48,7 +48,7 @@ def _flat(v: torch.Tensor) -> torch.Tensor:
 
 class DPS(GuidanceRule):
     r"""Diffusion posterior sampling: :math:`\zeta\,\nabla_x \log\mathcal N(y;\ A\,D(x,t),\ S)`
-    (Chung et al. 2023, Eq. (16), in its likelihood form; their step-size normalisation by
+    (Chung et al. 2023, Algorithm 1, in its likelihood form; their step-size normalisation by
     :math:`\lVert y - A D\rVert` is a choice of :math:`\zeta`). One backward pass per evaluation.
 
     Args:
@@ -134,7 +134,7 @@ class GuidedModel(GaussianModel):
 
 
 class ClassifierFree(GaussianModel):
-    r"""Classifier-free guidance (Ho & Salimans 2021, Eq. (6)): the score combination
+    r"""Classifier-free guidance (Ho & Salimans 2021, §3): the score combination
     :math:`(1 + w)\,s(x, t\mid c) - w\,s(x, t)` with guidance strength :math:`w`, written here with
     ``scale`` :math:`\gamma = 1 + w` as :math:`s_u + \gamma\,(s_c - s_u)`. Since denoiser, noise prediction and
     score are affine in each other with the same coefficients, the same combination holds for all of them;

@@ -60,7 +60,7 @@ class CoefficientPreserving(SDESolver):
         x_s = \alpha_s\hat x_0 + \sigma_s\cos(\eta\pi/2)\,\hat\epsilon + \sigma_s\sin(\eta\pi/2)\,z,
 
     (:meth:`~probdiff.reverse.GaussianReverse.coefficient_preserving_kernel`). For the linear blend
-    (:math:`\alpha = 1 - t`, :math:`\sigma = t`) this is the paper's Eq. (8). Unlike the Euler–Maruyama
+    (:math:`\alpha = 1 - t`, :math:`\sigma = t`) this is the paper's update. Unlike the Euler–Maruyama
     discretisation of the reverse SDE (the Flow-GRPO sampler), the sample's coefficients of data and noise
     are exactly the process' at every step, so no excess noise accumulates on coarse grids; the noise added
     per step does not shrink with the step, so it is a member of DDIM's non-Markovian family (Song et al.

@@ -75,7 +75,7 @@ class Solver(abc.ABC):
         """:meth:`kernel` and the denoised estimate of the same model evaluation: ``(kernel, denoised)``."""
         raise ValueError(f"{type(self).__name__} takes no step with a closed-form law (deterministic or "
                          "multistep); kernels exist for EulerMaruyama and Ancestral at noise > 0, "
-                         "BinomialBridge, and TauLeaping on Blackout")
+                         "CoefficientPreserving, BinomialBridge, and TauLeaping on Blackout")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
