@@ -152,7 +152,7 @@ def test_classifier_free_guidance_combines_the_denoisers():
     for scale in (0.0, 1.0, 3.0):
         cfg = pd.guidance.ClassifierFree(conditional, unconditional, scale)
         torch.testing.assert_close(cfg.denoise(x, t), d_u + scale * (d_c - d_u))
-        # the same combination of scores (Ho & Salimans 2021, Eq. 6 with w = scale - 1)
+        # the same combination of scores (Ho & Salimans 2021, with w = scale - 1)
         torch.testing.assert_close(cfg.score(x, t), scale * conditional.score(x, t)
                                    + (1 - scale) * unconditional.score(x, t), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="same process"):

@@ -24,7 +24,7 @@ def _velocity_model(process):
 
 @pytest.mark.parametrize("a", [0.3, 0.7, 1.2])
 def test_flow_grpo_sde_is_the_blend_reverse_family_at_noise_a_over_sqrt2(a):
-    # Liu et al., "Flow-GRPO" (2025), Eq. (8)-(9): x_{t+dt} = x + [v + s_t^2/(2t) (x + (1-t) v)] dt
+    # Liu et al., "Flow-GRPO" (2025), §4 (ODE-to-SDE): x_{t+dt} = x + [v + s_t^2/(2t) (x + (1-t) v)] dt
     # + s_t sqrt(-dt) z with s_t = a sqrt(t/(1-t)) and dt < 0.
     process = pd.LinearBlend()
     model = _velocity_model(process)
@@ -40,7 +40,7 @@ def test_flow_grpo_sde_is_the_blend_reverse_family_at_noise_a_over_sqrt2(a):
 
 @pytest.mark.parametrize("eta", [0.3, 0.8])
 def test_coefficient_preserving_step_is_the_papers_update(eta):
-    # Wang & Yu (2025), Eq. (8): x_{t-dt} = (1 - s) x0_hat + s cos(eta pi/2) x1_hat + s sin(eta pi/2) z,
+    # Wang & Yu (2025), the CPS update: x_{t-dt} = (1 - s) x0_hat + s cos(eta pi/2) x1_hat + s sin(eta pi/2) z,
     # x1_hat = (x - (1 - t) x0_hat) / t, for the blend x_t = (1 - t) x0 + t x1.
     process = pd.LinearBlend()
     model = _velocity_model(process)
