@@ -31,7 +31,9 @@ from .processes import (
     VPSDE,
     AbsorbingChain,
     Blackout,
+    EDM,
     CosineVP,
+    DiscreteVP,
     ForwardProcess,
     GaussianProcess,
     LinearBlend,
@@ -49,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ForwardProcess", "GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE",
+    "DiscreteVP", "EDM",
     "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout",
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
     "CategoricalModel", "BlackoutModel",
