@@ -141,6 +141,11 @@ class DiscreteVP(GaussianProcess):
         return torch.exp(self._log_abar)
 
     @property
+    def log_alphas_cumprod(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``(log abar_k, log(1 - abar_k))``, float64, each ``(N,)``, without cancellation."""
+        return self._log_abar, self._log_1m_abar
+
+    @property
     def betas(self) -> torch.Tensor:
         r""":math:`\beta_k = 1 - \bar\alpha_k/\bar\alpha_{k-1}` (:math:`\bar\alpha_{-1} = 1`), float64."""
         prev = torch.cat([torch.zeros(1, dtype=torch.float64), self._log_abar[:-1]])
