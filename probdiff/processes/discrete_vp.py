@@ -162,14 +162,18 @@ class DiscreteVP(GaussianProcess):
 
     def native_grid(self, steps=None) -> torch.Tensor:
         """The times of the training steps ``steps`` (default all N, e.g. a scheduler's ``timesteps``), from
-        the latest down, followed by ``t_min``: a float64 tensor for ``pd.grids.Explicit``. The last step
-        from step 0 to ``t_min`` reaches the data (DDPM's final, noise-free step)."""
+        the latest down, followed by ``t_min``: a float64 tensor for ``pd.grids.Explicit``. ``steps`` must
+        include the last step N-1 (grids start at ``t_max``). The last interval, from the earliest step to
+        ``t_min``, reaches the data (DDPM's final step; DDIM's with ``set_alpha_to_one``)."""
         ks = torch.arange(self.num_steps - 1, -1, -1) if steps is None else torch.as_tensor(steps).flatten()
         ks = torch.sort(ks.to(torch.float64), descending=True).values
         if ks.numel() == 0 or float(ks[-1]) < 0 or float(ks[0]) > self.num_steps - 1:
             raise ValueError(f"steps must be training steps in [0, {self.num_steps - 1}], got {ks.tolist()}")
         if ks.numel() != 1 and not bool((ks[1:] < ks[:-1]).all()):
             raise ValueError("steps must be distinct")
+        if float(ks[0]) != self.num_steps - 1:
+            raise ValueError(f"steps must include the last training step {self.num_steps - 1} (a grid starts at "
+                             f"t_max; diffusers' timestep_spacing='trailing' does), got {ks.tolist()[:3]}...")
         return torch.cat([self.time_of_step(ks), torch.tensor([self.t_min], dtype=torch.float64)])
 
     # ---------------------------------------------------------------- schedule (closed forms)

@@ -80,6 +80,8 @@ def test_native_grid():
     assert pd.grids.Explicit(p.native_grid()).times(p).shape == (11,)
     with pytest.raises(ValueError, match="steps"):
         p.native_grid([10])
+    with pytest.raises(ValueError, match="last training step"):
+        p.native_grid([8, 4, 0])
 
 
 @pytest.mark.parametrize("process", [pd.DiscreteVP.linear(1000), pd.DiscreteVP.cosine(100), pd.EDM()],
