@@ -4,20 +4,30 @@ r"""Hugging Face diffusers models as probdiff models (optional dependency ``diff
 DDPM-family scheduler (anything with ``alphas_cumprod`` and ``config.prediction_type``: DDPM, DDIM, PNDM,
 DPM-Solver, ...) into a :class:`~probdiff.DiscreteVP` and a Gaussian model of it. Time conventions:
 
-==========================  ======================================  ==========================================
-diffusers                   probdiff (:class:`~probdiff.DiscreteVP`)  relation
-==========================  ======================================  ==========================================
-timestep ``k = 0..N-1``     time ``t_k = (k+1)/N``                  ``process.time_of_step(k)``,
-                                                                    ``process.step_of_time(t) = tN - 1``
-``alphas_cumprod[k]``       :math:`\alpha_{t_k}^2`                    exact at the N steps (log-SNR interpolated
-                                                                    in between)
-``add_noise(x0, eps, k)``   ``marginal(x0, t_k)``                   :math:`\sqrt{\bar\alpha_k}x_0 + \sqrt{1-\bar\alpha_k}\epsilon`
-``epsilon``                 :class:`~probdiff.EpsilonModel`           :math:`\epsilon`
-``v_prediction``            :class:`~probdiff.EpsilonModel`           :math:`\epsilon = \sigma_t x + \alpha_t v`
-                                                                    (Salimans & Ho 2022, §4:
-                                                                    :math:`v = \alpha_t\epsilon - \sigma_t x_0`)
-``sample``                  :class:`~probdiff.DenoiserModel`          :math:`\hat x_0`
-==========================  ======================================  ==========================================
+.. list-table::
+   :header-rows: 1
+
+   * - diffusers
+     - probdiff (:class:`~probdiff.DiscreteVP`)
+     - relation
+   * - timestep ``k = 0..N-1``
+     - time :math:`t_k = (k+1)/N`
+     - ``process.time_of_step(k)``, ``process.step_of_time(t) = tN - 1``
+   * - ``alphas_cumprod[k]``
+     - :math:`\alpha_{t_k}^2`
+     - exact at the N steps (log-SNR interpolated in between)
+   * - ``add_noise(x0, eps, k)``
+     - ``marginal(x0, t_k)``
+     - :math:`\sqrt{\bar\alpha_k}x_0 + \sqrt{1-\bar\alpha_k}\epsilon`
+   * - ``epsilon``
+     - :class:`~probdiff.EpsilonModel`
+     - :math:`\epsilon`
+   * - ``v_prediction``
+     - :class:`~probdiff.EpsilonModel`
+     - :math:`\epsilon = \sigma_t x + \alpha_t v` (Salimans & Ho 2022, §4: :math:`v = \alpha_t\epsilon - \sigma_t x_0`)
+   * - ``sample``
+     - :class:`~probdiff.DenoiserModel`
+     - :math:`\hat x_0`
 
 Between the training steps the network is called with the *fractional* timestep ``tN - 1`` (its sinusoidal
 embedding is defined for any real number); probdiff's solvers and likelihoods call it there unless they use

@@ -4,17 +4,21 @@ Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Model
 model as a denoiser :math:`D(x; \sigma)` of :math:`x = y + \sigma n`; that is a :class:`~probdiff.DenoiserModel`
 of the process :class:`~probdiff.EDM` (:math:`\alpha_t = 1`, :math:`\sigma_t = t`), with no change of variable:
 
-=====================================  ===========================================================
-EDM / k-diffusion                      probdiff
-=====================================  ===========================================================
-noise level :math:`\sigma`             time ``t`` of ``pd.EDM(sigma_min, sigma_max)``
-``net(x, sigma)`` = :math:`D(x;\sigma)`  ``DenoiserModel`` (:func:`wrap`)
-Karras' sigmas, Eq. (5), :math:`i<N`   ``pd.grids.Karras(N - 1, rho)``
-Algorithm 1 (Heun)                     ``pd.solvers.Heun()`` on the probability flow, then
-                                       ``model.denoise(x, t_min)`` (the final Euler step to
-                                       :math:`\sigma = 0` lands on :math:`D(x; \sigma_{min})`)
-VP epsilon-network, ``DiscreteEpsDDPMDenoiser``  :func:`wrap_vp_epsilon`
-=====================================  ===========================================================
+.. list-table::
+   :header-rows: 1
+
+   * - EDM / k-diffusion
+     - probdiff
+   * - noise level :math:`\sigma`
+     - time ``t`` of ``pd.EDM(sigma_min, sigma_max)``
+   * - ``net(x, sigma)`` = :math:`D(x;\sigma)`
+     - ``DenoiserModel`` (:func:`wrap`)
+   * - Karras' sigmas, Eq. (5), :math:`t_i` for :math:`i<N`
+     - ``pd.grids.Karras(N - 1, rho)``
+   * - Algorithm 1 (Heun)
+     - ``pd.solvers.Heun()`` on the probability flow, then ``model.denoise(x, t_min)`` (the final Euler step to :math:`\sigma = 0` lands on :math:`D(x; \sigma_{min})`)
+   * - VP epsilon-network (k-diffusion's ``DiscreteEpsDDPMDenoiser``)
+     - :func:`wrap_vp_epsilon`
 """
 
 from __future__ import annotations

@@ -7,13 +7,17 @@ data :math:`X_1` at :math:`t = 1`, and the network learns :math:`u_t(x) = E[\dot
 \mid X_t = x]`. probdiff's time runs the other way, :math:`s = 1 - t`, with :math:`\alpha^{pd}_s = \alpha_{1-s}`,
 :math:`\sigma^{pd}_s = \sigma_{1-s}`, so its velocity :math:`v = dx/ds` is :math:`v(x, s) = -u(x, 1 - s)`:
 
-======================================================  ==============================================
-flow_matching scheduler (path)                          probdiff process
-======================================================  ==============================================
-``CondOTScheduler``: :math:`\alpha_t = t, \sigma_t = 1-t`  ``pd.LinearBlend()`` (rectified flow, IADB)
-``CosineScheduler``: :math:`\alpha_t = \sin\tfrac{\pi t}{2}`  ``pd.CosineVP(offset=0.0)``
-``VPScheduler(beta_min, beta_max)``                       ``pd.VPSDE(beta_min, beta_max)``
-======================================================  ==============================================
+.. list-table::
+   :header-rows: 1
+
+   * - flow_matching scheduler (path)
+     - probdiff process
+   * - ``CondOTScheduler``: :math:`\alpha_t = t`, :math:`\sigma_t = 1-t`
+     - ``pd.LinearBlend()`` (rectified flow, IADB)
+   * - ``CosineScheduler``: :math:`\alpha_t = \sin\tfrac{\pi t}{2}`, :math:`\sigma_t = \cos\tfrac{\pi t}{2}`
+     - ``pd.CosineVP(offset=0.0)``
+   * - ``VPScheduler(beta_min, beta_max)``
+     - ``pd.VPSDE(beta_min, beta_max)``
 
 The likelihood of the model, ``pd.log_likelihood(model, x)``, is then what ``ODESolver.compute_likelihood``
 computes (from data at :math:`t = 1` back to the source), on probdiff's domain ``[t_min, t_max]``: take

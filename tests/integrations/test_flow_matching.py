@@ -63,3 +63,13 @@ def test_against_flow_matching_compute_likelihood():
 def test_wrap_rejects_non_gaussian_processes():
     with pytest.raises(ValueError, match="GaussianProcess"):
         pfm.wrap(gaussian_velocity, pd.UniformChain(3))
+
+
+def test_the_table_of_paths_matches_flow_matching_schedulers():
+    sched = pytest.importorskip("flow_matching.path.scheduler")
+    t = torch.tensor([0.05, 0.3, 0.5, 0.9], dtype=F64)
+    for path, process in [(sched.CondOTScheduler(), pd.LinearBlend()), (sched.CosineScheduler(), pd.CosineVP(offset=0.0)),
+                          (sched.VPScheduler(0.1, 20.0), pd.VPSDE(0.1, 20.0))]:
+        out = path(t)
+        assert torch.allclose(out.alpha_t, process.alpha(1 - t), atol=1e-12)
+        assert torch.allclose(out.sigma_t, process.sigma(1 - t), atol=1e-12)
