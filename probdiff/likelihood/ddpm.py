@@ -77,11 +77,14 @@ def _normal(loc, var, event_dims):
     return dist.Normal(loc, torch.sqrt(var).expand_as(loc), validate_args=False).to_event(event_dims)
 
 
-def ddpm_vlb(process, model, x: torch.Tensor, *, levels: int = 256, data_range=(-1.0, 1.0),
-             variance: str = "small", clip_denoised: bool = False, generator: torch.Generator | None = None,
-             return_terms: bool = False):
+def ddpm_vlb(process_or_model, model=None, x: torch.Tensor | None = None, *, levels: int = 256,
+             data_range=(-1.0, 1.0), variance="small", clip_denoised: bool = False,
+             generator: torch.Generator | None = None, return_terms: bool = False):
     r"""Ho et al.'s variational bound on :math:`-\log_2 P(x_0)` per dimension, computed as improved-diffusion's
     ``calc_bpd_loop`` (see the module docstring for every term).
+
+    Short form ``ddpm_vlb(model, x, ...)`` (the model carries its process); long form
+    ``ddpm_vlb(process, model, x, ...)``.
 
     Args:
         process: a :class:`~probdiff.DiscreteVP` (its table is the one the bound sums over).
@@ -91,7 +94,12 @@ def ddpm_vlb(process, model, x: torch.Tensor, *, levels: int = 256, data_range=(
             of the end levels, unlike :class:`~probdiff.Quantization`'s bin edges).
         levels: number of levels per dimension (256 for 8-bit images).
         data_range: the values of the lowest and highest levels.
-        variance: ``"small"`` (:math:`\tilde\beta_k`, the posterior's) or ``"large"`` (:math:`\beta_k`).
+        variance: ``"small"`` (:math:`\tilde\beta_k`, the posterior's), ``"large"`` (:math:`\beta_k`), or a
+            callable ``log_variance(x_k, k)`` returning :math:`\log s_k^2` per element (broadcastable to ``x``)
+            for models that predict their variance (improved-diffusion's learned range:
+            :math:`\log s_k^2 = f\log\beta_k + (1-f)\log\tilde\beta_k` with the network's
+            :math:`f \in [0, 1]`, :math:`\tilde\beta_0` replaced by :math:`\tilde\beta_1`); it is also used by
+            the decoder at :math:`k = 0`.
         clip_denoised: clamp :math:`\hat x_0` to ``data_range`` before forming the mean.
         generator: source of the N noise draws (one per step, as ``calc_bpd_loop``).
         return_terms: also return the :class:`VLBTerms`.
@@ -103,12 +111,14 @@ def ddpm_vlb(process, model, x: torch.Tensor, *, levels: int = 256, data_range=(
         ValueError: ``process`` is not a DiscreteVP or not the model's, ``x`` is not on the lattice, or a bad
         ``variance``.
     """
-    process, model = bind(process, model, entry="ddpm_vlb")
+    if x is None:                         # ddpm_vlb(model, x, ...)
+        model, x = None, model
+    process, model = bind(process_or_model, model, entry="ddpm_vlb")
     if not isinstance(process, DiscreteVP):
         raise ValueError(f"process must be a DiscreteVP (a beta table), got {type(process).__name__}; "
                          "use pd.elbo for continuous-time processes")
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    if not callable(variance) and variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES} or a callable log_variance(x_k, k), got {variance!r}")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise ValueError("x must be a floating tensor of shape (batch, *event)")
     lattice = _lattice(levels, data_range)
@@ -135,17 +145,18 @@ def ddpm_vlb(process, model, x: torch.Tensor, *, levels: int = 256, data_range=(
             x0_hat = model.denoise(xk, t)
         if clip_denoised:
             x0_hat = x0_hat.clamp(lo, hi)
+        learned = torch.exp(torch.as_tensor(variance(xk, k), **opts)).expand_as(x) if callable(variance) else None
         if k == 0:
             # decoder: discretised N(x0_hat, beta~_1) on the lattice; the mean is x0_hat (c1 = 1, c2 = 0)
-            scale = torch.sqrt(betas[1] * -torch.expm1(log_abar[0]) / -torch.expm1(log_abar[1]))
-            nll = -DiscretizedNormal(x0_hat, scale.expand_as(x0_hat), lattice).log_prob(x)
+            var = betas[1] * -torch.expm1(log_abar[0]) / -torch.expm1(log_abar[1]) if learned is None else learned
+            nll = -DiscretizedNormal(x0_hat, torch.sqrt(var).expand_as(x0_hat), lattice).log_prob(x)
             steps[:, 0] = nll.flatten(1).sum(1) / ln2d
             continue
         # posterior q(x_{k-1} | x_k, x0) with mean c1 x0 + c2 x_k and variance beta~_k (Ho et al. Eq. (7))
         c1 = betas[k] * torch.exp(0.5 * log_abar[k - 1] - log_1m_abar[k])
         c2 = torch.exp(log_1m_abar[k - 1] - log_1m_abar[k]) * torch.sqrt(1.0 - betas[k])
         var_q = betas[k] * torch.exp(log_1m_abar[k - 1] - log_1m_abar[k])
-        var_p = var_q if variance == "small" else betas[k]
+        var_p = learned if learned is not None else (var_q if variance == "small" else betas[k])
         q = _normal(c1 * x + c2 * xk, var_q, event_dims)
         p = _normal(c1 * x0_hat + c2 * xk, var_p, event_dims)
         steps[:, k] = torch.distributions.kl_divergence(q, p) / ln2d

@@ -136,3 +136,20 @@ def test_validation():
     vp = pd.VPSDE()
     with pytest.raises(ValueError, match="DiscreteVP"):
         pd.likelihood.ddpm_vlb(vp, pd.DenoiserModel(lambda xt, t: xt, vp), x)
+
+
+def test_learned_variance_callable_and_short_form():
+    """A callable log-variance returning improved-diffusion's fixed choices reproduces "small" and "large"."""
+    betas = np.linspace(1e-3, 0.2, 30)
+    p = pd.DiscreteVP(betas=betas)
+    abar = np.cumprod(1 - betas)
+    post = betas * (1 - np.append(1.0, abar[:-1])) / (1 - abar)
+    small = np.log(np.append(post[1], post[1:]))
+    large = np.log(np.append(post[1], betas[1:]))
+    model = pd.DenoiserModel(lambda xt, t: 0.5 * xt, p)
+    x = 2 * torch.randint(0, 256, (3, 4), generator=torch.Generator().manual_seed(0)).to(F64) / 255 - 1
+    for name, table in (("small", small), ("large", large)):
+        fixed = pd.likelihood.ddpm_vlb(p, model, x, variance=name, generator=torch.Generator().manual_seed(1))
+        learned = pd.likelihood.ddpm_vlb(model, x, variance=lambda xk, k: torch.tensor(table[k]),
+                                         generator=torch.Generator().manual_seed(1))
+        assert torch.allclose(fixed, learned, rtol=1e-12)
