@@ -61,7 +61,8 @@ def _module_dtype(net):
 class DiffusersNet:
     r"""``net(x, t)`` for probdiff from a diffusers network ``unet(x, timestep).sample``.
 
-    Calls ``unet(x, process.step_of_time(t))`` (the fractional timestep :math:`tN - 1`) in the network's dtype
+    Calls ``unet(x, process.step_of_time(t))`` (the fractional timestep :math:`tN - 1`, float32 or float64) with
+    ``x`` in the network's dtype
     and returns its output in ``x``'s dtype; for ``v_prediction`` it returns the epsilon
     :math:`\sigma_t x + \alpha_t v` instead (the network's :math:`v = \alpha_t\epsilon - \sigma_t x_0`).
 
@@ -79,7 +80,8 @@ class DiffusersNet:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dtype = self.dtype or x.dtype
-        step = self.process.step_of_time(t).to(dtype)
+        # the timestep in float32 at least (float16 cannot hold 999.5; diffusers embeds timesteps in float32)
+        step = self.process.step_of_time(t).to(torch.float64 if dtype == torch.float64 else torch.float32)
         out = self.unet(x.to(dtype), step).sample.to(x.dtype)
         if self.prediction_type == "v_prediction":
             shape = (-1,) + (1,) * (x.dim() - 1)

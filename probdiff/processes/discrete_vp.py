@@ -157,8 +157,14 @@ class DiscreteVP(GaussianProcess):
 
     def step_of_time(self, t) -> torch.Tensor:
         """The (fractional, 0-based) training step :math:`tN - 1` at time ``t``: the inverse of
-        :meth:`time_of_step` (values in ``[-1, N-1]``; below 0 between the data and the first step)."""
-        return as_tensor(t) * self.num_steps - 1.0
+        :meth:`time_of_step` (values in ``[-1, N-1]``; below 0 between the data and the first step), in
+        ``t``'s dtype. A time within the rounding of ``t``'s dtype of a training step gives that step exactly
+        (``t_k`` in float32 is not exactly (k+1)/N, and a network should see the integer it was trained on)."""
+        t = as_tensor(t)
+        u = t.to(torch.float64) * self.num_steps - 1.0
+        k = torch.round(u)
+        close = (u - k).abs() <= 4.0 * torch.finfo(t.dtype).eps * self.num_steps
+        return torch.where(close, k, u).to(t.dtype)
 
     def native_grid(self, steps=None) -> torch.Tensor:
         """The times of the training steps ``steps`` (default all N, e.g. a scheduler's ``timesteps``), from

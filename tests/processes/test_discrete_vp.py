@@ -70,6 +70,13 @@ def test_close_to_score_sde_continuous_vp():
     assert torch.allclose(p.alpha(t), vp.alpha(t), atol=2e-3)
 
 
+def test_step_of_time_snaps_float32_times_to_training_steps():
+    p = pd.DiscreteVP.linear(1000)
+    k = torch.arange(1000)
+    assert torch.equal(p.step_of_time(p.time_of_step(k).float()), k.float())
+    assert float(p.step_of_time(torch.tensor(0.2505))) == pytest.approx(249.5, abs=1e-4)
+
+
 def test_native_grid():
     p = pd.DiscreteVP.linear(10, beta_end=0.2)
     g = p.native_grid()
