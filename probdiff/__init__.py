@@ -33,7 +33,9 @@ from .processes import (
     VPSDE,
     AbsorbingChain,
     Blackout,
+    EDM,
     CosineVP,
+    DiscreteVP,
     ForwardProcess,
     GaussianProcess,
     LinearBlend,
@@ -51,6 +53,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ForwardProcess", "GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE",
+    "DiscreteVP", "EDM",
     "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout",
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
     "CategoricalModel", "BlackoutModel",

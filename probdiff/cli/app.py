@@ -14,6 +14,7 @@ from ..train import CheckpointError
 from .commands import likelihood, mean_ci, sample, train
 from .parser import parse_args
 from .plot import plot
+from .pretrained import PRETRAINED
 from .runs import say
 
 __all__ = ["main", "dispatch", "quickstart", "COMMANDS", "EXTRA", "QUICKSTART_MAX_THREADS", "QUICKSTART_TRAIN"]
@@ -71,6 +72,8 @@ def dispatch(argv: list[str]) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command in PRETRAINED and args.diffusers is not None:
+        return PRETRAINED[args.command](args)
     return COMMANDS[args.command](args)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import recipes
 from .commands import METHODS
+from .pretrained import PRETRAINED_METHODS
 
 __all__ = ["build_parser", "parse_args"]
 
@@ -57,6 +58,7 @@ works without a download. A first session:
   probdiff sample --checkpoint run.pt --out samples.png       # PNG grid + samples.npz
   probdiff likelihood --checkpoint run.pt --method exact elbo # held-out bits/dim with 95% intervals
   probdiff plot --checkpoint run.pt --out-dir plots           # schedule, trajectories, loss curve
+  probdiff likelihood --diffusers DIR --data images/ --method vlb exact   # a diffusers model's bits/dim
 
 Distributed: torchrun --nproc_per_node=2 -m probdiff.cli train ... (same global batch).
 Run `probdiff COMMAND --help` for the options of a command.
@@ -71,8 +73,18 @@ def _common(p: _Options) -> None:
                    "1 is often fastest for small networks on a busy machine)")
 
 
-def _sampling_options(p: _Options, default_num: int) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint written by `probdiff train`")
+def _source(p: _Options) -> None:
+    """``--checkpoint FILE`` or ``--diffusers DIR`` (exactly one; checked by :func:`parse_args`)."""
+    p.add_argument("--checkpoint", help="checkpoint written by `probdiff train`")
+    p.add_argument("--diffusers", metavar="DIR", help="a diffusers UNet2DModel and scheduler saved with "
+                   "save_pretrained (local directory; nothing is downloaded) instead of --checkpoint")
+
+
+def _sampling_options(p: _Options, default_num: int, pretrained: bool = False) -> None:
+    if pretrained:
+        _source(p)
+    else:
+        p.add_argument("--checkpoint", required=True, help="checkpoint written by `probdiff train`")
     p.add_argument("--num", type=_positive("--num"), default=default_num, help="number of samples")
     p.add_argument("--solver", choices=sorted(recipes.SOLVERS), help="sampler (default: heun for Gaussian processes, "
                    "ancestral for chains, binomial-bridge for Blackout)")
@@ -133,7 +145,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p = command("sample", help="draw samples; writes a PNG grid and an .npz",
                        description="Draw samples from a trained model.")
     _common(p)
-    _sampling_options(p, 64)
+    _sampling_options(p, 64, pretrained=True)
     p.add_argument("--out", default="samples.png", help="PNG grid of the samples")
     p.add_argument("--npz", help="samples as arrays (default: --out with .npz)")
 
@@ -142,10 +154,12 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
                                    "the probability-flow ODE (Gaussian processes; uniform dequantisation); 'elbo' is "
                                    "the variational bound (lossless for discrete processes).")
     _common(p)
-    p.add_argument("--checkpoint", required=True, help="checkpoint written by `probdiff train`")
+    _source(p)
+    p.add_argument("--data", help="with --diffusers: a folder of images or a .npy/.npz array of 8-bit images")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split")
     p.add_argument("--limit", type=_positive("--limit"), help="use only the first N images of the split")
-    p.add_argument("--method", nargs="+", choices=sorted(METHODS), default=["exact"], help="what to compute")
+    p.add_argument("--method", nargs="+", choices=sorted(set(METHODS) | set(PRETRAINED_METHODS)), default=["exact"],
+                   help="what to compute ('vlb': Ho et al.'s bound, with --diffusers)")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=128, help="images per batch")
     p.add_argument("--rtol", type=_positive("--rtol", float), default=1e-5, help="ODE tolerance (rtol = atol)")
     p.add_argument("--elbo-samples", type=_positive("--elbo-samples"), default=16,
@@ -188,13 +202,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     known, _ = pre.parse_known_args(argv)
     command = next((w for w in argv if not w.startswith("-")), None)
     if not known.config or command not in commands:
-        return parser.parse_args(argv)
+        return _check_source(parser.parse_args(argv), commands)
     options = commands[command]
     defaults = _config_defaults(Path(known.config), command, options.actions)
     options.parser.set_defaults(**defaults)
     for dest in defaults:  # a value from the file satisfies a required option
         options.actions[dest].required = False
-    return parser.parse_args(argv)
+    return _check_source(parser.parse_args(argv), commands)
+
+
+def _check_source(args: argparse.Namespace, commands: dict[str, _Options]) -> argparse.Namespace:
+    """Usage errors (exit 2) for the model's source: exactly one of --checkpoint and --diffusers, and the
+    options that apply to one source only."""
+    if "diffusers" not in commands[args.command].actions:
+        return args
+    error = commands[args.command].parser.error
+    if (args.checkpoint is None) == (args.diffusers is None):
+        error("give exactly one of --checkpoint FILE and --diffusers DIR")
+    method = getattr(args, "method", [])
+    if args.diffusers is None and "vlb" in method:
+        error("--method vlb needs --diffusers DIR (a DDPM beta table)")
+    if args.diffusers is not None and "elbo" in method:
+        error("--method elbo needs --checkpoint; with --diffusers use exact or vlb")
+    return args
 
 
 def _config_defaults(path: Path, command: str, actions: dict[str, argparse.Action]) -> dict:

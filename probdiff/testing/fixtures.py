@@ -26,6 +26,8 @@ import torch
 from ..processes.base import ForwardProcess
 from ..processes.blackout import Blackout
 from ..processes.chain import AbsorbingChain, MarkovChain, UniformChain
+from ..processes.discrete_vp import DiscreteVP
+from ..processes.edm import EDM
 from ..processes.gaussian import VESDE, LinearBlend
 from ..processes.linear_sde import LinearSDE
 from ..processes.vp import VPSDE, CosineVP, SubVPSDE
@@ -103,6 +105,8 @@ BUILT_IN: tuple[Fixture, ...] = (
     Fixture("LinearBlend", LinearBlend),
     Fixture("LinearSDE-VP", lambda: LinearSDE(_vp_f, _vp_g, table_size=257)),
     Fixture("LinearSDE-VE", lambda: LinearSDE(_ve_f, _ve_g, t_min=0.0, sigma_init=0.01, table_size=257)),
+    Fixture("DiscreteVP", lambda: DiscreteVP.linear(1000)),
+    Fixture("EDM", EDM),
     Fixture("UniformChain", lambda: UniformChain(4)),
     Fixture("AbsorbingChain", lambda: AbsorbingChain(4)),
     Fixture("Blackout", lambda: Blackout(max_count=6)),
