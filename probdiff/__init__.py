@@ -7,10 +7,14 @@ from . import data, geometry, grids, likelihood, losses, nn, oracles, ppl, recip
 from ._util import expand_like
 from .lattice import Quantization
 from .likelihood import (
+    BitsPerDim,
     ExactTrace,
+    GaussianControlVariate,
+    HutchPlusPlus,
     Hutchinson,
     LikelihoodStats,
     bits_per_dim,
+    bits_per_dim_summary,
     dequantize,
     elbo,
     log_likelihood,
@@ -55,5 +59,6 @@ __all__ = [
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
+    "HutchPlusPlus", "GaussianControlVariate", "BitsPerDim", "bits_per_dim_summary",
     "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "recipes", "solvers", "testing", "train",
 ]

@@ -43,31 +43,43 @@ __all__ = ["LikelihoodStats", "log_likelihood"]
 
 # ==================================================================== the likelihood
 def _per_sample_norm(x: torch.Tensor):
-    """Error norm of the augmented state: max over samples of the RMS over ``(x_i, Delta_i)``."""
+    """Error norm of the augmented state: max over samples of the RMS over ``(x_i, Delta_{1..P, i})``."""
     b, d = x.shape[0], x[0].numel()
 
     def norm(state):
         y, delta = state
-        return ((y.reshape(b, d).pow(2).sum(1) + delta.pow(2)) / (d + 1)).sqrt().max()
+        return ((y.reshape(b, d).pow(2).sum(1) + delta.pow(2).sum(0)) / (d + delta.shape[0])).sqrt().max()
 
     return norm
 
 
 @dataclass
 class LikelihoodStats:
-    """Diagnostics of :func:`log_likelihood`.
+    r"""Diagnostics of :func:`log_likelihood`: the cost, the uncertainty and the pieces of the answer.
 
     Attributes:
-        nfe: evaluations of the augmented ODE's right-hand side (each one drift and one divergence).
+        nfe: evaluations of the augmented ODE's right-hand side (each one drift and one divergence). Every
+            sample of the batch is evaluated at each of them, so this is also the per-sample count.
         endpoint: :math:`x(t_{max})`, the ODE's end, ``(batch, *event)``.
-        delta_log_prob: :math:`\\int_{t_{min}}^{t_{max}} \\nabla\\cdot h\\,dt`, ``(batch,)``.
-        prior_log_prob: :math:`\\log p_{ref}(x(t_{max}))`, ``(batch,)``.
+        delta_log_prob: :math:`\int_{t_{min}}^{t_{max}} \nabla\cdot h\,dt`, ``(batch,)``.
+        prior_log_prob: :math:`\log p_{ref}(x(t_{max}))`, ``(batch,)``.
+        se: standard error of each sample's log-density from the trace estimate, ``(batch,)``:
+            :meth:`Trace.standard_error <probdiff.likelihood.Trace.standard_error>` of the ``P``
+            integrated per-probe estimates of ``delta_log_prob`` (zero for :class:`~probdiff.ExactTrace`,
+            ``NaN`` for a single probe). It does not include the ODE solver's error (``rtol``/``atol``).
+        estimates: the ``P`` integrated estimates of ``delta_log_prob``, ``(P, batch)``; their mean is
+            ``delta_log_prob``.
+        matvecs: vector-Jacobian products per sample and evaluation (``nfe * matvecs`` is the
+            divergence's cost per sample).
     """
 
     nfe: int
     endpoint: torch.Tensor
     delta_log_prob: torch.Tensor
     prior_log_prob: torch.Tensor
+    se: torch.Tensor | None = None
+    estimates: torch.Tensor | None = None
+    matvecs: int = 0
 
 
 def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, *, trace: Trace = ExactTrace(),
@@ -123,6 +135,7 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
     flow = build_reverse(process, model, 0.0)
     probes = trace.prepare(x, generator)
     u0, u1 = time.bounds(process)
+    dim = x[0].numel()
     nfe = 0
 
     def rhs(u, state):
@@ -132,20 +145,25 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         t = time.time(process, u)
         scale = time.dt_du(process, t).to(y.dtype)
         t = t.to(y.dtype)
-        field, div = trace(lambda z: flow.drift(z, t), y, probes)
-        return field * scale, div * scale
+        # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D is estimated.
+        field, div_d = trace.estimates(lambda z: flow.drift_and_denoised(z, t), y, probes, process=process, t=t)
+        a, b = (c.to(y.dtype) for c in flow.drift_coefficients(t))
+        return field * scale, (a * dim + b * div_d) * scale
 
     options = dict(options or {})
     options.setdefault("norm", _per_sample_norm(x))   # fixed-step solvers ignore it
 
-    state0 = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
-    span = torch.tensor([u0, u1], dtype=torch.float64, device=x.device)
     with torch.no_grad():
+        state0 = (x, torch.zeros(trace.num_estimates, x.shape[0], dtype=x.dtype, device=x.device))
+        span = torch.tensor([u0, u1], dtype=torch.float64, device=x.device)
         xs, deltas = odeint(rhs, state0, span, rtol=rtol, atol=atol, method=method, options=options)
-        end, delta = xs[-1], deltas[-1]
+        end, estimates = xs[-1], deltas[-1]
+        delta = estimates.mean(0)
         prior = process.prior(x.shape[1:], device=x.device, dtype=x.dtype)
         prior_lp = prior.log_prob(end)
     log_prob = prior_lp + delta
     if return_stats:
-        return log_prob, LikelihoodStats(nfe=nfe, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp)
+        return log_prob, LikelihoodStats(nfe=nfe, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp,
+                                         se=trace.standard_error(estimates), estimates=estimates,
+                                         matvecs=trace.matvecs(x))
     return log_prob

@@ -41,15 +41,36 @@ class GaussianReverse(ReverseProcess):
         Returns:
             ``(drift, denoised)``, both shaped like ``x``.
         """
-        p = self.process
-        t = p.check_time(t, x)
+        t = self.process.check_time(t, x)
         denoised = self.model.denoise(x, t)
+        alpha, sigma, a_dot, s_dot = self._coefficients(t)
+        eps = (x - expand_like(alpha, x) * denoised) / expand_like(sigma, x)
+        return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
+
+    def _coefficients(self, t):
+        r""":math:`\alpha_t, \sigma_t, \alpha_t'` and the noise-adjusted :math:`\sigma_t'` of the drift."""
+        p = self.process
         alpha, sigma = p.alpha(t), p.sigma(t)
         a_dot, s_dot = p.alpha_dot(t), p.sigma_dot(t)
         if self.noise != 0.0:
             s_dot = s_dot + (0.5 * self.noise**2) * p.diffusion(t) ** 2 / sigma
-        eps = (x - expand_like(alpha, x) * denoised) / expand_like(sigma, x)
-        return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
+        return alpha, sigma, a_dot, s_dot
+
+    def drift_coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The drift split into its affine part and the denoiser's: :math:`(a, b)` with
+        :math:`\text{drift}(x, t) = a(t)\,x + b(t)\,D(x, t)`,
+
+        .. math:: a = \frac{\sigma_t'}{\sigma_t}, \qquad b = \alpha_t' - \frac{\sigma_t'\,\alpha_t}{\sigma_t}
+
+        (the same :math:`\sigma_t'` as :meth:`drift_and_denoised`, noise included). For the probability
+        flow :math:`a = f + g^2/(2\sigma^2)` and :math:`b = -g^2\alpha/(2\sigma^2)` (THEORY.md §13), so
+        :math:`\nabla\cdot\text{drift} = a\,d + b\,\nabla\cdot D`: the part that carries the large
+        :math:`1/\sigma_t^2` near the data is exact and only :math:`\nabla\cdot D` needs estimating
+        (:func:`probdiff.log_likelihood`). Infinite where :math:`\sigma_t = 0`.
+        """
+        t = self.process.check_time(t)
+        alpha, sigma, a_dot, s_dot = self._coefficients(t)
+        return s_dot / sigma, a_dot - s_dot * alpha / sigma
 
     def drift(self, x: torch.Tensor, t) -> torch.Tensor:
         """The drift :math:`f x - \\tfrac{1+\\eta^2}{2}g^2 s` at ``x``, ``t`` (see :meth:`drift_and_denoised`)."""
