@@ -147,8 +147,14 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         t = t.to(y.dtype)
         # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D is estimated.
         field, div_d = trace.estimates(lambda z: flow.drift_and_denoised(z, t), y, probes, process=process, t=t)
-        a, b = (c.to(y.dtype) for c in flow.drift_coefficients(t))
-        return field * scale, (a * dim + b * div_d) * scale
+        if bool(process.sigma(t) == 0):
+            # x_t = alpha x_0: the flow is (alpha'/alpha) x and div eps -> 0 for a data density that is smooth
+            # and positive at x, so the divergence is d alpha'/alpha (LinearBlend(t_min=0): -d at t = 0).
+            div = (dim * process.alpha_dot(t) / process.alpha(t)).to(y.dtype).expand_as(div_d)
+        else:
+            a, b = (c.to(y.dtype) for c in flow.drift_coefficients(t))
+            div = a * dim + b * div_d
+        return field * scale, div * scale
 
     options = dict(options or {})
     options.setdefault("norm", _per_sample_norm(x))   # fixed-step solvers ignore it

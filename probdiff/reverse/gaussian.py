@@ -37,6 +37,9 @@ class GaussianReverse(ReverseProcess):
         (use :math:`s = -\hat\epsilon/\sigma_t`, :math:`f\alpha = \alpha'`, :math:`\sigma' = \sigma f +
         g^2/(2\sigma)`). The first two terms are the probability-flow velocity (Karras et al. 2022, Eq. (4));
         this form stays finite where :math:`\alpha_t = 0` and gives the denoising trajectory for free.
+        Where :math:`\sigma_t = 0` (``LinearBlend(t_min=0)``) it takes the limit :math:`\hat\epsilon = 0`
+        (the noise is independent of :math:`x_0 = x_t/\alpha_t`), so the probability flow is
+        :math:`(\alpha_t'/\alpha_t)\,x` there.
 
         Returns:
             ``(drift, denoised)``, both shaped like ``x``.
@@ -44,7 +47,11 @@ class GaussianReverse(ReverseProcess):
         t = self.process.check_time(t, x)
         denoised = self.model.denoise(x, t)
         alpha, sigma, a_dot, s_dot = self._coefficients(t)
-        eps = (x - expand_like(alpha, x) * denoised) / expand_like(sigma, x)
+        # At sigma = 0 (the data's end of a process such as LinearBlend(t_min=0)) x_t = alpha x_0 carries no
+        # noise, so E[eps | x_t] = 0: the limit, written with a safe divisor so that gradients stay finite.
+        live = expand_like(sigma > 0, x)
+        safe = expand_like(torch.where(sigma > 0, sigma, torch.ones_like(sigma)), x)
+        eps = torch.where(live, (x - expand_like(alpha, x) * denoised) / safe, torch.zeros_like(x))
         return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
 
     def _coefficients(self, t):
