@@ -4,6 +4,7 @@ from ..lattice import Quantization
 from ..timevars import LogSNRTime, PhysicalTime, TimeSampler, TimeVariable, UniformLogSNR, UniformTime
 from .bpd import BitsPerDim, bits_per_dim, bits_per_dim_summary, dequantize
 from .chain import blackout_elbo, chain_elbo, prior_kl
+from .dequantization import Dequantizer, TruncatedNormalDequantizer, UniformDequantizer, dequantized_log_prob
 from .decoders import Decoder, DiscretizedGaussian, DiscretizedNormal, GaussianDecoder
 from .elbo import elbo, family_elbo
 from .exact import LikelihoodStats, log_likelihood
@@ -15,4 +16,5 @@ __all__ = ["elbo", "family_elbo", "gaussian_elbo", "chain_elbo", "blackout_elbo"
            "LikelihoodStats", "Trace", "ExactTrace", "Hutchinson", "ProbeKind", "probe_forms", "TimeVariable",
            "PhysicalTime", "LogSNRTime", "Decoder", "GaussianDecoder", "DiscretizedGaussian", "DiscretizedNormal",
            "Quantization", "bits_per_dim", "dequantize", "TimeSampler", "UniformLogSNR", "UniformTime",
-           "HutchPlusPlus", "GaussianControlVariate", "probe_vjps", "BitsPerDim", "bits_per_dim_summary"]
+           "HutchPlusPlus", "GaussianControlVariate", "probe_vjps", "BitsPerDim", "bits_per_dim_summary",
+           "Dequantizer", "UniformDequantizer", "TruncatedNormalDequantizer", "dequantized_log_prob"]
