@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .._util import check_positive
+from .._util import check_positive, check_positive_int
 from ..models.base import bind
 from ..processes.gaussian import as_gaussian
 from ..reverse.base import build_reverse
@@ -71,6 +71,9 @@ class LikelihoodStats:
             ``delta_log_prob``.
         matvecs: vector-Jacobian products per sample and evaluation (``nfe * matvecs`` is the
             divergence's cost per sample).
+        completed: ``False`` when ``max_nfe`` ran out: then ``endpoint``, ``delta_log_prob`` and
+            ``estimates`` are the state at ``t_end`` and the log-likelihood is ``NaN``.
+        t_end: the time the integration reached (``t_max`` when completed).
     """
 
     nfe: int
@@ -80,11 +83,18 @@ class LikelihoodStats:
     se: torch.Tensor | None = None
     estimates: torch.Tensor | None = None
     matvecs: int = 0
+    completed: bool = True
+    t_end: float | None = None
+
+
+class _OverBudget(Exception):
+    """Raised inside the right-hand side when ``max_nfe`` is spent (caught by :func:`log_likelihood`)."""
 
 
 def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, *, trace: Trace = ExactTrace(),
                    time: TimeVariable = PhysicalTime(), rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
-                   options: dict | None = None, generator: torch.Generator | None = None, return_stats: bool = False):
+                   options: dict | None = None, generator: torch.Generator | None = None, return_stats: bool = False,
+                   steps: int = 64, max_nfe: int | None = None, segments: int = 8):
     r"""Log-density :math:`\log p_{t_{min}}(x)` of the model's probability flow, in nats, shape ``(batch,)``.
 
     Integrates :math:`(x, \Delta)` forward from :math:`t_{min}` to :math:`t_{max}` in the variable ``time``
@@ -111,6 +121,16 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
             ``"dopri8"``, ``"bosh3"``, ...); ``options`` go to torchdiffeq unchanged.
         generator: source of the Hutchinson probes.
         return_stats: also return :class:`LikelihoodStats`.
+        steps: for a fixed-step ``method`` (``"rk4"``, ``"midpoint"``, ``"euler"``, ...) the number of
+            equal steps in the variable ``time`` unless ``options`` set ``step_size`` or ``grid_points``
+            (ignored by adaptive methods). A fixed grid makes the same number of evaluations for every
+            input, so ranks of a distributed evaluation (torchrun) stay in step where an adaptive solver
+            would take a different NFE on each.
+        max_nfe: a budget of right-hand-side evaluations. When it runs out the integration stops and
+            returns instead of raising: the log-likelihood is ``NaN`` and ``stats.completed`` is ``False``,
+            with the state at ``stats.t_end``, the last of ``segments`` equal pieces of the span that was
+            finished. Setting a budget costs a few evaluations per piece (an adaptive solver restarts).
+        segments: pieces of the span when ``max_nfe`` is set.
 
     Returns:
         ``log_prob`` of shape ``(batch,)``, or ``(log_prob, stats)`` with ``return_stats=True``.
@@ -127,6 +147,10 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         raise ValueError(f"method must be one of {sorted(TorchDiffEq.ORDERS)}, got {method!r}")
     check_positive("rtol", rtol)
     check_positive("atol", atol)
+    check_positive_int("steps", steps)
+    check_positive_int("segments", segments)
+    if max_nfe is not None:
+        check_positive_int("max_nfe", max_nfe)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor of shape (batch, *event), got {type(x).__name__}")
     process.check_data("x", x)
@@ -156,20 +180,42 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
             div = a * dim + b * div_d
         return field * scale, div * scale
 
-    options = dict(options or {})
-    options.setdefault("norm", _per_sample_norm(x))   # fixed-step solvers ignore it
+    def budgeted(u, state):
+        if max_nfe is not None and nfe >= max_nfe:
+            raise _OverBudget
+        return rhs(u, state)
 
+    options = dict(options or {})
+    pieces = segments if max_nfe is not None else 1
+    # A budget splits the span into pieces so that the state at the last finished piece can be returned.
+    cuts = torch.linspace(u0, u1, pieces + 1, dtype=torch.float64, device=x.device)
+    if method in TorchDiffEq.ADAPTIVE:
+        options.setdefault("norm", _per_sample_norm(x))
+    elif not {"step_size", "grid_points", "grid_constructor"} & set(options):
+        # fixed grid: steps + 1 points uniform in the time variable, the same NFE for every input (and rank)
+        grid = torch.linspace(u0, u1, steps + 1, dtype=torch.float64, device=x.device)
+        cuts = grid[torch.linspace(0, steps, min(pieces, steps) + 1).round().long().unique()]
+        options["grid_constructor"] = lambda f, y0, t: torch.cat([t[:1], grid[(grid > t[0]) & (grid < t[-1])],
+                                                                  t[-1:]])
+    state = (x, torch.zeros(trace.num_estimates, x.shape[0], dtype=x.dtype, device=x.device))
+    reached, completed = u0, True
     with torch.no_grad():
-        state0 = (x, torch.zeros(trace.num_estimates, x.shape[0], dtype=x.dtype, device=x.device))
-        span = torch.tensor([u0, u1], dtype=torch.float64, device=x.device)
-        xs, deltas = odeint(rhs, state0, span, rtol=rtol, atol=atol, method=method, options=options)
-        end, estimates = xs[-1], deltas[-1]
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            try:
+                xs, deltas = odeint(budgeted, state, torch.stack([lo, hi]), rtol=rtol, atol=atol, method=method,
+                                    options=options)
+            except _OverBudget:
+                completed = False
+                break
+            state, reached = (xs[-1], deltas[-1]), float(hi)
+        end, estimates = state
         delta = estimates.mean(0)
         prior = process.prior(x.shape[1:], device=x.device, dtype=x.dtype)
         prior_lp = prior.log_prob(end)
-    log_prob = prior_lp + delta
+    log_prob = prior_lp + delta if completed else torch.full_like(delta, float("nan"))
     if return_stats:
         return log_prob, LikelihoodStats(nfe=nfe, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp,
                                          se=trace.standard_error(estimates), estimates=estimates,
-                                         matvecs=trace.matvecs(x))
+                                         matvecs=trace.matvecs(x), completed=completed,
+                                         t_end=float(time.time(process, torch.tensor(reached, dtype=torch.float64))))
     return log_prob
