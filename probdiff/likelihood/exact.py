@@ -10,15 +10,21 @@ SDEs", ICLR 2021, App. D.2, Eq. (39)) gives
     \log p_{t_{min}}(x) = \log p_{ref}\big(x(t_{max})\big) + \int_{t_{min}}^{t_{max}} \nabla\!\cdot h(x(t), t)\,dt,
     \qquad \frac{dx}{dt} = h(x, t),\quad x(t_{min}) = x,
 
-integrated *forward* in time on the augmented state :math:`(x, \Delta)` with torchdiffeq. The divergence
-is computed exactly (:class:`~probdiff.ExactTrace`) or estimated with Hutchinson's trick (:class:`~probdiff.Hutchinson`;
-Grathwohl et al., "FFJORD", ICLR 2019, §3.1) with one fixed probe per sample along the trajectory. The
+integrated *forward* in time on the augmented state :math:`(x, \Delta)` with torchdiffeq. The drift is the
+one drift of :meth:`GaussianReverse.drift_and_denoised <probdiff.reverse.GaussianReverse.drift_and_denoised>`,
+split as :math:`h = a(t)\,x + b(t)\,D(x, t)` (:meth:`~probdiff.reverse.GaussianReverse.drift_coefficients`):
+:math:`\nabla\cdot h = a\,d + b\,\nabla\cdot D`, the affine part exact and only :math:`\nabla\cdot D` computed
+by the ``trace``: exactly (:class:`~probdiff.ExactTrace`) or estimated with probes fixed along the
+trajectory (:class:`~probdiff.Hutchinson`, Grathwohl et al., "FFJORD", ICLR 2019, §3.1;
+:class:`~probdiff.HutchPlusPlus`; :class:`~probdiff.GaussianControlVariate`). :math:`\Delta` holds one
+integral per estimate of the trace (``P`` per sample), whose spread is the standard error
+``stats.se``. The
 integration variable is any :class:`~probdiff.TimeVariable`, which changes the
 cost, not the answer; the default is the process' own time, which needed fewer evaluations than log-SNR
 time on every oracle measured (benchmarks/likelihood.py).
 
 Error control is per sample: the solver's error norm is the largest over the batch of each sample's RMS
-error over its own state :math:`(x_i, \Delta_i)`, so each sample meets ``rtol``/``atol`` as if it were
+error over its own state :math:`(x_i, \Delta_{1..P,i})`, so each sample meets ``rtol``/``atol`` as if it were
 solved alone and the answer does not depend on the rest of the batch (a batch-wide RMS norm, as in
 torchdiffeq's default or scipy's ``solve_ivp``, lets the error of one sample hide behind the others).
 """
@@ -114,7 +120,9 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         process: a :class:`~probdiff.GaussianProcess` (omit it in the short form).
         model: a Gaussian model (any parameterisation, or an oracle).
         x: data at ``t_min``, ``(batch, *event)``, float32 or float64.
-        trace: :class:`ExactTrace` or :class:`Hutchinson`.
+        trace: a :class:`~probdiff.likelihood.Trace` of :math:`\nabla\cdot D`: :class:`~probdiff.ExactTrace`,
+            :class:`~probdiff.Hutchinson`, :class:`~probdiff.HutchPlusPlus` or
+            :class:`~probdiff.GaussianControlVariate`.
         time: integration variable, :class:`~probdiff.PhysicalTime` (default) or :class:`~probdiff.LogSNRTime`.
         rtol, atol: tolerances of the adaptive solver, per sample (see the module docstring).
         method: a torchdiffeq method of :attr:`probdiff.solvers.TorchDiffEq.ORDERS` (``"dopri5"``,

@@ -203,7 +203,8 @@ class Hutchinson(Trace):
     ODE stays a smooth ODE and the estimate of :math:`\log p` is unbiased (FFJORD, §3.1).
 
     Args:
-        num_probes: probes per sample, ``P``; the variance falls as ``1/P``.
+        num_probes: probes per sample, ``P``; the variance falls as ``1/P``, and ``P >= 2`` gives a standard
+            error (the spread of the ``P`` integrated estimates; one probe gives ``NaN``).
         kind: :class:`ProbeKind` (or its value ``"rademacher"`` / ``"gaussian"``).
     """
 
