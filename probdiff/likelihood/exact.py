@@ -164,6 +164,13 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
     process.check_data("x", x)
     x = x.detach()
 
+    if x.shape[0] == 0:                   # an empty batch is valid input and gives an empty result
+        empty = x.new_zeros(0)
+        stats = LikelihoodStats(nfe=0, endpoint=x, delta_log_prob=empty, prior_log_prob=empty, se=empty,
+                                estimates=x.new_zeros(trace.num_estimates, 0), matvecs=trace.matvecs(x[:1]),
+                                t_end=float(process.t_max))
+        return (empty, stats) if return_stats else empty
+
     flow = build_reverse(process, model, 0.0)
     probes = trace.prepare(x, generator)
     u0, u1 = time.bounds(process)

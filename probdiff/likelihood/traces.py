@@ -103,7 +103,7 @@ class Trace(abc.ABC):
 
     def matvecs(self, x: torch.Tensor) -> int:
         """Vector-Jacobian products per sample and evaluation (the cost beside the forward passes)."""
-        return x[0].numel()
+        return math.prod(x.shape[1:])
 
     def standard_error(self, estimates: torch.Tensor) -> torch.Tensor:
         r"""Standard error of the mean of ``(P, B)`` i.i.d. estimates, :math:`s/\sqrt P` with the unbiased

@@ -84,7 +84,8 @@ class HutchPlusPlus(Trace):
         field, y = probe_vjps(fn, x, s)                                     # (k, B, *event): S^T J
         c = _dot(s, y).sum(0) / _dot(s, s).sum(0)                           # (B,) shift
         sketch = (y - expand_like(c, y[0])[None] * s).reshape(k, b, d).permute(1, 2, 0)    # (B, d, k)
-        q = torch.linalg.qr(sketch).Q                                       # (B, d, k)
+        q = torch.linalg.qr(sketch).Q                                       # (B, d, min(k, d))
+        k = q.shape[2]                                                      # k >= d: Q spans all, exact
         zf = z.reshape(z.shape[0], b, d).permute(1, 2, 0)                   # (B, d, n)
         w = zf - q @ (q.transpose(1, 2) @ zf)
         cot = torch.cat([q, w], 2).permute(2, 0, 1).reshape(k + z.shape[0], *x.shape)

@@ -167,3 +167,21 @@ def test_bits_per_dim_summary():
     assert out.ci95_data == pytest.approx(1.96 * sd / 2, rel=1e-12)
     assert "± " in str(out) and "95% CI" in str(out)
     assert pd.bits_per_dim_summary(log_p, None, (64,), 17, (0.0, 16.0)).se_trace == 0.0
+
+
+@pytest.mark.parametrize("trace", [pd.ExactTrace(), pd.Hutchinson(2), pd.HutchPlusPlus(6)])
+def test_empty_batch_gives_empty_result(trace):
+    process, mix = pd.VESDE(), mixture(2)
+    log_p, stats = pd.log_likelihood(process, mix.model(process), data(mix, 2)[:0], trace=trace,
+                                     return_stats=True)
+    assert log_p.shape == (0,) and stats.se.shape == (0,) and stats.nfe == 0
+
+
+def test_hutchplusplus_sketch_wider_than_the_dimension_is_exact():
+    """d = 2 < sketch = 4: Q spans everything, the residual vanishes, every estimate is the trace."""
+    fn = _net(2, seed=8)
+    x = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    trace = pd.HutchPlusPlus(12)
+    _, est = trace.estimates(fn, x, trace.prepare(x, torch.Generator().manual_seed(1)))
+    assert torch.allclose(est, _jac_trace(fn, x).expand_as(est), atol=1e-10)
+    assert (trace.standard_error(est) < 1e-10).all()
