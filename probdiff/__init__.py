@@ -3,8 +3,10 @@
 Public API re-exports only (see DESIGN.md, "Public API"; the layers are on the docs' Concepts page).
 """
 
-from . import data, geometry, grids, likelihood, losses, nn, oracles, ppl, recipes, solvers, testing, train
+from . import data, geometry, grids, guidance, likelihood, losses, nn, oracles, ppl, recipes, solvers, testing, train
+from .conditioning import LinearGaussian, condition
 from ._util import expand_like
+from .distribution import ELBO, ODE, ModelDistribution, Sampler, as_distribution
 from .lattice import Quantization
 from .likelihood import (
     BitsPerDim,
@@ -45,7 +47,7 @@ from .processes import (
     UniformChain,
 )
 from .reverse import ReverseProcess, probability_flow, reverse
-from .sampling import Solution, sample
+from .sampling import Solution, path_log_prob, sample
 from .timevars import LogitTime, LogSNRTime, PhysicalTime, TimeVariable
 from .train import Trainer
 
@@ -57,6 +59,8 @@ __all__ = [
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
     "CategoricalModel", "BlackoutModel",
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
+    "path_log_prob", "as_distribution", "ModelDistribution", "ODE", "ELBO", "Sampler",
+    "condition", "LinearGaussian", "guidance",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
     "HutchPlusPlus", "GaussianControlVariate", "BitsPerDim", "bits_per_dim_summary",

@@ -113,6 +113,54 @@ class GaussianMixture:
         t = as_gaussian(process).check_time(t, x)
         return self._terms(x, process.alpha(t), process.sigma(t))[0]
 
+    def condition(self, A, noise_cov, y) -> "GaussianMixture":
+        r"""The exact posterior :math:`p(x \mid y)` for the observation :math:`y = A x + n`,
+        :math:`n \sim \mathcal N(0, S)` (THEORY.md §11): again a Gaussian mixture, with
+
+        .. math::
+
+            w'_k \propto w_k\,\mathcal N(y;\ A\mu_k,\ A C_k A^\top + S),\quad
+            K_k = C_k A^\top (A C_k A^\top + S)^{-1},\quad
+            \mu'_k = \mu_k + K_k (y - A\mu_k),\quad C'_k = C_k - K_k A C_k
+
+        (the Kalman update per component; Bishop, "Pattern Recognition and Machine Learning", §2.3.3).
+        Pushed through any Gaussian process, its :meth:`model` is the exact conditional denoiser and score.
+
+        Args:
+            A: ``(m, d)`` observation operator (masking, averaging, projection, ...).
+            noise_cov: :math:`S`, ``(m, m)`` symmetric positive definite, or a positive number (``S = c I``).
+            y: ``(m,)`` the observation.
+        """
+        dtype, device = self.means.dtype, self.means.device
+        A = torch.as_tensor(A, dtype=dtype, device=device)
+        if A.dim() != 2 or A.shape[1] != self.dim:
+            raise ValueError(f"A must have shape (m, {self.dim}), got {tuple(A.shape)}")
+        m = A.shape[0]
+        y = torch.as_tensor(y, dtype=dtype, device=device)
+        if y.shape != (m,):
+            raise ValueError(f"y must have shape ({m},) (one observation of A x), got {tuple(y.shape)}")
+        S = torch.as_tensor(noise_cov, dtype=dtype, device=device)
+        if S.dim() == 0:
+            check_positive("noise_cov", float(S))
+            S = float(S) * torch.eye(m, dtype=dtype, device=device)
+        if S.shape != (m, m) or not bool(torch.linalg.cholesky_ex(S).info.eq(0)):
+            raise ValueError(f"noise_cov must be a positive number or a ({m}, {m}) positive definite matrix")
+        for name, v in (("A", A), ("y", y)):
+            check_finite(name, v)
+        AC = A @ self.covs                                                        # (K, m, d)
+        innov = AC @ A.T + S                                                      # (K, m, m)
+        resid = y - self.means @ A.T                                              # (K, m)
+        chol = torch.linalg.cholesky(innov)
+        gain = torch.linalg.solve(innov, AC).transpose(-1, -2)                    # (K, d, m) = C A^T innov^-1
+        means = self.means + (gain @ resid[..., None])[..., 0]
+        covs = self.covs - gain @ AC
+        covs = 0.5 * (covs + covs.transpose(-1, -2))
+        white = torch.linalg.solve_triangular(chol, resid[..., None], upper=False)[..., 0]
+        log_evidence = (-0.5 * (white**2).sum(-1) - torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+                        - 0.5 * m * _LOG_2PI)
+        weights = torch.softmax(torch.log(self.weights) + log_evidence, dim=0)
+        return GaussianMixture(weights, means, covs, validate_args=False)
+
     def model(self, process: GaussianProcess) -> "GaussianModel":
         """The exact model (denoiser, score, epsilon, velocity) of this mixture under ``process``."""
         return MixtureModel(self, as_gaussian(process))

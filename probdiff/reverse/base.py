@@ -65,6 +65,13 @@ class ReverseProcess:
         raise ValueError(f"{type(self).__name__} has no ancestral step (the family of "
                          f"{type(self.process).__name__} defines none)")
 
+    def ancestral_kernel(self, x: torch.Tensor, t, s, eta: float):
+        """The law of :meth:`ancestral_step` as a :class:`~probdiff.reverse.kernels.StepKernel` over ``x_s``,
+        with the model's data estimate: ``(kernel, denoised)``. Families with a stochastic exact step define
+        it (``ancestral_step`` draws from it); a deterministic step (``eta == 0``) has none."""
+        raise ValueError(f"{type(self).__name__} has no ancestral kernel (the family of "
+                         f"{type(self.process).__name__} defines none)")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(process={self.process!r}, model={self.model!r}, noise={self.noise:g})"
 

@@ -24,8 +24,8 @@ from .._util import expand_like
 from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
-from ..processes.matrices import sample_categorical
 from .base import ReverseProcess, build_reverse
+from .kernels import BinomialKernel, CappedPoisson, CategoricalKernel
 
 __all__ = ["ChainReverse", "BlackoutReverse"]
 
@@ -61,12 +61,18 @@ class ChainReverse(ReverseProcess):
     def ancestral_step(self, x, t, s, eta, generator):
         """Draw :math:`x_s` from the mixture of posteriors :math:`p(x_s|x_t) = \\sum_{x_0} p(x_0|x_t)\\,q(x_s|x_t,x_0)`
         (Austin et al., D3PM 2021, Eq. (4)); exact for any step with the exact model. ``eta`` must be 1 (a
-        chain has no deterministic variant)."""
+        chain has no deterministic variant). The draw is :meth:`ancestral_kernel`'s."""
+        kernel, denoised = self.ancestral_kernel(x, t, s, eta)
+        return kernel.draw(generator), denoised
+
+    def ancestral_kernel(self, x, t, s, eta=1.0):
+        """The law of :meth:`ancestral_step`: a :class:`~probdiff.reverse.kernels.CategoricalKernel` with
+        probabilities :math:`p(x_s|x_t)` per element, and :math:`E[x_0|x_t]`. Returns ``(kernel, denoised)``."""
         if eta != 1.0:
             raise ValueError(f"eta must be 1 (or None with noise 1) for a Markov chain, got {eta}")
         log_probs, probs = self.kernel_log_probs(x, t, s)
-        x_new = sample_categorical(torch.exp(log_probs), generator).to(x.dtype)
-        return x_new, probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        denoised = probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        return CategoricalKernel(log_probs, x.dtype), denoised
 
     def _step_times(self, x: torch.Tensor, t, s, dtype):
         s, t = self.process.check_times(s, t, x)
@@ -84,6 +90,12 @@ class ChainReverse(ReverseProcess):
         states = torch.arange(rates.shape[-1], dtype=rates.dtype, device=rates.device)
         moved = x.to(rates.dtype) + (jumps * (states - x.to(rates.dtype)[..., None])).sum(-1)
         return moved.clamp(0, rates.shape[-1] - 1).to(x.dtype), probs @ states
+
+    def tau_leap_kernel(self, x, t, s):
+        """The law of :meth:`tau_leap` has no closed form for a general chain (the clamped sum of Poisson
+        jumps to every state); only Blackout's births-only leap has one (:meth:`BlackoutReverse.tau_leap_kernel`)."""
+        raise ValueError(f"tau-leaping on {type(self.process).__name__} has no closed-form kernel (a clamped sum "
+                         "of Poisson jumps); use Ancestral, whose kernel is exact")
 
 
 class BlackoutReverse(ChainReverse):
@@ -126,13 +138,32 @@ class BlackoutReverse(ChainReverse):
         log_p, _ = self.process.bridge_log_probs(s_, t_)
         return y, expand_like(torch.exp(log_p), x)
 
+    def bridge_kernel(self, x: torch.Tensor, t, s):
+        r"""The law of :class:`~probdiff.solvers.BinomialBridge`'s step: :math:`n_s = n_t + B`,
+        :math:`B \sim \mathrm{Bin}(\min(\mathrm{round}(\hat y), N - n_t), (p_s - p_t)/(1 - p_t))` with
+        :math:`N` = ``max_count`` (a :class:`~probdiff.reverse.kernels.BinomialKernel`), and
+        :math:`E[n_0|n_t]`. Returns ``(kernel, denoised)``."""
+        y = self.mean_births(x, t)
+        t_, s_ = self._step_times(x, t, s, y.dtype)
+        log_p, log_q = self.process.bridge_log_probs(s_, t_)
+        xf = x.to(y.dtype)
+        count = torch.minimum(torch.round(y), self.process.max_count - xf)
+        return BinomialKernel(xf, count, expand_like(log_p, x), expand_like(log_q, x), x.dtype), xf + y
+
+    def tau_leap_kernel(self, x: torch.Tensor, t, s):
+        r"""The law of :meth:`tau_leap`: :math:`n_s = n_t + \min(N, \mathrm{max\_count} - n_t)`,
+        :math:`N \sim \mathrm{Poisson}(\hat y\,(p_s - p_t)/(1 - p_t))` (a
+        :class:`~probdiff.reverse.kernels.CappedPoisson`), and :math:`E[n_0|n_t]`. Returns
+        ``(kernel, denoised)``."""
+        y, prob = self.bridge(x, t, s)
+        xf = x.to(y.dtype)
+        return CappedPoisson(xf, y * prob, self.process.max_count - xf, x.dtype), xf + y
+
     def tau_leap(self, x, t, s, generator):
         """Births over the step :math:`\\sim \\mathrm{Poisson}(\\hat y\\,(p_s - p_t)/(1 - p_t))`, capped at
         ``max_count``. Returns ``(x_s, denoised)``."""
-        y, prob = self.bridge(x, t, s)
-        births = torch.poisson(y * prob, generator=generator)
-        x_new = torch.minimum(x.to(y.dtype) + births, torch.full_like(y, self.process.max_count))
-        return x_new.to(x.dtype), x.to(y.dtype) + y
+        kernel, denoised = self.tau_leap_kernel(x, t, s)
+        return kernel.draw(generator), denoised
 
 
 @build_reverse.register

@@ -13,6 +13,7 @@ import torch
 from .._util import expand_like
 from ..processes.gaussian import GaussianProcess
 from .base import ReverseProcess, build_reverse
+from .kernels import GaussianKernel
 
 __all__ = ["GaussianReverse"]
 
@@ -102,19 +103,61 @@ class GaussianReverse(ReverseProcess):
         :math:`\eta` is the reverse family's noise level; the clip at :math:`\sigma_s^2` only matters for
         :math:`\eta > 1` on coarse grids. Returns ``(x_s, denoised)``.
         """
+        if eta == 0.0:
+            denoised, alpha_s, sigma_s, eps, _ = self._posterior_parts(x, t, s)
+            return alpha_s * denoised + sigma_s * eps, denoised
+        kernel, denoised = self.ancestral_kernel(x, t, s, eta)
+        return kernel.draw(generator), denoised
+
+    def ancestral_kernel(self, x, t, s, eta):
+        r"""The law of :meth:`ancestral_step` for :math:`\eta > 0`: the Gaussian kernel
+        :math:`\mathcal N(\alpha_s\hat x_0 + \sqrt{\sigma_s^2 - v}\,\hat\epsilon,\ v I)` over :math:`x_s`
+        (THEORY.md §12), with :math:`v` as in :meth:`ancestral_step`, and the denoised estimate
+        :math:`\hat x_0`. At :math:`\eta = 1` it is :math:`q(x_s\mid x_t, x_0 = \hat x_0)`.
+        :meth:`ancestral_step` draws from it. Returns ``(kernel, denoised)``; ``ValueError`` at ``eta == 0``
+        (DDIM is deterministic)."""
+        if not eta > 0.0:
+            raise ValueError(f"eta must be > 0 for a kernel (eta = 0 is the deterministic DDIM step), got {eta}")
+        denoised, alpha_s, sigma_s, eps, one_minus_r = self._posterior_parts(x, t, s)
+        return self._fresh_noise_kernel(denoised, alpha_s, sigma_s, eps,
+                                        torch.clamp(eta**2 * one_minus_r, max=1.0)), denoised
+
+    def coefficient_preserving_kernel(self, x, t, s, fraction):
+        r"""The coefficient-preserving step (Wang & Yu, "Coefficients-Preserving Sampling for Reinforcement
+        Learning with Flow Matching", 2025): with :math:`\rho` = ``fraction`` in ``[0, 1]``,
+
+        .. math::
+
+            x_s \sim \mathcal N\big(\alpha_s\hat x_0 + \sigma_s\sqrt{1-\rho}\,\hat\epsilon,\ \rho\,\sigma_s^2 I\big),
+
+        so that the coefficients of :math:`\hat x_0` and of the (predicted plus fresh) noise are exactly
+        :math:`\alpha_s` and :math:`\sigma_s`, whatever the step. :meth:`ancestral_kernel` is the same step
+        with :math:`\rho = \eta^2(1 - e^{\lambda_t - \lambda_s})` (DDIM); the paper's
+        :math:`\rho = \sin^2(\eta\pi/2)` does not shrink with the step. Returns ``(kernel, denoised)``."""
+        denoised, alpha_s, sigma_s, eps, _ = self._posterior_parts(x, t, s)
+        fraction = torch.as_tensor(fraction, dtype=x.dtype, device=x.device)
+        return self._fresh_noise_kernel(denoised, alpha_s, sigma_s, eps, fraction), denoised
+
+    @staticmethod
+    def _fresh_noise_kernel(denoised, alpha_s, sigma_s, eps, fraction):
+        r""":math:`\mathcal N(\alpha_s\hat x_0 + \sqrt{\sigma_s^2 - v}\,\hat\epsilon, v)` with
+        :math:`v = \rho\,\sigma_s^2`: a fraction of the noise at ``s`` drawn afresh."""
+        var = sigma_s**2 * fraction
+        loc = alpha_s * denoised + torch.sqrt(sigma_s**2 - var) * eps
+        return GaussianKernel(loc, torch.sqrt(var))
+
+    def _posterior_parts(self, x, t, s):
+        r""":math:`\hat x_0`, :math:`\alpha_s`, :math:`\sigma_s`, :math:`\hat\epsilon` and
+        :math:`1 - e^{\lambda_t - \lambda_s}` of the step from ``t`` to ``s`` (one model evaluation)."""
         p = self.process
         t, s = p.check_time(t, x, "t"), p.check_time(s, x, "s")
         denoised = self.model.denoise(x, t)
         alpha_t, sigma_t = expand_like(p.alpha(t), x), expand_like(p.sigma(t), x)
         alpha_s, sigma_s = expand_like(p.alpha(s), x), expand_like(p.sigma(s), x)
         eps = (x - alpha_t * denoised) / sigma_t
-        if eta == 0.0:
-            return alpha_s * denoised + sigma_s * eps, denoised
         # 1 - r with r = exp(lambda_t - lambda_s) < 1, in expm1 form so that small steps keep their digits.
         one_minus_r = expand_like(-torch.expm1(p.log_snr(t) - p.log_snr(s)), x)
-        var = sigma_s**2 * torch.clamp(eta**2 * one_minus_r, max=1.0)
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return alpha_s * denoised + torch.sqrt(sigma_s**2 - var) * eps + torch.sqrt(var) * z, denoised
+        return denoised, alpha_s, sigma_s, eps, one_minus_r
 
 
 @build_reverse.register

@@ -7,10 +7,12 @@ posteriors for Markov chains).
 
 from __future__ import annotations
 
-from .._util import check_finite
-from .base import Solver, Step
+import math
 
-__all__ = ["Ancestral"]
+from .._util import check_finite
+from .base import SDESolver, Solver, Step
+
+__all__ = ["Ancestral", "CoefficientPreserving"]
 
 
 class Ancestral(Solver):
@@ -41,3 +43,51 @@ class Ancestral(Solver):
     def step(self, reverse, x, t, s, state, generator) -> Step:
         x_s, denoised = reverse.ancestral_step(x, t, s, self.noise_level(reverse), generator)
         return Step(x_s, denoised, state, 1)
+
+    def kernel_and_denoised(self, reverse, x, t, s):
+        """The step's law, :meth:`reverse.ancestral_kernel <probdiff.ReverseProcess.ancestral_kernel>` (Gaussian
+        for Gaussian processes, categorical for chains), and the denoised estimate."""
+        return reverse.ancestral_kernel(x, t, s, self.noise_level(reverse))
+
+
+class CoefficientPreserving(SDESolver):
+    r"""Coefficient-preserving sampling (CPS; Wang & Yu, "Coefficients-Preserving Sampling for Reinforcement
+    Learning with Flow Matching", 2025): the ancestral step of a Gaussian process with a fixed fraction
+    :math:`\rho = \sin^2(\eta\pi/2)` of the noise at ``s`` drawn afresh,
+
+    .. math::
+
+        x_s = \alpha_s\hat x_0 + \sigma_s\cos(\eta\pi/2)\,\hat\epsilon + \sigma_s\sin(\eta\pi/2)\,z,
+
+    (:meth:`~probdiff.reverse.GaussianReverse.coefficient_preserving_kernel`). For the linear blend
+    (:math:`\alpha = 1 - t`, :math:`\sigma = t`) this is the paper's update. Unlike the Euler–Maruyama
+    discretisation of the reverse SDE (the Flow-GRPO sampler), the sample's coefficients of data and noise
+    are exactly the process' at every step, so no excess noise accumulates on coarse grids; the noise added
+    per step does not shrink with the step, so it is a member of DDIM's non-Markovian family (Song et al.
+    2021, §4.1) rather than a discretisation of one SDE. ``eta = 0`` is DDIM. Gaussian processes only; one
+    model evaluation per step.
+
+    Args:
+        eta: in ``[0, 1]``.
+    """
+
+    order = 1
+
+    def __init__(self, eta: float = 0.5):
+        check_finite("eta", eta)
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        self.eta = float(eta)
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        if self.eta == 0.0:
+            x_s, denoised = reverse.ancestral_step(x, t, s, 0.0, generator)
+            return Step(x_s, denoised, state, 1)
+        kernel, denoised = self.kernel_and_denoised(reverse, x, t, s)
+        return Step(kernel.draw(generator), denoised, state, 1)
+
+    def kernel_and_denoised(self, reverse, x, t, s):
+        """The step's Gaussian law and the denoised estimate; ``ValueError`` at ``eta == 0`` (DDIM)."""
+        if self.eta == 0.0:
+            raise ValueError("CoefficientPreserving(eta=0) is the deterministic DDIM step: it has no kernel")
+        return reverse.coefficient_preserving_kernel(x, t, s, math.sin(self.eta * math.pi / 2) ** 2)

@@ -61,6 +61,22 @@ class Solver(abc.ABC):
              generator: torch.Generator | None) -> Step:
         """Advance ``x`` from time ``t`` to the earlier time ``s``."""
 
+    def kernel(self, reverse, x: torch.Tensor, t, s):
+        """The step from ``t`` to ``s < t`` as a distribution over ``x_s`` given ``x_t = x`` (THEORY.md §12):
+        a :class:`~probdiff.reverse.kernels.StepKernel` (a Pyro distribution with ``batch_shape == (batch,)``
+        and ``event_shape == x.shape[1:]``) whose ``draw`` is exactly what :meth:`step` returns.
+
+        Raises ``ValueError`` for a step that is deterministic (ODE solvers, ``noise == 0``, DDIM) or whose
+        law has no closed form (multistep integrators, torchsde, tau-leaping on a general chain).
+        """
+        return self.kernel_and_denoised(reverse, x, t, s)[0]
+
+    def kernel_and_denoised(self, reverse, x: torch.Tensor, t, s):
+        """:meth:`kernel` and the denoised estimate of the same model evaluation: ``(kernel, denoised)``."""
+        raise ValueError(f"{type(self).__name__} takes no step with a closed-form law (deterministic or "
+                         "multistep); kernels exist for EulerMaruyama and Ancestral at noise > 0, "
+                         "CoefficientPreserving, BinomialBridge, and TauLeaping on Blackout")
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"

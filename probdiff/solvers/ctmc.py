@@ -16,7 +16,6 @@ dtype of the start; each step reports the model's :math:`E[x_0|x_t]` as ``denois
 
 from __future__ import annotations
 
-import torch
 
 from ..reverse.chain import BlackoutReverse
 from .base import CTMCSolver, Step
@@ -39,6 +38,11 @@ class TauLeaping(CTMCSolver):
         x_new, denoised = reverse.tau_leap(x, t, s, generator)
         return Step(x_new, denoised, state, 1)
 
+    def kernel_and_denoised(self, reverse, x, t, s):
+        """The leap's law, :meth:`reverse.tau_leap_kernel <probdiff.reverse.ChainReverse.tau_leap_kernel>`
+        (closed form for Blackout: capped Poisson births), and :math:`E[x_0|x_t]`."""
+        return reverse.tau_leap_kernel(x, t, s)
+
 
 class BinomialBridge(CTMCSolver):
     """Blackout's binomial bridge: births ~ Binomial(round(y_hat), (p_s - p_t)/(1 - p_t)).
@@ -56,8 +60,10 @@ class BinomialBridge(CTMCSolver):
                              f"got {type(reverse).__name__}")
 
     def step(self, reverse, x, t, s, state, generator) -> Step:
-        y, prob = reverse.bridge(x, t, s)
-        xf = x.to(y.dtype)
-        count = torch.minimum(torch.round(y), reverse.process.max_count - xf)
-        births = torch.binomial(count, prob.expand_as(count).contiguous(), generator=generator)
-        return Step((xf + births).to(x.dtype), xf + y, state, 1)
+        kernel, denoised = reverse.bridge_kernel(x, t, s)
+        return Step(kernel.draw(generator), denoised, state, 1)
+
+    def kernel_and_denoised(self, reverse, x, t, s):
+        """The bridge's law, :meth:`reverse.bridge_kernel <probdiff.reverse.BlackoutReverse.bridge_kernel>` (a
+        shifted binomial), and :math:`E[n_0|n_t]`."""
+        return reverse.bridge_kernel(x, t, s)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._util import expand_like
+from ..reverse.kernels import GaussianKernel
 from .base import SDESolver, Step
 
 __all__ = ["EulerMaruyama"]
@@ -27,9 +29,18 @@ class EulerMaruyama(SDESolver):
     order = 1
 
     def step(self, reverse, x, t, s, state, generator) -> Step:
-        drift, denoised = reverse.drift_and_denoised(x, t)
-        x_s = x + (s - t) * drift
         if reverse.noise != 0.0:
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x_s = x_s + (reverse.diffusion(t) * torch.sqrt(t - s)) * z
-        return Step(x_s, denoised, state, 1)
+            kernel, denoised = self.kernel_and_denoised(reverse, x, t, s)
+            return Step(kernel.draw(generator), denoised, state, 1)
+        drift, denoised = reverse.drift_and_denoised(x, t)
+        return Step(x + (s - t) * drift, denoised, state, 1)
+
+    def kernel_and_denoised(self, reverse, x, t, s):
+        r"""The step's law :math:`\mathcal N\big(x + (s - t)\,b_\eta(x, t),\ \eta^2 g(t)^2 (t - s) I\big)`
+        (THEORY.md §12) and :math:`D(x, t)`; ``ValueError`` at ``noise == 0`` (the step is deterministic)."""
+        if reverse.noise == 0.0:
+            raise ValueError("EulerMaruyama at noise 0 is the deterministic Euler step: it has no kernel "
+                             "(use pd.reverse(model, noise) with noise > 0)")
+        drift, denoised = reverse.drift_and_denoised(x, t)
+        scale = expand_like(reverse.diffusion(t) * torch.sqrt(t - s), x)
+        return GaussianKernel(x + (s - t) * drift, scale), denoised

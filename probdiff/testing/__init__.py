@@ -45,6 +45,7 @@ from ._identities import (
     SIMULATION,
 )
 from ._inputs import DATA, Inputs, draw_inputs, draw_time_pairs, draw_times
+from ._kernels import assert_kernel
 from ._profile import PROFILE, PROFILE_SETTINGS, register_profile
 from .fixtures import BUILT_IN, Fixture
 
@@ -56,5 +57,5 @@ __all__ = [
     "CLOSED_FORMS", "SIMULATION", "REVERSE_MARGINALS",
     "assert_shapes", "assert_rejects_bad_input", "assert_chapman_kolmogorov", "assert_bayes", "assert_score",
     "assert_coefficients", "assert_generator", "assert_prior", "assert_closed_forms", "assert_simulation",
-    "assert_reverse_marginals",
+    "assert_reverse_marginals", "assert_kernel",
 ]
