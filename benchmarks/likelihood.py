@@ -19,7 +19,15 @@ the peer's: exact trace with the third-order Bogacki–Shampine pair at ``rtol =
 accuracy for about 1.3x the peer's evaluations. Part 2 reports the cost of the exact divergence against dimension
 (one right-hand side: drift + divergence) for an MLP score network.
 
-Usage: ``python benchmarks/likelihood.py [--dims 2 16] [--batch 64] [--threads 1]``.
+Part 3 (issue 15) compares divergence estimators on a low-rank Gaussian-mixture oracle (4 components of
+rank 4 over an isotropic floor of variance 1e-4, the case of THEORY.md §13) in dimensions 16 to 3072: each
+estimator's per-image standard error of ``log p`` (from its own ``P`` integrated estimates, calibrated in
+tests/likelihood/test_variance.py), its cost in vector-Jacobian products per image (NFE × products per
+evaluation), and the work-normalised variance ``SE^2 × cost`` relative to ``Hutchinson(1)`` — below 0.25
+means "4× lower variance at equal cost". ``Hutchinson(1)``'s SE is ``sqrt(4)`` × that of
+``Hutchinson(4)`` (the mean of 4 i.i.d. probes).
+
+Usage: ``python benchmarks/likelihood.py [--dims 2 16] [--batch 64] [--threads 1] [--variance-dims 16 64 784]``.
 """
 
 from __future__ import annotations
@@ -49,8 +57,11 @@ def mixture(dim: int, seed: int = 0, k: int = 3) -> GaussianMixture:
 
 
 # ==================================================================== the peer
-def score_sde_likelihood(process, model, x, *, rtol=1e-5, atol=1e-5, generator=None):
-    """The score_sde protocol (see the module docstring). Returns (endpoint, delta_logp, nfe)."""
+def score_sde_likelihood(process, model, x, *, rtol=1e-5, atol=1e-5, generator=None, exact=False):
+    """The score_sde protocol (see the module docstring). Returns (endpoint, delta_logp, nfe).
+
+    ``exact=True`` replaces its one-probe Hutchinson divergence by the exact trace (same ODE, same
+    solver), so that its error is the ODE's alone: the fair reference for probdiff's exact trace."""
     shape, b = x.shape, x.shape[0]
     eps = (torch.randint(0, 2, shape, generator=generator) * 2 - 1).to(x.dtype)      # Rademacher
 
@@ -58,6 +69,8 @@ def score_sde_likelihood(process, model, x, *, rtol=1e-5, atol=1e-5, generator=N
         return _expand(process.drift_coef(t), y) * y - 0.5 * _expand(process.diffusion(t), y) ** 2 * model.score(y, t)
 
     def div_fn(y, t):
+        if exact:
+            return pd.ExactTrace()(lambda z: drift_fn(z, t.repeat(z.shape[0] // b)), y, None)[1]
         with torch.enable_grad():
             y = y.clone().requires_grad_(True)
             fn_eps = torch.sum(drift_fn(y, t) * eps)
@@ -84,6 +97,7 @@ def accuracy_table(dims, batch, processes):
             "| mean err / peer |")
     print(head)
     print("|" + "---|" * 9)
+    ratios = []
     for dim in dims:
         mix = mixture(dim)
         x = mix.sample(batch, generator=torch.Generator().manual_seed(1))
@@ -102,6 +116,11 @@ def accuracy_table(dims, batch, processes):
             peer_mean, peer_max = error(end, delta)
             print(f"| {dim} | {pname} | score_sde (RK45 in t, 1e-5, Hutchinson 1) | {peer_nfe} | 1.00 "
                   f"| {peer_wall:.2f} | {peer_mean:.2e} | {peer_max:.2e} | 1 |")
+            end, delta, exact_nfe = score_sde_likelihood(process, model, x, exact=True)
+            exact_mean, exact_max = error(end, delta)
+            print(f"| {dim} | {pname} | score_sde with the exact trace (RK45 in t, 1e-5) | {exact_nfe} "
+                  f"| {exact_nfe / peer_nfe:.2f} | - | {exact_mean:.2e} | {exact_max:.2e} "
+                  f"| {exact_mean / peer_mean:.1e} |")
             ours = [
                 ("probdiff ExactTrace, 1e-5 (default)", {}),
                 ("probdiff ExactTrace, 1e-4", {"rtol": 1e-4, "atol": 1e-4}),
@@ -119,6 +138,14 @@ def accuracy_table(dims, batch, processes):
                 mean, worst = error(stats.endpoint, stats.delta_log_prob)
                 print(f"| {dim} | {pname} | {label} | {stats.nfe} | {stats.nfe / peer_nfe:.2f} | {wall:.2f} "
                       f"| {mean:.2e} | {worst:.2e} | {mean / peer_mean:.1e} |")
+                if "ExactTrace" in label:
+                    ratios.append((dim, pname, label, stats.nfe / exact_nfe, mean / exact_mean))
+    print("\n## NFE and error against score_sde with the exact trace (the ODE's error alone; goal NFE <= 0.5x "
+          "at error <= 1x)\n")
+    print("| D | process | probdiff setting | NFE / peer's | error / peer's |")
+    print("|---|---|---|---|---|")
+    for dim, pname, label, nfe_ratio, err_ratio in ratios:
+        print(f"| {dim} | {pname} | {label} | {nfe_ratio:.2f} | {err_ratio:.2f} |")
 
 
 # ==================================================================== part 2: exact trace vs dimension
@@ -164,6 +191,51 @@ def trace_cost_table(dims, batch, repeats=3):
         print(f"| {dim} | {exact:.2f} | {hut:.2f} | {exact / hut:.1f} | {drift:.2f} | {exact / drift:.1f} |")
 
 
+# ==================================================================== part 3: variance-reduced traces
+def low_rank_mixture(dim: int, seed: int = 0, k: int = 4, rank: int = 4, floor: float = 1e-4) -> GaussianMixture:
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(k, dim, generator=g, dtype=torch.float64)
+    a = torch.randn(k, dim, rank, generator=g, dtype=torch.float64) / math.sqrt(rank)
+    covs = a @ a.transpose(1, 2) + floor * torch.eye(dim, dtype=torch.float64)
+    return GaussianMixture(torch.full((k,), 1.0 / k, dtype=torch.float64), means, covs)
+
+
+def variance_table(dims, batch, rtol):
+    print(f"\n## Divergence estimators: standard error and cost on the low-rank mixture oracle "
+          f"(VP, float64, batch {batch}, rtol = atol = {rtol:g})\n")
+    print("| D | estimator | NFE | products / eval | cost / image (products) | mean SE nats | SE / Hutchinson(1) SE "
+          "| cost / Hutchinson(1) cost | SE^2 x cost / Hutchinson(1)'s | wall s |")
+    print("|" + "---|" * 10)
+    process = pd.VPSDE()
+    for dim in dims:
+        mix = low_rank_mixture(dim)
+        model = mix.model(process)
+        x = mix.sample(batch, generator=torch.Generator().manual_seed(1))
+        # the data's exact mean and covariance (the Gaussian surrogate of the control variate)
+        mean = (mix.weights[:, None] * mix.means).sum(0)
+        second = (mix.weights[:, None, None] * (mix.covs + mix.means[:, :, None] * mix.means[:, None, :])).sum(0)
+        cov = second - mean[:, None] * mean[None, :]
+        rows = [("Hutchinson(4)", pd.Hutchinson(4)), ("Hutchinson(12)", pd.Hutchinson(12)),
+                ("HutchPlusPlus(6)", pd.HutchPlusPlus(6)), ("HutchPlusPlus(12)", pd.HutchPlusPlus(12)),
+                ("HutchPlusPlus(24)", pd.HutchPlusPlus(24)), ("HutchPlusPlus(36)", pd.HutchPlusPlus(36)),
+                ("GaussianControlVariate(Hutchinson(4))",
+                 pd.GaussianControlVariate(mean, cov, base=pd.Hutchinson(4)))]
+        if dim <= 64:
+            rows.append(("ExactTrace", pd.ExactTrace()))
+        ref = None
+        for label, trace in rows:
+            t0 = time.perf_counter()
+            _, st = pd.log_likelihood(process, model, x, trace=trace, rtol=rtol, atol=rtol, return_stats=True,
+                                      generator=torch.Generator().manual_seed(3))
+            wall = time.perf_counter() - t0
+            se = float(st.se.pow(2).mean().sqrt())
+            cost = st.nfe * st.matvecs
+            if ref is None:                    # Hutchinson(4) -> Hutchinson(1): SE x 2, cost / 4
+                ref = (2 * se, cost / 4)
+            print(f"| {dim} | {label} | {st.nfe} | {st.matvecs} | {cost} | {se:.3g} | {se / ref[0]:.3g} "
+                  f"| {cost / ref[1]:.2f} | {se ** 2 * cost / (ref[0] ** 2 * ref[1]):.3g} | {wall:.1f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16])
@@ -172,11 +244,21 @@ def main():
     parser.add_argument("--trace-dims", type=int, nargs="+", default=[2, 16, 64, 784])
     parser.add_argument("--trace-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--variance-dims", type=int, nargs="*", default=[16, 64, 784],
+                        help="dimensions of the estimator table (3072 takes minutes: the oracle's eigh)")
+    parser.add_argument("--variance-batch", type=int, default=8)
+    parser.add_argument("--variance-rtol", type=float, default=1e-4)
+    parser.add_argument("--parts", nargs="+", default=["accuracy", "cost", "variance"],
+                        choices=["accuracy", "cost", "variance"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    accuracy_table(args.dims, args.batch, args.processes)
-    trace_cost_table(args.trace_dims, args.trace_batch)
+    if "accuracy" in args.parts:
+        accuracy_table(args.dims, args.batch, args.processes)
+    if "cost" in args.parts:
+        trace_cost_table(args.trace_dims, args.trace_batch)
+    if "variance" in args.parts:
+        variance_table(args.variance_dims, args.variance_batch, args.variance_rtol)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,14 @@ from ._util import expand_like
 from .distribution import ELBO, ODE, ModelDistribution, Sampler, as_distribution
 from .lattice import Quantization
 from .likelihood import (
+    BitsPerDim,
     ExactTrace,
+    GaussianControlVariate,
+    HutchPlusPlus,
     Hutchinson,
     LikelihoodStats,
     bits_per_dim,
+    bits_per_dim_summary,
     dequantize,
     elbo,
     log_likelihood,
@@ -62,5 +66,6 @@ __all__ = [
     "condition", "LinearGaussian", "guidance",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
+    "HutchPlusPlus", "GaussianControlVariate", "BitsPerDim", "bits_per_dim_summary",
     "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "recipes", "solvers", "testing", "train",
 ]

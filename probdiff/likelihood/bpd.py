@@ -25,13 +25,14 @@ adds it itself from the declared ``levels`` and ``data_range``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .._util import check_finite
 from ..lattice import Quantization
 
-__all__ = ["dequantize", "bits_per_dim"]
+__all__ = ["dequantize", "bits_per_dim", "BitsPerDim", "bits_per_dim_summary"]
 
 
 def dequantize(n: torch.Tensor, levels: int, data_range, *, generator: torch.Generator | None = None,
@@ -101,3 +102,64 @@ def bits_per_dim(log_prob: torch.Tensor, event_shape, levels: int | None = None,
                              "of dequantised data pass levels and data_range")
         return bits
     return bits + Quantization(levels, data_range).bits_offset()
+
+
+@dataclass(frozen=True)
+class BitsPerDim:
+    """A data set's bits/dim with its two uncertainties (:func:`bits_per_dim_summary`).
+
+    Attributes:
+        value: the mean over the images of the per-image bits/dim.
+        se_trace: standard error of ``value`` from the trace estimator alone (0 for the exact trace,
+            ``NaN`` when an image's SE is unknown, e.g. one Hutchinson probe).
+        ci95_data: half-width of the 95% confidence interval of ``value`` over the data (normal
+            approximation, ``1.96 s/sqrt(n)`` with ``s`` the images' sample deviation; ``NaN`` for one image).
+        num: number of images.
+    """
+
+    value: float
+    se_trace: float
+    ci95_data: float
+    num: int
+
+    def __str__(self) -> str:
+        return (f"{self.value:.4f} bits/dim ± {self.se_trace:.4f} (SE, trace) ± {self.ci95_data:.4f} "
+                f"(95% CI, data; n = {self.num})")
+
+
+def bits_per_dim_summary(log_prob: torch.Tensor, se: torch.Tensor | None, event_shape, levels: int | None = None,
+                         data_range=None) -> BitsPerDim:
+    r"""The mean bits/dim of a batch with ``± SE(trace)`` and ``± 95% CI(data)``.
+
+    With per-image values :math:`b_i` (:func:`bits_per_dim`, same arguments) and per-image standard errors
+    :math:`s_i` of the log-density (``stats.se`` of :func:`probdiff.log_likelihood`, nats), the images'
+    trace estimates being independent,
+
+    .. math::
+
+        \bar b = \frac1n\sum_i b_i, \qquad
+        \mathrm{SE}_{trace}(\bar b) = \frac{\sqrt{\sum_i s_i^2}}{n\,D\ln 2}, \qquad
+        \mathrm{CI}_{95} = 1.96\,\frac{\mathrm{sd}(b_i)}{\sqrt n}.
+
+    The first says how far the number may move if the probes were redrawn for the same images; the
+    second how far it may move for another sample of images from the same distribution (it contains the
+    trace noise as well, so it is the one to use when comparing models on a test set).
+
+    Args:
+        log_prob: ``(n,)`` log-densities or log-probabilities (nats).
+        se: ``(n,)`` standard errors in nats, or ``None`` for exact values.
+        event_shape, levels, data_range: as in :func:`bits_per_dim`.
+    """
+    bits = bits_per_dim(log_prob, event_shape, levels, data_range).reshape(-1).double()
+    n, dim = bits.shape[0], math.prod(int(s) for s in event_shape)
+    if n == 0:
+        raise ValueError("log_prob must hold at least one value")
+    if se is None:
+        se_trace = 0.0
+    else:
+        se = torch.as_tensor(se).reshape(-1).double()
+        if se.shape[0] != n:
+            raise ValueError(f"se must have one value per log_prob ({n}), got {se.shape[0]}")
+        se_trace = float(se.pow(2).sum().sqrt()) / (n * dim * math.log(2.0))
+    ci = 1.96 * float(bits.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
+    return BitsPerDim(float(bits.mean()), se_trace, ci, n)

@@ -10,15 +10,21 @@ SDEs", ICLR 2021, App. D.2, Eq. (39)) gives
     \log p_{t_{min}}(x) = \log p_{ref}\big(x(t_{max})\big) + \int_{t_{min}}^{t_{max}} \nabla\!\cdot h(x(t), t)\,dt,
     \qquad \frac{dx}{dt} = h(x, t),\quad x(t_{min}) = x,
 
-integrated *forward* in time on the augmented state :math:`(x, \Delta)` with torchdiffeq. The divergence
-is computed exactly (:class:`~probdiff.ExactTrace`) or estimated with Hutchinson's trick (:class:`~probdiff.Hutchinson`;
-Grathwohl et al., "FFJORD", ICLR 2019, §3.1) with one fixed probe per sample along the trajectory. The
+integrated *forward* in time on the augmented state :math:`(x, \Delta)` with torchdiffeq. The drift is the
+one drift of :meth:`GaussianReverse.drift_and_denoised <probdiff.reverse.GaussianReverse.drift_and_denoised>`,
+split as :math:`h = a(t)\,x + b(t)\,D(x, t)` (:meth:`~probdiff.reverse.GaussianReverse.drift_coefficients`):
+:math:`\nabla\cdot h = a\,d + b\,\nabla\cdot D`, the affine part exact and only :math:`\nabla\cdot D` computed
+by the ``trace``: exactly (:class:`~probdiff.ExactTrace`) or estimated with probes fixed along the
+trajectory (:class:`~probdiff.Hutchinson`, Grathwohl et al., "FFJORD", ICLR 2019, §3.1;
+:class:`~probdiff.HutchPlusPlus`; :class:`~probdiff.GaussianControlVariate`). :math:`\Delta` holds one
+integral per estimate of the trace (``P`` per sample), whose spread is the standard error
+``stats.se``. The
 integration variable is any :class:`~probdiff.TimeVariable`, which changes the
 cost, not the answer; the default is the process' own time, which needed fewer evaluations than log-SNR
 time on every oracle measured (benchmarks/likelihood.py).
 
 Error control is per sample: the solver's error norm is the largest over the batch of each sample's RMS
-error over its own state :math:`(x_i, \Delta_i)`, so each sample meets ``rtol``/``atol`` as if it were
+error over its own state :math:`(x_i, \Delta_{1..P,i})`, so each sample meets ``rtol``/``atol`` as if it were
 solved alone and the answer does not depend on the rest of the batch (a batch-wide RMS norm, as in
 torchdiffeq's default or scipy's ``solve_ivp``, lets the error of one sample hide behind the others).
 """
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .._util import check_positive
+from .._util import check_positive, check_positive_int
 from ..models.base import bind
 from ..processes.gaussian import as_gaussian
 from ..reverse.base import build_reverse
@@ -43,36 +49,58 @@ __all__ = ["LikelihoodStats", "log_likelihood"]
 
 # ==================================================================== the likelihood
 def _per_sample_norm(x: torch.Tensor):
-    """Error norm of the augmented state: max over samples of the RMS over ``(x_i, Delta_i)``."""
+    """Error norm of the augmented state: max over samples of the RMS over ``(x_i, Delta_{1..P, i})``."""
     b, d = x.shape[0], x[0].numel()
 
     def norm(state):
         y, delta = state
-        return ((y.reshape(b, d).pow(2).sum(1) + delta.pow(2)) / (d + 1)).sqrt().max()
+        return ((y.reshape(b, d).pow(2).sum(1) + delta.pow(2).sum(0)) / (d + delta.shape[0])).sqrt().max()
 
     return norm
 
 
 @dataclass
 class LikelihoodStats:
-    """Diagnostics of :func:`log_likelihood`.
+    r"""Diagnostics of :func:`log_likelihood`: the cost, the uncertainty and the pieces of the answer.
 
     Attributes:
-        nfe: evaluations of the augmented ODE's right-hand side (each one drift and one divergence).
+        nfe: evaluations of the augmented ODE's right-hand side (each one drift and one divergence). Every
+            sample of the batch is evaluated at each of them, so this is also the per-sample count.
         endpoint: :math:`x(t_{max})`, the ODE's end, ``(batch, *event)``.
-        delta_log_prob: :math:`\\int_{t_{min}}^{t_{max}} \\nabla\\cdot h\\,dt`, ``(batch,)``.
-        prior_log_prob: :math:`\\log p_{ref}(x(t_{max}))`, ``(batch,)``.
+        delta_log_prob: :math:`\int_{t_{min}}^{t_{max}} \nabla\cdot h\,dt`, ``(batch,)``.
+        prior_log_prob: :math:`\log p_{ref}(x(t_{max}))`, ``(batch,)``.
+        se: standard error of each sample's log-density from the trace estimate, ``(batch,)``:
+            :meth:`Trace.standard_error <probdiff.likelihood.Trace.standard_error>` of the ``P``
+            integrated per-probe estimates of ``delta_log_prob`` (zero for :class:`~probdiff.ExactTrace`,
+            ``NaN`` for a single probe). It does not include the ODE solver's error (``rtol``/``atol``).
+        estimates: the ``P`` integrated estimates of ``delta_log_prob``, ``(P, batch)``; their mean is
+            ``delta_log_prob``.
+        matvecs: vector-Jacobian products per sample and evaluation (``nfe * matvecs`` is the
+            divergence's cost per sample).
+        completed: ``False`` when ``max_nfe`` ran out: then ``endpoint``, ``delta_log_prob`` and
+            ``estimates`` are the state at ``t_end`` and the log-likelihood is ``NaN``.
+        t_end: the time the integration reached (``t_max`` when completed).
     """
 
     nfe: int
     endpoint: torch.Tensor
     delta_log_prob: torch.Tensor
     prior_log_prob: torch.Tensor
+    se: torch.Tensor | None = None
+    estimates: torch.Tensor | None = None
+    matvecs: int = 0
+    completed: bool = True
+    t_end: float | None = None
+
+
+class _OverBudget(Exception):
+    """Raised inside the right-hand side when ``max_nfe`` is spent (caught by :func:`log_likelihood`)."""
 
 
 def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, *, trace: Trace = ExactTrace(),
                    time: TimeVariable = PhysicalTime(), rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
-                   options: dict | None = None, generator: torch.Generator | None = None, return_stats: bool = False):
+                   options: dict | None = None, generator: torch.Generator | None = None, return_stats: bool = False,
+                   steps: int = 64, max_nfe: int | None = None, segments: int = 8):
     r"""Log-density :math:`\log p_{t_{min}}(x)` of the model's probability flow, in nats, shape ``(batch,)``.
 
     Integrates :math:`(x, \Delta)` forward from :math:`t_{min}` to :math:`t_{max}` in the variable ``time``
@@ -92,13 +120,25 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         process: a :class:`~probdiff.GaussianProcess` (omit it in the short form).
         model: a Gaussian model (any parameterisation, or an oracle).
         x: data at ``t_min``, ``(batch, *event)``, float32 or float64.
-        trace: :class:`ExactTrace` or :class:`Hutchinson`.
+        trace: a :class:`~probdiff.likelihood.Trace` of :math:`\nabla\cdot D`: :class:`~probdiff.ExactTrace`,
+            :class:`~probdiff.Hutchinson`, :class:`~probdiff.HutchPlusPlus` or
+            :class:`~probdiff.GaussianControlVariate`.
         time: integration variable, :class:`~probdiff.PhysicalTime` (default) or :class:`~probdiff.LogSNRTime`.
         rtol, atol: tolerances of the adaptive solver, per sample (see the module docstring).
         method: a torchdiffeq method of :attr:`probdiff.solvers.TorchDiffEq.ORDERS` (``"dopri5"``,
             ``"dopri8"``, ``"bosh3"``, ...); ``options`` go to torchdiffeq unchanged.
         generator: source of the Hutchinson probes.
         return_stats: also return :class:`LikelihoodStats`.
+        steps: for a fixed-step ``method`` (``"rk4"``, ``"midpoint"``, ``"euler"``, ...) the number of
+            equal steps in the variable ``time`` unless ``options`` set ``step_size`` or ``grid_points``
+            (ignored by adaptive methods). A fixed grid makes the same number of evaluations for every
+            input, so ranks of a distributed evaluation (torchrun) stay in step where an adaptive solver
+            would take a different NFE on each.
+        max_nfe: a budget of right-hand-side evaluations. When it runs out the integration stops and
+            returns instead of raising: the log-likelihood is ``NaN`` and ``stats.completed`` is ``False``,
+            with the state at ``stats.t_end``, the last of ``segments`` equal pieces of the span that was
+            finished. Setting a budget costs a few evaluations per piece (an adaptive solver restarts).
+        segments: pieces of the span when ``max_nfe`` is set.
 
     Returns:
         ``log_prob`` of shape ``(batch,)``, or ``(log_prob, stats)`` with ``return_stats=True``.
@@ -115,14 +155,26 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         raise ValueError(f"method must be one of {sorted(TorchDiffEq.ORDERS)}, got {method!r}")
     check_positive("rtol", rtol)
     check_positive("atol", atol)
+    check_positive_int("steps", steps)
+    check_positive_int("segments", segments)
+    if max_nfe is not None:
+        check_positive_int("max_nfe", max_nfe)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor of shape (batch, *event), got {type(x).__name__}")
     process.check_data("x", x)
     x = x.detach()
 
+    if x.shape[0] == 0:                   # an empty batch is valid input and gives an empty result
+        empty = x.new_zeros(0)
+        stats = LikelihoodStats(nfe=0, endpoint=x, delta_log_prob=empty, prior_log_prob=empty, se=empty,
+                                estimates=x.new_zeros(trace.num_estimates, 0), matvecs=trace.matvecs(x[:1]),
+                                t_end=float(process.t_max))
+        return (empty, stats) if return_stats else empty
+
     flow = build_reverse(process, model, 0.0)
     probes = trace.prepare(x, generator)
     u0, u1 = time.bounds(process)
+    dim = x[0].numel()
     nfe = 0
 
     def rhs(u, state):
@@ -132,20 +184,53 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         t = time.time(process, u)
         scale = time.dt_du(process, t).to(y.dtype)
         t = t.to(y.dtype)
-        field, div = trace(lambda z: flow.drift(z, t), y, probes)
+        # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D is estimated.
+        field, div_d = trace.estimates(lambda z: flow.drift_and_denoised(z, t), y, probes, process=process, t=t)
+        if bool(process.sigma(t) == 0):
+            # x_t = alpha x_0: the flow is (alpha'/alpha) x and div eps -> 0 for a data density that is smooth
+            # and positive at x, so the divergence is d alpha'/alpha (LinearBlend(t_min=0): -d at t = 0).
+            div = (dim * process.alpha_dot(t) / process.alpha(t)).to(y.dtype).expand_as(div_d)
+        else:
+            a, b = (c.to(y.dtype) for c in flow.drift_coefficients(t))
+            div = a * dim + b * div_d
         return field * scale, div * scale
 
-    options = dict(options or {})
-    options.setdefault("norm", _per_sample_norm(x))   # fixed-step solvers ignore it
+    def budgeted(u, state):
+        if max_nfe is not None and nfe >= max_nfe:
+            raise _OverBudget
+        return rhs(u, state)
 
-    state0 = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
-    span = torch.tensor([u0, u1], dtype=torch.float64, device=x.device)
+    options = dict(options or {})
+    pieces = segments if max_nfe is not None else 1
+    # A budget splits the span into pieces so that the state at the last finished piece can be returned.
+    cuts = torch.linspace(u0, u1, pieces + 1, dtype=torch.float64, device=x.device)
+    if method in TorchDiffEq.ADAPTIVE:
+        options.setdefault("norm", _per_sample_norm(x))
+    elif not {"step_size", "grid_points", "grid_constructor"} & set(options):
+        # fixed grid: steps + 1 points uniform in the time variable, the same NFE for every input (and rank)
+        grid = torch.linspace(u0, u1, steps + 1, dtype=torch.float64, device=x.device)
+        cuts = grid[torch.linspace(0, steps, min(pieces, steps) + 1).round().long().unique()]
+        options["grid_constructor"] = lambda f, y0, t: torch.cat([t[:1], grid[(grid > t[0]) & (grid < t[-1])],
+                                                                  t[-1:]])
+    state = (x, torch.zeros(trace.num_estimates, x.shape[0], dtype=x.dtype, device=x.device))
+    reached, completed = u0, True
     with torch.no_grad():
-        xs, deltas = odeint(rhs, state0, span, rtol=rtol, atol=atol, method=method, options=options)
-        end, delta = xs[-1], deltas[-1]
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            try:
+                xs, deltas = odeint(budgeted, state, torch.stack([lo, hi]), rtol=rtol, atol=atol, method=method,
+                                    options=options)
+            except _OverBudget:
+                completed = False
+                break
+            state, reached = (xs[-1], deltas[-1]), float(hi)
+        end, estimates = state
+        delta = estimates.mean(0)
         prior = process.prior(x.shape[1:], device=x.device, dtype=x.dtype)
         prior_lp = prior.log_prob(end)
-    log_prob = prior_lp + delta
+    log_prob = prior_lp + delta if completed else torch.full_like(delta, float("nan"))
     if return_stats:
-        return log_prob, LikelihoodStats(nfe=nfe, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp)
+        return log_prob, LikelihoodStats(nfe=nfe, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp,
+                                         se=trace.standard_error(estimates), estimates=estimates,
+                                         matvecs=trace.matvecs(x), completed=completed,
+                                         t_end=float(time.time(process, torch.tensor(reached, dtype=torch.float64))))
     return log_prob

@@ -2,19 +2,53 @@ r"""Divergence (Jacobian trace) computers for the instantaneous change of variab
 
 :class:`ExactTrace` computes :math:`\nabla\cdot f` exactly with ``D`` vector-Jacobian products, batched over
 basis vectors; :class:`Hutchinson` estimates it without bias with probes held fixed along a trajectory
-(Hutchinson 1990; Grathwohl et al., "FFJORD", ICLR 2019, §3.1).
+(Hutchinson 1990; Grathwohl et al., "FFJORD", ICLR 2019, §3.1). The variance-reduced estimators
+(:class:`~probdiff.HutchPlusPlus`, :class:`~probdiff.GaussianControlVariate`) live in
+:mod:`probdiff.likelihood.variance`.
+
+Every trace returns ``P`` estimates per sample (:meth:`Trace.estimates`), independent and identically
+distributed given whatever is shared between them, so that their spread is an honest standard error
+(:meth:`Trace.standard_error`). The function whose divergence is taken may return a pair ``(field, g)``:
+then ``field`` is returned and the divergence of ``g`` is estimated — :func:`probdiff.log_likelihood`
+passes the probability-flow drift as ``field`` and the denoiser as ``g``, whose divergence is the only
+part of :math:`\nabla\cdot h` that is not known in closed form (THEORY.md §13).
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+import math
 
 import torch
 
 from .._util import check_positive_int
 
-__all__ = ["probe_forms", "Trace", "ExactTrace", "ProbeKind", "Hutchinson"]
+__all__ = ["probe_forms", "probe_vjps", "Trace", "ExactTrace", "ProbeKind", "Hutchinson"]
+
+
+def _field_and_part(out):
+    """``fn``'s output as ``(field, part whose Jacobian is probed)``: a pair as given, a tensor twice."""
+    if isinstance(out, tuple):
+        return out
+    return out, out
+
+
+def probe_vjps(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``fn(x)`` and the vector-Jacobian products :math:`e^\top (\partial g/\partial x)` for a stack of probes.
+
+    One replicated forward pass on the ``(P·B, *event)`` batch and one backward pass (see
+    :func:`probe_forms`). ``fn`` returns a tensor ``g`` or a pair ``(field, g)``.
+
+    Returns:
+        ``(field, vjps)``: the field at ``x`` (detached, ``(B, *event)``) and ``(P, B, *event)`` products.
+    """
+    p, b = probes.shape[0], x.shape[0]
+    with torch.enable_grad():
+        xr = x.detach().unsqueeze(0).expand(p, *x.shape).reshape(p * b, *x.shape[1:]).requires_grad_(True)
+        field, part = _field_and_part(fn(xr))
+        vjp, = torch.autograd.grad(part, xr, grad_outputs=probes.reshape(part.shape))
+    return field[:b].detach(), vjp.reshape(probes.shape).detach()
 
 
 def probe_forms(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,27 +60,28 @@ def probe_forms(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor
     not interact, which holds for every model of probdiff).
 
     Args:
-        fn: batched vector field ``(n, *event) -> (n, *event)``.
+        fn: batched vector field ``(n, *event) -> (n, *event)``, or a pair ``(field, g)`` of them, whose
+            ``g`` is probed.
         x: ``(B, *event)``.
         probes: ``(P, B, *event)``.
 
     Returns:
-        ``(fn(x), forms)``: the field at ``x`` (detached, ``(B, *event)``) and ``(P, B)`` quadratic forms.
+        ``(field, forms)``: the field at ``x`` (detached, ``(B, *event)``) and ``(P, B)`` quadratic forms.
     """
     p, b = probes.shape[0], x.shape[0]
-    with torch.enable_grad():
-        xr = x.detach().unsqueeze(0).expand(p, *x.shape).reshape(p * b, *x.shape[1:]).requires_grad_(True)
-        out = fn(xr)
-        vjp, = torch.autograd.grad(out, xr, grad_outputs=probes.reshape(out.shape))
-    forms = (vjp.reshape(probes.shape) * probes).reshape(p, b, -1).sum(-1)
-    return out[:b].detach(), forms.detach()
+    field, vjp = probe_vjps(fn, x, probes)
+    return field, (vjp * probes).reshape(p, b, -1).sum(-1)
 
 
 class Trace(abc.ABC):
-    """A divergence (Jacobian trace) computer for the change of variables; configuration only.
+    r"""A divergence (Jacobian trace) computer for the change of variables; configuration only.
 
     :meth:`prepare` draws whatever is held fixed along one trajectory (Hutchinson's probes);
-    :meth:`__call__` returns the field and its divergence at one point.
+    :meth:`estimates` returns the field and ``P`` estimates of the divergence at one point; their mean
+    is the estimate (:meth:`__call__`) and :meth:`standard_error` its standard error. Because the
+    state is fixed along the trajectory, the ``P`` integrated estimates of :math:`\int\nabla\cdot h\,dt`
+    are still i.i.d. given what they share, which is what makes the standard error of
+    :func:`probdiff.log_likelihood` calibrated.
     """
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator | None = None):
@@ -54,8 +89,35 @@ class Trace(abc.ABC):
         return None
 
     @abc.abstractmethod
+    def estimates(self, fn, x: torch.Tensor, state, *, process=None, t=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(field, estimates)``: the field at ``x`` and ``(P, B)`` estimates of the divergence of ``g``.
+
+        ``fn(z)`` returns ``g`` or ``(field, g)``. ``process`` and ``t`` say where the likelihood
+        evaluates (a control variate needs them; the plain estimators ignore them).
+        """
+
+    @property
+    def num_estimates(self) -> int:
+        """``P``, the number of estimates :meth:`estimates` returns per sample."""
+        return 1
+
+    def matvecs(self, x: torch.Tensor) -> int:
+        """Vector-Jacobian products per sample and evaluation (the cost beside the forward passes)."""
+        return math.prod(x.shape[1:])
+
+    def standard_error(self, estimates: torch.Tensor) -> torch.Tensor:
+        r"""Standard error of the mean of ``(P, B)`` i.i.d. estimates, :math:`s/\sqrt P` with the unbiased
+        sample deviation :math:`s`; ``NaN`` where ``P = 1`` (one estimate carries no spread: ask for more
+        probes)."""
+        p = estimates.shape[0]
+        if p < 2:
+            return torch.full(estimates.shape[1:], float("nan"), dtype=estimates.dtype, device=estimates.device)
+        return estimates.std(0, unbiased=True) / math.sqrt(p)
+
     def __call__(self, fn, x: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(fn(x), div fn(x))`` with the divergence of shape ``(B,)``."""
+        """``(field, divergence)`` with the divergence of shape ``(B,)``: the mean of :meth:`estimates`."""
+        field, est = self.estimates(fn, x, state)
+        return field, est.mean(0)
 
 
 class ExactTrace(Trace):
@@ -85,7 +147,7 @@ class ExactTrace(Trace):
             return min(self.chunk_size, d)
         return max(1, min(d, self.max_elements // max(1, x.numel())))
 
-    def __call__(self, fn, x, state):
+    def estimates(self, fn, x, state, *, process=None, t=None):
         b, d = x.shape[0], x[0].numel()
         chunk = self._chunk(x)
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
@@ -96,7 +158,11 @@ class ExactTrace(Trace):
             out, forms = probe_forms(fn, x, probes)
             field = out if field is None else field
             div = div + forms.sum(0)
-        return field, div
+        return field, div[None]
+
+    def standard_error(self, estimates):
+        """Zero: the trace is exact (the ODE solver's error is controlled by ``rtol``/``atol`` instead)."""
+        return torch.zeros_like(estimates[0])
 
     def __repr__(self) -> str:
         return f"ExactTrace(chunk_size={self.chunk_size})"
@@ -137,7 +203,8 @@ class Hutchinson(Trace):
     ODE stays a smooth ODE and the estimate of :math:`\log p` is unbiased (FFJORD, §3.1).
 
     Args:
-        num_probes: probes per sample, ``P``; the variance falls as ``1/P``.
+        num_probes: probes per sample, ``P``; the variance falls as ``1/P``, and ``P >= 2`` gives a standard
+            error (the spread of the ``P`` integrated estimates; one probe gives ``NaN``).
         kind: :class:`ProbeKind` (or its value ``"rademacher"`` / ``"gaussian"``).
     """
 
@@ -149,11 +216,17 @@ class Hutchinson(Trace):
     def prepare(self, x, generator=None):
         return self.kind.draw((self.num_probes, *x.shape), like=x, generator=generator)
 
-    def __call__(self, fn, x, state):
+    def estimates(self, fn, x, state, *, process=None, t=None):
         if state is None or state.shape[1:] != x.shape:
             raise ValueError("Hutchinson needs the probes from prepare(x) for this x")
-        field, forms = probe_forms(fn, x, state)
-        return field, forms.mean(0)
+        return probe_forms(fn, x, state)
+
+    @property
+    def num_estimates(self):
+        return self.num_probes
+
+    def matvecs(self, x):
+        return self.num_probes
 
     def __repr__(self) -> str:
         return f"Hutchinson(num_probes={self.num_probes}, kind={self.kind})"

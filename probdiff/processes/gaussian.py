@@ -311,11 +311,16 @@ class LinearBlend(GaussianProcess):
     :math:`\alpha = 1 - t`) and of rectified flow (Liu et al., ICLR 2023): :math:`\alpha_t = 1-t`,
     :math:`\sigma_t = t`, :math:`f = -1/(1-t)`, :math:`g^2 = 2t/(1-t)`. Both ends are singular
     (:math:`\sigma_0 = 0`, :math:`\alpha_1 = 0`), so the default domain is ``[1e-3, 0.999]``;
-    ``t_max=1.0`` is allowed (the prior is then exactly N(0, I) but :math:`\lambda_{t_{max}} = -\infty`).
+    ``t_max=1.0`` is allowed (the prior is then exactly N(0, I) but :math:`\lambda_{t_{max}} = -\infty`),
+    and so is ``t_min=0.0``: the probability-flow drift and :func:`probdiff.log_likelihood` take their
+    limits at :math:`\sigma = 0` (:meth:`GaussianReverse.drift_and_denoised
+    <probdiff.reverse.GaussianReverse.drift_and_denoised>`), so that on ``[0, 1]`` the likelihood is
+    :math:`\log p_0` itself. Quantities that need a finite log-SNR at both ends (log-SNR time, the
+    continuous ELBO's default weighting) still need ``0 < t_min`` and ``t_max < 1``.
     """
 
     def __init__(self, *, t_min: float = 1e-3, t_max: float = 0.999, validate_args: bool | None = None):
-        check_positive("t_min", t_min)
+        check_positive("t_min", t_min, allow_zero=True)
         if t_max > 1.0:
             raise ValueError(f"t_max must be <= 1, got {t_max}")
         super().__init__(t_min, t_max, validate_args=validate_args)

@@ -38,19 +38,47 @@ class GaussianReverse(ReverseProcess):
         (use :math:`s = -\hat\epsilon/\sigma_t`, :math:`f\alpha = \alpha'`, :math:`\sigma' = \sigma f +
         g^2/(2\sigma)`). The first two terms are the probability-flow velocity (Karras et al. 2022, Eq. (4));
         this form stays finite where :math:`\alpha_t = 0` and gives the denoising trajectory for free.
+        Where :math:`\sigma_t = 0` (``LinearBlend(t_min=0)``) it takes the limit :math:`\hat\epsilon = 0`
+        (the noise is independent of :math:`x_0 = x_t/\alpha_t`), so the probability flow is
+        :math:`(\alpha_t'/\alpha_t)\,x` there.
 
         Returns:
             ``(drift, denoised)``, both shaped like ``x``.
         """
-        p = self.process
-        t = p.check_time(t, x)
+        t = self.process.check_time(t, x)
         denoised = self.model.denoise(x, t)
+        alpha, sigma, a_dot, s_dot = self._coefficients(t)
+        # At sigma = 0 (the data's end of a process such as LinearBlend(t_min=0)) x_t = alpha x_0 carries no
+        # noise, so E[eps | x_t] = 0: the limit, written with a safe divisor so that gradients stay finite.
+        live = expand_like(sigma > 0, x)
+        safe = expand_like(torch.where(sigma > 0, sigma, torch.ones_like(sigma)), x)
+        eps = torch.where(live, (x - expand_like(alpha, x) * denoised) / safe, torch.zeros_like(x))
+        return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
+
+    def _coefficients(self, t):
+        r""":math:`\alpha_t, \sigma_t, \alpha_t'` and the noise-adjusted :math:`\sigma_t'` of the drift."""
+        p = self.process
         alpha, sigma = p.alpha(t), p.sigma(t)
         a_dot, s_dot = p.alpha_dot(t), p.sigma_dot(t)
         if self.noise != 0.0:
             s_dot = s_dot + (0.5 * self.noise**2) * p.diffusion(t) ** 2 / sigma
-        eps = (x - expand_like(alpha, x) * denoised) / expand_like(sigma, x)
-        return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
+        return alpha, sigma, a_dot, s_dot
+
+    def drift_coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The drift split into its affine part and the denoiser's: :math:`(a, b)` with
+        :math:`\text{drift}(x, t) = a(t)\,x + b(t)\,D(x, t)`,
+
+        .. math:: a = \frac{\sigma_t'}{\sigma_t}, \qquad b = \alpha_t' - \frac{\sigma_t'\,\alpha_t}{\sigma_t}
+
+        (the same :math:`\sigma_t'` as :meth:`drift_and_denoised`, noise included). For the probability
+        flow :math:`a = f + g^2/(2\sigma^2)` and :math:`b = -g^2\alpha/(2\sigma^2)` (THEORY.md §13), so
+        :math:`\nabla\cdot\text{drift} = a\,d + b\,\nabla\cdot D`: the part that carries the large
+        :math:`1/\sigma_t^2` near the data is exact and only :math:`\nabla\cdot D` needs estimating
+        (:func:`probdiff.log_likelihood`). Infinite where :math:`\sigma_t = 0`.
+        """
+        t = self.process.check_time(t)
+        alpha, sigma, a_dot, s_dot = self._coefficients(t)
+        return s_dot / sigma, a_dot - s_dot * alpha / sigma
 
     def drift(self, x: torch.Tensor, t) -> torch.Tensor:
         """The drift :math:`f x - \\tfrac{1+\\eta^2}{2}g^2 s` at ``x``, ``t`` (see :meth:`drift_and_denoised`)."""

@@ -113,7 +113,7 @@ def test_other_constructors_reject_bad_arguments():
         (lambda: pd.CosineVP(t_max=1.0), "t_max"),
         (lambda: pd.CosineVP(t_min=0.0), "t_min"),
         (lambda: pd.LinearBlend(t_max=1.5), "t_max"),
-        (lambda: pd.LinearBlend(t_min=0.0), "t_min"),
+        (lambda: pd.LinearBlend(t_min=-0.1), "t_min"),
         (lambda: pd.LinearBlend(t_min=0.5, t_max=0.2), "t_min"),
         (lambda: pd.LinearSDE(3.0, torch.ones_like), "f and g"),
         (lambda: pd.LinearSDE(torch.zeros_like, torch.ones_like, sigma_init=-1.0), "sigma_init"),
