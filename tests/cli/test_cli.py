@@ -141,7 +141,7 @@ def test_resume_and_overwrite_guard(trained, tmp_path, capsys):
     code, _, err = run(capsys, "train", "--checkpoint", str(path), *TINY)
     assert code == 1 and "--resume" in err
     code, out, _ = run(capsys, "train", "--checkpoint", str(path), *TINY[:-5], "--steps", "9", "--quiet",
-                       "--resume", "--checkpoint-every", "3")
+                       "--resume", "--checkpoint-every", "3", "--warmup", "2")
     assert code == 0 and "resumed from" in out and "trained 9/9" in out
     assert torch.load(path, weights_only=True)["step"] == 9
     code, _, err = run(capsys, "train", "--checkpoint", str(path), *TINY, "--resume", "--process", "subvp")
