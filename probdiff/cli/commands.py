@@ -50,7 +50,7 @@ def train(a) -> str:
                               checkpoint_every=a.checkpoint_every, config={**config, "options": options,
                                                                       "data_levels": setup.dataset.levels}))
     if a.resume:
-        saved = load_checkpoint(checkpoint, expect=trainer.identity()).get("config") or {}
+        saved = load_checkpoint(checkpoint).get("config") or {}  # options first: they name what changed
         changed = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
         if changed:
             raise CheckpointError(f"checkpoint {checkpoint} was trained with other settings (checkpoint, now): "

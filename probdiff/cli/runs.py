@@ -19,6 +19,7 @@ from ..processes import ForwardProcess
 from ..reverse import reverse
 from ..sampling import sample
 from ..train import CheckpointError, default_device, load_checkpoint, world
+from .._util import check_memory
 from ..train.checkpoint import compare_identity, identity
 
 __all__ = ["RUN_KEYS", "Setup", "build", "from_checkpoint", "draw", "device_of", "say", "image_grid", "save_png"]
@@ -26,6 +27,11 @@ __all__ = ["RUN_KEYS", "Setup", "build", "from_checkpoint", "draw", "device_of",
 #: The options of ``probdiff train`` that define a run; a checkpoint stores them as its ``config``.
 RUN_KEYS = ("data", "levels", "test_fraction", "split_seed", "process", "t_min", "model", "net", "hidden", "depth",
             "base", "mults", "dropout", "weighting")
+
+
+#: Bytes of memory reserved per sampled value before sampling: float32 state, the solver's stages and the
+#: network's activations (a 256-wide MLP on 64 pixels holds about 4 hidden values per pixel per layer).
+SAMPLE_BYTES = 4 * 64
 
 
 @dataclass
@@ -82,6 +88,9 @@ def draw(setup: Setup, num: int, solver_name: str | None, grid_name: str | None,
     rev = reverse(setup.process, setup.model, noise=default_noise if noise is None else noise)
     g = torch.Generator(device=device).manual_seed(seed)
     shape = (num, *setup.dataset.event_shape)
+    # the solver's state, the network's activations and the trajectory: SAMPLE_BYTES bytes per value drawn
+    check_memory(f"--num {num} samples of shape {tuple(setup.dataset.event_shape)}",
+                 SAMPLE_BYTES * math.prod(shape) * (steps + 1 if trajectory else 1), device=device)
     with torch.no_grad():
         sol = sample(rev, shape, solver=solver, grid=recipes.grid(grid_name, steps), generator=g, device=device,
                      trajectory=trajectory, progress=progress and world()[0] == 0)
