@@ -49,9 +49,21 @@ def expand_like(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
 
 
-def as_tensor(value, *, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A floating tensor from a number or tensor, on ``like``'s device and dtype when given."""
+def as_tensor(value, *, like: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
+    """A floating tensor from a number or tensor, on ``like``'s device and dtype when given.
+
+    Raises:
+        TypeError: ``value`` is not a real number, a sequence of them, or a real tensor (``name`` says which
+            argument it was; most callers convert a time).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must be real, got a tensor of dtype {value.dtype}")
+    elif isinstance(value, (str, bytes, complex)) or value is None:
+        raise TypeError(f"{name} must be a real number or a real tensor, got {type(value).__name__} {value!r}")
     if like is not None:
+        if not isinstance(like, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (batch, *event), got {type(like).__name__}")
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
         return torch.as_tensor(value, dtype=dtype, device=like.device)
     if isinstance(value, torch.Tensor):
@@ -72,9 +84,9 @@ def check_positive_int(name: str, value) -> int:
     """Raise unless ``value`` is an integer ``>= 1`` (``bool`` refused, ``3.0`` accepted); return it as ``int``.
 
     ``TypeError`` for something that is not a real number (a string, a tensor), ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not isinstance(value, Real):
         raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or int(value) != value or value < 1:
+    if isinstance(value, bool) or not math.isfinite(value) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -177,12 +189,14 @@ def check_tensor(name: str, x, *, floating: bool | None = None) -> torch.Tensor:
     return x
 
 
-def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e-3) -> None:
+def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e-3, shape=None) -> None:
     """Raise unless ``p`` holds probability vectors over ``num_states`` states in its last dimension: finite,
-    in ``[0, 1]``, each summing to 1 (to ``rtol``)."""
+    in ``[0, 1]``, each summing to 1 (to ``rtol``), and of ``shape`` when given."""
     check_tensor(name, p, floating=True)
     if p.dim() == 0 or p.shape[-1] != num_states:
         raise ValueError(f"{name} must have a last dimension of {num_states} states, got shape {tuple(p.shape)}")
+    if shape is not None and tuple(p.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(p.shape)}")
     if p.numel() == 0:
         return
     check_finite(name, p)

@@ -34,7 +34,7 @@ from .._util import check_positive
 from ..models.base import bind
 from ..processes.gaussian import as_gaussian
 from ..reverse.base import build_reverse
-from ..solvers.adapters import TorchDiffEq
+from ..solvers.adapters import TorchDiffEq, check_odeint_options
 from ..timevars import PhysicalTime, TimeVariable
 from .traces import ExactTrace, Trace
 
@@ -118,7 +118,12 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor of shape (batch, *event), got {type(x).__name__}")
     process.check_data("x", x)
+    options = check_odeint_options(method, options)
     x = x.detach()
+    if x.shape[0] == 0:  # an empty batch is valid input and gives an empty result
+        empty = x.new_zeros(0)
+        return (empty, LikelihoodStats(nfe=0, endpoint=x, delta_log_prob=empty, prior_log_prob=empty)) \
+            if return_stats else empty
 
     flow = build_reverse(process, model, 0.0)
     probes = trace.prepare(x, generator)
@@ -135,13 +140,17 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         field, div = trace(lambda z: flow.drift(z, t), y, probes)
         return field * scale, div * scale
 
-    options = dict(options or {})
     options.setdefault("norm", _per_sample_norm(x))   # fixed-step solvers ignore it
 
     state0 = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
     span = torch.tensor([u0, u1], dtype=torch.float64, device=x.device)
     with torch.no_grad():
-        xs, deltas = odeint(rhs, state0, span, rtol=rtol, atol=atol, method=method, options=options)
+        try:
+            xs, deltas = odeint(rhs, state0, span, rtol=rtol, atol=atol, method=method, options=options)
+        except AssertionError as exc:  # torchdiffeq asserts when its step underflows
+            raise ValueError(f"x: the probability-flow ODE could not be integrated from this x ({exc}); x has "
+                             f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]; check x, or loosen "
+                             "rtol/atol") from None
         end, delta = xs[-1], deltas[-1]
         prior = process.prior(x.shape[1:], device=x.device, dtype=x.dtype)
         prior_lp = prior.log_prob(end)

@@ -23,7 +23,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from .._util import as_tensor, check_positive, expand_like
+from .._util import as_tensor, check_positive, expand_like, to_event
 from .chain import MarkovChain
 
 __all__ = ["Blackout", "ShiftedBinomial"]
@@ -153,7 +153,7 @@ class Blackout(MarkovChain):
         return torch.exp(self._log_matrix_of(db))
 
     def _counts(self, shift, total, log_p, log_q, event_dims):
-        return ShiftedBinomial(shift, total, log_p, log_q, validate_args=self._validate).to_event(event_dims)
+        return to_event(ShiftedBinomial(shift, total, log_p, log_q, validate_args=self._validate), event_dims)
 
     def _expand(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return expand_like(c, x).expand(x.shape)

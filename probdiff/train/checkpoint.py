@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "save_atomic", "content_digest", "identity",
-           "CheckpointLock", "derive_seed", "rng_state", "set_rng_state", "FORMAT", "VERSION"]
+           "compare_identity", "check_finite_state", "stale_temp_files", "CheckpointLock", "derive_seed",
+           "rng_state", "set_rng_state", "FORMAT", "VERSION"]
 
 FORMAT = "probdiff-checkpoint"
 #: 2: sealed by ``sha256`` (:func:`content_digest`) and carrying an ``identity``; version 1 had neither.

@@ -54,7 +54,7 @@ from .distributed import all_reduce_mean, default_device, progress_bar, world
 from ..models import Model
 from .optim import EMA, AdamW, Optimizer, Schedule, WarmupCosine
 
-__all__ = ["Trainer", "Run"]
+__all__ = ["Trainer", "Run", "seed_globals"]
 
 
 @dataclass(frozen=True)
