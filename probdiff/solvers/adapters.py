@@ -246,6 +246,7 @@ ODEINT_OPTIONS = {
                            "dtype", "min_step", "max_step", "norm"}),
     "fixed": frozenset({"step_size", "grid_constructor", "perturb", "interp", "norm"}),
 }
+#: torchdiffeq's methods on a fixed grid (they take :data:`ODEINT_OPTIONS` ``["fixed"]``).
 FIXED_GRID_METHODS = frozenset({"euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams",
                                 "fixed_adams"})
 
