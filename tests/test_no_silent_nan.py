@@ -138,3 +138,27 @@ def test_chain_models_check_the_network():
 def test_validation_off_skips_the_network_checks():
     model = pd.DenoiserModel(nan_net, pd.VPSDE(validate_args=False))
     assert torch.isnan(model.denoise(torch.zeros(2, 2), 0.5)).all()
+
+
+def test_blackout_reverse_rates_are_finite_at_small_t():
+    """Uniform p(n0|n_t) over 0..255 at n_t = 100: n0 is uniform on 100..255, E[n0 - n] = 77.5, so the birth
+    rate is 77.5 / (e^t - 1) (Santos et al. 2023); the generic matrix path returned NaN at t = 1e-3."""
+    chain, t = pd.Blackout(255), 1e-3
+    rates = chain.reverse_rates(torch.full((2, 3, 256), 1 / 256, dtype=torch.float64), torch.full((2, 3), 100), t)
+    assert torch.isfinite(rates).all()
+    expected = 77.5 / math.expm1(t)  # (t is a float32 time: 1e-3 to 3e-8 relative)
+    assert torch.allclose(rates[..., 101], torch.tensor(expected, dtype=torch.float64), rtol=1e-6)
+    assert torch.allclose(rates[..., 100], torch.tensor(-expected, dtype=torch.float64), rtol=1e-6)
+    assert float(rates.abs().sum()) == pytest.approx(2 * 6 * expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("t", [0.05, 0.5, 2.0, 8.0])
+def test_blackout_reverse_rates_agree_with_the_generic_path(t):
+    chain = pd.Blackout(15)
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(4, 3, 16, generator=g, dtype=torch.float64)
+    probs = probs / probs.sum(-1, keepdim=True)
+    x = torch.randint(0, 16, (4, 3), generator=g)
+    closed = chain.reverse_rates(probs, x, t)
+    generic = pd.MarkovChain.reverse_rates(chain, probs, x, t)
+    assert torch.allclose(closed, generic, rtol=1e-6, atol=1e-9)
