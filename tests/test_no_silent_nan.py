@@ -162,3 +162,8 @@ def test_blackout_reverse_rates_agree_with_the_generic_path(t):
     closed = chain.reverse_rates(probs, x, t)
     generic = pd.MarkovChain.reverse_rates(chain, probs, x, t)
     assert torch.allclose(closed, generic, rtol=1e-6, atol=1e-9)
+
+
+def test_blackout_reverse_rates_at_t_zero_are_refused():
+    with pytest.raises(ValueError, match="t must be > 0"):
+        pd.Blackout(7).reverse_rates(torch.full((1, 2, 8), 1 / 8), torch.zeros(1, 2, dtype=torch.long), 0.0)

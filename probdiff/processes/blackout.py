@@ -151,6 +151,8 @@ class Blackout(MarkovChain):
         matrix path divides binomial probabilities that underflow at small ``t``; this one does not."""
         t = self.check_time(t, x)
         self.check_x0_probs(x0_probs, x)
+        if self._validate and bool((t <= 0).any()):
+            raise ValueError("t must be > 0 for Blackout's reverse rates (they diverge as p_t -> 1 at t = 0)")
         dtype = x0_probs.dtype
         states = torch.arange(self.num_states, device=x.device, dtype=dtype)
         n = x.to(dtype)[..., None]
