@@ -11,7 +11,7 @@ import torch
 
 from ..recipes import OptionError
 from .commands import likelihood, mean_ci, sample, train
-from .parser import parse_args
+from .parser import UsageError, parse_args
 from .plot import plot
 from .runs import say
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"probdiff: error: {failure_message(exc)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     say(summary)
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import recipes
 from .commands import CHANGEABLE, METHODS
 
-__all__ = ["build_parser", "parse_args"]
+__all__ = ["build_parser", "parse_args", "UsageError"]
 
 
 class _Options:
@@ -99,6 +99,11 @@ def _names(name, allowed):
                                              f"got {text!r}")
         return items
     return parse
+
+
+class UsageError(ValueError):
+    """A usage error found outside argparse (a ``--config`` file's key or value): exit status 2, like
+    the parser's own errors."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -285,15 +290,15 @@ def _config_defaults(path: Path, command: str, actions: dict[str, argparse.Actio
     import tomllib
 
     if not path.is_file():
-        raise ValueError(f"--config {path}: no such file")
+        raise UsageError(f"--config {path}: no such file")
     try:
         table = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"--config {path}: not valid TOML ({exc})") from None
+        raise UsageError(f"--config {path}: not valid TOML ({exc})") from None
     tables = [k for k, v in table.items() if isinstance(v, dict)]
     stray = [k for k in tables if k not in commands]
     if stray:
-        raise ValueError(f"--config {path}: unknown table [{stray[0]}]; tables are named after commands: "
+        raise UsageError(f"--config {path}: unknown table [{stray[0]}]; tables are named after commands: "
                          f"{', '.join(commands)}")
     values = {k: v for k, v in table.items() if not isinstance(v, dict)}
     values.update(table.get(command, {}))
@@ -302,7 +307,7 @@ def _config_defaults(path: Path, command: str, actions: dict[str, argparse.Actio
     for key, value in values.items():
         dest = key.replace("-", "_")
         if dest not in known:
-            raise ValueError(f"--config {path}: unknown option {key!r} for `probdiff {command}`; known: "
+            raise UsageError(f"--config {path}: unknown option {key!r} for `probdiff {command}`; known: "
                              f"{', '.join(sorted(k.replace('_', '-') for k in known))}")
         defaults[dest] = _config_value(path, key, known[dest], value)
     return defaults
@@ -313,22 +318,22 @@ def _config_value(path: Path, key: str, action: argparse.Action, value):
     where = f"--config {path}: {key}"
     if action.nargs == 0:  # a flag
         if not isinstance(value, bool):
-            raise ValueError(f"{where} is a flag and takes true or false, got {value!r}")
+            raise UsageError(f"{where} is a flag and takes true or false, got {value!r}")
         return value
     if isinstance(value, (bool, dict)):
-        raise ValueError(f"{where} takes {'a list of values' if action.nargs in ('+', '*') else 'one value'}, "
+        raise UsageError(f"{where} takes {'a list of values' if action.nargs in ('+', '*') else 'one value'}, "
                          f"got {value!r}")
     many = action.nargs in ("+", "*")
     if isinstance(value, list) != many:
-        raise ValueError(f"{where} takes {'a list of values' if many else 'one value, not a list'}, got {value!r}")
+        raise UsageError(f"{where} takes {'a list of values' if many else 'one value, not a list'}, got {value!r}")
     items = value if many else [value]
     if any(isinstance(v, (bool, dict, list)) for v in items):
-        raise ValueError(f"{where}: each value must be a number or a string, got {value!r}")
+        raise UsageError(f"{where}: each value must be a number or a string, got {value!r}")
     convert = action.type if action.type is not None else str
     try:
         items = [convert(str(v)) for v in items]
     except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise UsageError(f"{where}: {exc}") from None
     if action.choices is not None and any(v not in action.choices for v in items):
-        raise ValueError(f"{where}: {key} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+        raise UsageError(f"{where}: {key} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
     return items if many else items[0]
