@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from numbers import Real
 
 import torch
+from pyro.distributions import Independent
 
 __all__ = [
     "as_tensor",
@@ -21,6 +23,15 @@ __all__ = [
     "check_positive_int",
     "check_batch",
     "check_event_shape",
+    "check_memory",
+    "check_real",
+    "check_bool",
+    "check_probs",
+    "check_network_output",
+    "check_tensor",
+    "to_event",
+    "EmptySafeIndependent",
+    "available_memory",
     "deprecated_alias",
 ]
 
@@ -38,9 +49,21 @@ def expand_like(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
 
 
-def as_tensor(value, *, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A floating tensor from a number or tensor, on ``like``'s device and dtype when given."""
+def as_tensor(value, *, like: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:
+    """A floating tensor from a number or tensor, on ``like``'s device and dtype when given.
+
+    Raises:
+        TypeError: ``value`` is not a real number, a sequence of them, or a real tensor (``name`` says which
+            argument it was; most callers convert a time).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must be real, got a tensor of dtype {value.dtype}")
+    elif isinstance(value, (str, bytes, complex)) or value is None:
+        raise TypeError(f"{name} must be a real number or a real tensor, got {type(value).__name__} {value!r}")
     if like is not None:
+        if not isinstance(like, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (batch, *event), got {type(like).__name__}")
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
         return torch.as_tensor(value, dtype=dtype, device=like.device)
     if isinstance(value, torch.Tensor):
@@ -58,14 +81,21 @@ def check_finite(name: str, value: torch.Tensor) -> None:
 
 
 def check_positive_int(name: str, value) -> int:
-    """Raise unless ``value`` is an integer ``>= 1`` (``bool`` refused, ``3.0`` accepted); return it as ``int``."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    """Raise unless ``value`` is an integer ``>= 1`` (``bool`` refused, ``3.0`` accepted); return it as ``int``.
+
+    ``TypeError`` for something that is not a real number (a string, a tensor), ``ValueError`` otherwise."""
+    if not isinstance(value, Real):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if isinstance(value, bool) or not math.isfinite(value) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
-    """Raise unless ``value`` is a finite number ``> 0`` (or ``>= 0`` with ``allow_zero``)."""
+    """Raise unless ``value`` is a finite number ``> 0`` (or ``>= 0`` with ``allow_zero``): a real number or a
+    real tensor (``TypeError`` for anything else, e.g. a string)."""
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     check_finite(name, value)
     bad = (value < 0) if allow_zero else (value <= 0)
     if bool(torch.as_tensor(bad).any()):
@@ -85,6 +115,129 @@ def check_event_shape(name: str, x: torch.Tensor, expected: torch.Size) -> None:
         raise ValueError(
             f"{name} must have event shape {tuple(expected)} (shape (batch, *event)), got shape {tuple(x.shape)}"
         )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation on this machine (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(what: str, nbytes: float, *, device=None) -> None:
+    """Raise before allocating when ``nbytes`` exceed the memory available (host memory for the CPU, the
+    device's free memory for CUDA); ``what`` says which arguments set the size."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        free = torch.cuda.mem_get_info(device)[0]
+    elif device.type == "cpu":
+        free = available_memory()
+    else:
+        free = None
+    if free is not None and nbytes > free:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB but only {free / 2**30:.3g} GiB of "
+                         f"{device.type} memory is available; choose smaller sizes")
+
+
+def check_real(name: str, value, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False) -> float:
+    """A Python real number (``int`` or ``float``, not ``bool``, not a tensor or a string), finite and within
+    ``[low, high]`` (``(low, high]`` with ``low_open``), returned as ``float``.
+
+    Raises:
+        TypeError: not a real number (the message names ``name``).
+        ValueError: not finite, or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number (int or float), got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def check_bool(name: str, value, *, allow_none: bool = False):
+    """Raise :class:`TypeError` unless ``value`` is ``True`` or ``False`` (or ``None`` with ``allow_none``)."""
+    if not (isinstance(value, bool) or (allow_none and value is None)):
+        raise TypeError(f"{name} must be True or False{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def check_tensor(name: str, x, *, floating: bool | None = None) -> torch.Tensor:
+    """Raise unless ``x`` is a real tensor (``TypeError``: not a tensor, complex, or — with ``floating`` —
+    not floating point, or with ``floating=False`` floating point)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+    if floating is True and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if floating is False and x.is_floating_point():
+        raise TypeError(f"{name} must be an integer tensor, got dtype {x.dtype}")
+    return x
+
+
+def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e-3, shape=None) -> None:
+    """Raise unless ``p`` holds probability vectors over ``num_states`` states in its last dimension: finite,
+    in ``[0, 1]``, each summing to 1 (to ``rtol``), and of ``shape`` when given."""
+    check_tensor(name, p, floating=True)
+    if p.dim() == 0 or p.shape[-1] != num_states:
+        raise ValueError(f"{name} must have a last dimension of {num_states} states, got shape {tuple(p.shape)}")
+    if shape is not None and tuple(p.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(p.shape)}")
+    if p.numel() == 0:
+        return
+    check_finite(name, p)
+    if bool((p < 0).any()) or bool((p > 1 + rtol).any()):
+        raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{float(p.min())}, {float(p.max())}]")
+    total = p.sum(-1)
+    if bool(((total - 1).abs() > rtol).any()):
+        raise ValueError(f"{name} must sum to 1 over its last dimension (probabilities), got sums in "
+                         f"[{float(total.min())}, {float(total.max())}]")
+
+
+def check_network_output(out, shape, *, what: str = "net(x, t)", floating: bool = True) -> torch.Tensor:
+    """Check what a network returned: a real tensor of ``shape``, floating point (when ``floating``) and
+    finite. The message says that the network produced it, so that a user does not look for the bug in
+    the inputs."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the network returned {type(out).__name__}, not a tensor: {what} must return a "
+                        f"tensor of shape {tuple(shape)}")
+    if out.is_complex() or (floating and not out.is_floating_point()):
+        raise TypeError(f"the network returned dtype {out.dtype}: {what} must return a real floating-point tensor")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"the network returned shape {tuple(out.shape)}: {what} must return a tensor of shape "
+                         f"{tuple(shape)}")
+    if out.is_floating_point() and out.numel() and not bool(torch.isfinite(out).all()):
+        raise ValueError(f"the network returned non-finite values (NaN or inf): {what} must be finite; check "
+                         "the network's weights and inputs")
+    return out
+
+
+class EmptySafeIndependent(Independent):
+    """Pyro's ``Independent`` whose ``log_prob`` sums the event dimensions by index rather than by a reshape
+    with ``-1`` (which torch cannot do for a tensor of zero elements, i.e. an empty batch)."""
+
+    def log_prob(self, value):
+        lp = self.base_dist.log_prob(value)
+        return lp.sum(tuple(range(-self.reinterpreted_batch_ndims, 0)))
+
+
+def to_event(base, ndims: int):
+    """``base.to_event(ndims)`` that also scores an empty batch (see :class:`EmptySafeIndependent`)."""
+    return EmptySafeIndependent(base, int(ndims)) if ndims else base
 
 
 def deprecated_alias(old: str, new, *, note: str = ""):

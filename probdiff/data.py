@@ -218,6 +218,8 @@ def load_array(path, *, key: str | None = None, levels: int | None = None) -> Da
         arr = loaded
     if arr.dtype.kind not in "uif":
         raise ValueError(f"{path}: expected {what}, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{path}: expected {what}, got NaN or infinite values")
     if levels is None:
         levels = 256 if arr.dtype == np.uint8 else int(arr.max()) + 1 if arr.size else 2
     try:

@@ -95,6 +95,7 @@ def sample(reverse: ReverseProcess, shape=None, *, x_init: torch.Tensor | None =
     else:
         if not isinstance(x_init, torch.Tensor) or x_init.dim() < 2:
             raise ValueError("x_init must be a tensor of shape (batch, *event)")
+        process.check_state("x_init", x_init)
         x = x_init
     time_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     ts = grid.times(process).to(device=x.device, dtype=time_dtype)

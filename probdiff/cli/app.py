@@ -10,14 +10,13 @@ from pathlib import Path
 import torch
 
 from ..recipes import OptionError
-from ..train import CheckpointError
 from .commands import likelihood, mean_ci, sample, train
-from .parser import parse_args
+from .parser import UsageError, parse_args
 from .plot import plot
 from .pretrained import PRETRAINED
 from .runs import say
 
-__all__ = ["main", "dispatch", "quickstart", "COMMANDS", "EXTRA", "QUICKSTART_MAX_THREADS", "QUICKSTART_TRAIN"]
+__all__ = ["main", "failure_message", "dispatch", "quickstart", "COMMANDS", "EXTRA", "QUICKSTART_MAX_THREADS", "QUICKSTART_TRAIN"]
 
 
 #: Most torch threads the quickstart takes by default. On two idle cores, two threads made the exact
@@ -78,28 +77,44 @@ def dispatch(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``probdiff`` command; returns the exit status."""
+    """Entry point of the ``probdiff`` command; returns the exit status.
+
+    A failure is one line on stderr, ``probdiff: error: <what, which argument, what is allowed>``, with exit
+    status 2 for usage errors (argparse) and 1 otherwise; ``--debug`` re-raises it with its traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((w for w in argv if not w.startswith("-")), "probdiff")
+    debug = "--debug" in argv
     try:
         summary = dispatch(argv)
     except SystemExit as exc:  # argparse: usage errors (status 2) and --help (status 0)
         return int(exc.code or 0)
     except KeyboardInterrupt:
-        print(f"probdiff {command}: interrupted", file=sys.stderr)
+        print("probdiff: interrupted", file=sys.stderr)
         return 130
-    except ModuleNotFoundError as exc:
-        missing = (exc.name or "").split(".")[0]
-        if missing not in EXTRA:
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line unless --debug
+        if debug:
             raise
-        print(f"probdiff {command}: error: {missing} is missing; the command line needs the cli extra "
-              "(pip install 'probdiff[cli]')", file=sys.stderr)
-        return 1
-    except OptionError as exc:  # a recipe's option, spelt as on the command line
-        print(f"probdiff {command}: error: --{exc.option.replace('_', '-')} {exc.text}", file=sys.stderr)
-        return 1
-    except (ValueError, CheckpointError, FloatingPointError, OSError) as exc:
-        print(f"probdiff {command}: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"probdiff: error: {failure_message(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
     say(summary)
     return 0
+
+
+def failure_message(exc: BaseException) -> str:
+    """The one-line message of a failure of a command."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRA:
+        return (f"{exc.name.split('.')[0]} is missing; the command line needs the cli extra "
+                "(pip install 'probdiff[cli]')")
+    if isinstance(exc, OptionError):  # a recipe's option, spelt as on the command line
+        return f"--{exc.option.replace('_', '-')} {exc.text}"
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "alloc" in str(exc).lower()):
+        return (f"not enough memory: {_first_line(exc) or 'an allocation failed'}; use smaller sizes "
+                "(--hidden, --depth, --batch-size, --num, --levels)")
+    if isinstance(exc, (ValueError, TypeError, FloatingPointError, OSError)):
+        return _first_line(exc)
+    return f"{type(exc).__name__}: {_first_line(exc)} (an unexpected failure; --debug shows the traceback)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -18,35 +18,51 @@ from ..processes import GaussianProcess
 from ..train import (EMA, AdamW, CheckpointError, Run, Trainer, WarmupCosine, distributed_map, init_distributed,
                      load_checkpoint, world)
 from ..train.checkpoint import derive_seed
+from ..train.trainer import seed_globals
 from .runs import RUN_KEYS, Setup, build, device_of, draw, from_checkpoint, image_grid, save_png, say
 
-__all__ = ["train", "sample", "likelihood", "Summary", "mean_ci", "METHODS"]
+__all__ = ["train", "sample", "likelihood", "Summary", "mean_ci", "METHODS", "CHANGEABLE"]
+
+
+#: ``--allow-change`` names: the training options a resumed run may change, and the Trainer setting each is.
+CHANGEABLE = {"lr": "optimizer", "clip": "optimizer", "warmup": "scheduler", "ema": "ema",
+              "batch-size": "batch_size", "seed": "seed"}
 
 
 def train(a) -> str:
     """``probdiff train``: build the run, train it (or resume it), checkpoint it."""
     rank, size = init_distributed()
+    device = device_of(a)
     config = {k: getattr(a, k) for k in RUN_KEYS}
-    torch.manual_seed(derive_seed(a.seed, -2))  # the network's initial weights: the same seed, the same run
+    seed_globals(derive_seed(a.seed, -2))  # the network's initial weights: the same seed, the same run
     setup = build(config)
     # the checkpoint records what the defaults resolved to, so that later defaults cannot change its meaning
     config["model"] = config["model"] or setup.family.model
     if config["t_min"] is None and isinstance(setup.process, GaussianProcess):
         config["t_min"] = float(setup.process.t_min)
+    options = {k: getattr(a, k.replace("-", "_")) for k in CHANGEABLE}
     loss = recipes.loss(setup.model, a.weighting, setup.transform)
     checkpoint = Path(a.checkpoint)
     trainer = Trainer(setup.model, loss, setup.split.train.counts, transform=setup.transform, steps=a.steps,
                       batch_size=a.batch_size, optimizer=AdamW(lr=a.lr, clip=a.clip),
                       scheduler=WarmupCosine(warmup=min(a.warmup, a.steps)), ema=EMA(a.ema),
-                      run=Run(seed=a.seed, device=a.device or None, checkpoint=checkpoint,
-                              checkpoint_every=a.checkpoint_every, config=config))
+                      run=Run(seed=a.seed, device=device, checkpoint=checkpoint,
+                              checkpoint_every=a.checkpoint_every, config={**config, "options": options,
+                                                                      "data_levels": setup.dataset.levels}))
     if a.resume:
-        saved = load_checkpoint(checkpoint).get("config") or {}
+        saved = load_checkpoint(checkpoint).get("config") or {}  # options first: they name what changed
         changed = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
         if changed:
             raise CheckpointError(f"checkpoint {checkpoint} was trained with other settings (checkpoint, now): "
                                   f"{changed}; resume with the same options")
-        trainer.resume()
+        allowed = set(a.allow_change)
+        before = saved.get("options") or {}
+        refused = {f"--{k}": (before.get(k), v) for k, v in options.items() if before.get(k) != v and k not in allowed}
+        if refused:
+            raise CheckpointError(f"checkpoint {checkpoint} was trained with other options (checkpoint, now): "
+                                  f"{refused}; resuming would not continue the same run: pass the same options, "
+                                  f"or --allow-change {','.join(k[2:] for k in refused)} to change them")
+        trainer.resume(allow_change={CHANGEABLE[k] for k in allowed})
         say(f"resumed from {checkpoint} at step {trainer.step}")
     elif checkpoint.exists() and not a.overwrite:
         raise ValueError(f"{checkpoint} exists; pass --resume to continue that run or --overwrite to start anew")

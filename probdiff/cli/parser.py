@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 
 from .. import recipes
-from .commands import METHODS
+from .commands import CHANGEABLE, METHODS
 from .pretrained import PRETRAINED_METHODS
 
-__all__ = ["build_parser", "parse_args"]
+__all__ = ["build_parser", "parse_args", "UsageError"]
 
 
 class _Options:
@@ -46,6 +46,74 @@ def _positive(name, kind=int):
     return parse
 
 
+#: Seeds are 63-bit: they go through :func:`probdiff.train.checkpoint.derive_seed` and torch's generators.
+MAX_SEED = 2**63 - 1
+
+
+def _seed(name):
+    """An argparse type: an integer seed in ``[0, 2**63 - 1]``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer in [0, 2**63 - 1], got {text!r}") from None
+        if not 0 <= value <= MAX_SEED:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer in [0, 2**63 - 1], got {text!r}")
+        return value
+    return parse
+
+
+def _fraction(name, lo=0.0, hi=1.0, *, closed_hi=False):
+    """An argparse type: a float in ``[lo, hi)`` (``[lo, hi]`` with ``closed_hi``)."""
+    bracket = "]" if closed_hi else ")"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (lo <= value <= hi if closed_hi else lo <= value < hi):
+            raise argparse.ArgumentTypeError(f"{name} must be a number in [{lo:g}, {hi:g}{bracket}, got {text!r}")
+        return value
+    return parse
+
+
+def _non_negative_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 0, got {text!r}")
+        return value
+    return parse
+
+
+def _names(name, allowed):
+    """An argparse type: a comma-separated list of names out of ``allowed``."""
+    def parse(text):
+        items = [w.strip() for w in str(text).split(",") if w.strip()]
+        bad = [w for w in items if w not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{name} takes a comma-separated list out of {', '.join(allowed)}, "
+                                             f"got {text!r}")
+        return items
+    return parse
+
+
+class UsageError(ValueError):
+    """A usage error found outside argparse (a ``--config`` file's key or value): exit status 2, like
+    the parser's own errors."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, ``probdiff: error: ...``, and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"probdiff: error: {message} (see `{self.prog} --help`)\n")
+
+
 _HELP = """\
 probdiff: declare a diffusion process, train it, sample it, and measure exact likelihoods.
 
@@ -71,6 +139,7 @@ def _common(p: _Options) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=_positive("--threads"), help="CPU threads of torch (default: torch's choice; "
                    "1 is often fastest for small networks on a busy machine)")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
 
 
 def _source(p: _Options) -> None:
@@ -90,20 +159,21 @@ def _sampling_options(p: _Options, default_num: int, pretrained: bool = False) -
                    "ancestral for chains, binomial-bridge for Blackout)")
     p.add_argument("--grid", choices=sorted(recipes.GRIDS), help="time grid (default: karras / uniform / logit)")
     p.add_argument("--steps", type=_positive("--steps"), default=50, help="grid steps")
-    p.add_argument("--noise", type=float, help="noise level eta of the reverse process (default: the solver's: "
+    p.add_argument("--noise", type=_fraction("--noise", 0.0, math.inf), help="noise level eta of the reverse process (default: the solver's: "
                    "0 for ODE solvers, 1 for stochastic ones)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=_seed("--seed"), default=0, help="random seed")
 
 
 def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     """The parser, and the options of each command as they were added."""
-    parser = argparse.ArgumentParser(prog="probdiff", description=_HELP,
+    parser = _Parser(prog="probdiff", description=_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands: dict[str, _Options] = {}
 
     def command(name, **kwargs) -> _Options:
         commands[name] = _Options(sub.add_parser(name, **kwargs))
+        commands[name].parser.error = parser.error.__get__(commands[name].parser)
         return commands[name]
 
     p = command("train", help="train a model; writes a checkpoint",
@@ -113,8 +183,8 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p.add_argument("--data", default="digits", help="'digits' (bundled), a folder of PNG/JPEG images, a .npy/.npz "
                    "array of integer levels, or an IDX file (MNIST format)")
     p.add_argument("--levels", type=_positive("--levels"), help="number of data levels K (default: from the data)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction (deterministic split)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--test-fraction", type=_fraction("--test-fraction"), default=0.2, help="held-out fraction (deterministic split)")
+    p.add_argument("--split-seed", type=_seed("--split-seed"), default=0, help="seed of the train/test split")
     p.add_argument("--process", choices=sorted(recipes.PROCESSES), default="vp", help="forward process")
     p.add_argument("--t-min", type=_positive("--t-min", float), help="time at which the data sit (default: "
                    "Gaussian processes stop at a noise level of %g data bins; chains start at 0)" % recipes.NOISE_FLOOR)
@@ -128,19 +198,22 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p.add_argument("--depth", type=_positive("--depth"), default=3, help="MLP residual blocks")
     p.add_argument("--base", type=_positive("--base"), default=32, help="U-Net channels at the first level")
     p.add_argument("--mults", default="1,2", help="U-Net channel multipliers per level, e.g. 1,2,2")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout rate inside the network's blocks")
+    p.add_argument("--dropout", type=_fraction("--dropout"), default=0.0, help="dropout rate inside the network's blocks")
     p.add_argument("--steps", type=_positive("--steps"), default=2000, help="optimisation steps in total")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=128, help="global batch size")
     p.add_argument("--lr", type=_positive("--lr", float), default=1e-3, help="AdamW learning rate")
-    p.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights")
+    p.add_argument("--warmup", type=_non_negative_int("--warmup"), default=100, help="learning-rate warm-up steps")
+    p.add_argument("--ema", type=_fraction("--ema"), default=0.999, help="EMA decay of the weights")
     p.add_argument("--clip", type=_positive("--clip", float), default=1.0, help="gradient-norm clip")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=_seed("--seed"), default=0, help="random seed")
     p.add_argument("--checkpoint", default="probdiff-run.pt", help="checkpoint file")
     p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=500,
                    help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start anew even if --checkpoint exists")
+    p.add_argument("--allow-change", type=_names("--allow-change", tuple(CHANGEABLE)), default=[],
+                   help="with --resume: options that may differ from the checkpoint's, e.g. lr,ema (any other "
+                        "change is refused)")
 
     p = command("sample", help="draw samples; writes a PNG grid and an .npz",
                        description="Draw samples from a trained model.")
@@ -167,7 +240,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p.add_argument("--elbo-grid", choices=sorted(recipes.GRIDS), help="grid of the discrete-time ELBO (default: "
                    "continuous time for Gaussian processes and Blackout, uniform for chains)")
     p.add_argument("--elbo-steps", type=_positive("--elbo-steps"), default=100, help="steps of --elbo-grid")
-    p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise")
+    p.add_argument("--seed", type=_seed("--seed"), default=0, help="seed of the dequantisation noise")
 
     p = command("plot", help="plot the grid/schedule, trajectories and the loss curve as PNG",
                        description="Plots of a trained model: its time grid and noise schedule, sampling and "
@@ -185,7 +258,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, _Options]]:
     p.add_argument("--out-dir", default="probdiff-quickstart", help="folder for the checkpoint and samples")
     p.add_argument("--steps", type=_positive("--steps"), default=1000, help="training steps")
     p.add_argument("--limit", type=_positive("--limit"), help="evaluate only the first N test images")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=_seed("--seed"), default=0, help="random seed")
     return parser, commands
 
 
@@ -202,13 +275,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     known, _ = pre.parse_known_args(argv)
     command = next((w for w in argv if not w.startswith("-")), None)
     if not known.config or command not in commands:
-        return _check_source(parser.parse_args(argv), commands)
+        return _check_source(_checked(parser, parser.parse_args(argv)), commands)
     options = commands[command]
-    defaults = _config_defaults(Path(known.config), command, options.actions)
+    defaults = _config_defaults(Path(known.config), command, options.actions, tuple(commands))
     options.parser.set_defaults(**defaults)
     for dest in defaults:  # a value from the file satisfies a required option
         options.actions[dest].required = False
-    return _check_source(parser.parse_args(argv), commands)
+    return _check_source(_checked(parser, parser.parse_args(argv)), commands)
 
 
 def _check_source(args: argparse.Namespace, commands: dict[str, _Options]) -> argparse.Namespace:
@@ -227,37 +300,70 @@ def _check_source(args: argparse.Namespace, commands: dict[str, _Options]) -> ar
     return args
 
 
-def _config_defaults(path: Path, command: str, actions: dict[str, argparse.Action]) -> dict:
-    """The values of a TOML file for ``command``, converted and checked like the command-line options."""
+def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse options that contradict each other (whether from the command line or ``--config``)."""
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        parser.error("--resume and --overwrite conflict: --resume continues the checkpoint, --overwrite replaces "
+                     "it; pass one")
+    if getattr(args, "allow_change", None) and not getattr(args, "resume", False):
+        parser.error("--allow-change only applies with --resume")
+    return args
+
+
+def _config_defaults(path: Path, command: str, actions: dict[str, argparse.Action], commands=()) -> dict:
+    """The values of a TOML file for ``command``, converted and checked like the command-line options.
+
+    Strict: an unknown key or table is an error, a flag (``quiet``, ``resume``, ...) takes only ``true`` or
+    ``false``, an option that takes one value refuses a list, a boolean or a table, and every value goes
+    through the same type and range check as on the command line.
+    """
     import tomllib
 
     if not path.is_file():
-        raise ValueError(f"--config {path}: no such file")
+        raise UsageError(f"--config {path}: no such file")
     try:
         table = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"--config {path}: not valid TOML ({exc})") from None
+        raise UsageError(f"--config {path}: not valid TOML ({exc})") from None
+    tables = [k for k, v in table.items() if isinstance(v, dict)]
+    stray = [k for k in tables if k not in commands]
+    if stray:
+        raise UsageError(f"--config {path}: unknown table [{stray[0]}]; tables are named after commands: "
+                         f"{', '.join(commands)}")
     values = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    section = table.get(command, {})
-    if not isinstance(section, dict):
-        raise ValueError(f"--config {path}: [{command}] must be a table")
-    values.update(section)
-    known = {dest: action for dest, action in actions.items() if dest != "config"}
+    values.update(table.get(command, {}))
+    known = {dest: action for dest, action in actions.items() if dest not in ("config", "help")}
     defaults = {}
     for key, value in values.items():
         dest = key.replace("-", "_")
         if dest not in known:
-            raise ValueError(f"--config {path}: unknown option {key!r} for `probdiff {command}`; known: "
+            raise UsageError(f"--config {path}: unknown option {key!r} for `probdiff {command}`; known: "
                              f"{', '.join(sorted(k.replace('_', '-') for k in known))}")
-        action = known[dest]
-        items = value if isinstance(value, list) else [value]
-        if action.type is not None and not isinstance(value, bool):
-            try:
-                items = [action.type(str(v)) for v in items]
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                raise ValueError(f"--config {path}: {key}: {exc}") from None
-        if action.choices is not None and any(v not in action.choices for v in items):
-            raise ValueError(f"--config {path}: {key} must be one of {', '.join(map(str, action.choices))}, "
-                             f"got {value!r}")
-        defaults[dest] = items if isinstance(value, list) else items[0]
+        defaults[dest] = _config_value(path, key, known[dest], value)
     return defaults
+
+
+def _config_value(path: Path, key: str, action: argparse.Action, value):
+    """One TOML value, checked as the command line checks ``--key``."""
+    where = f"--config {path}: {key}"
+    if action.nargs == 0:  # a flag
+        if not isinstance(value, bool):
+            raise UsageError(f"{where} is a flag and takes true or false, got {value!r}")
+        return value
+    if isinstance(value, (bool, dict)):
+        raise UsageError(f"{where} takes {'a list of values' if action.nargs in ('+', '*') else 'one value'}, "
+                         f"got {value!r}")
+    many = action.nargs in ("+", "*")
+    if isinstance(value, list) != many:
+        raise UsageError(f"{where} takes {'a list of values' if many else 'one value, not a list'}, got {value!r}")
+    items = value if many else [value]
+    if any(isinstance(v, (bool, dict, list)) for v in items):
+        raise UsageError(f"{where}: each value must be a number or a string, got {value!r}")
+    convert = action.type if action.type is not None else str
+    try:
+        items = [convert(str(v)) for v in items]
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    if action.choices is not None and any(v not in action.choices for v in items):
+        raise UsageError(f"{where}: {key} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return items if many else items[0]

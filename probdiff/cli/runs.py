@@ -19,12 +19,19 @@ from ..processes import ForwardProcess
 from ..reverse import reverse
 from ..sampling import sample
 from ..train import CheckpointError, default_device, load_checkpoint, world
+from .._util import check_memory
+from ..train.checkpoint import compare_identity, identity
 
 __all__ = ["RUN_KEYS", "Setup", "build", "from_checkpoint", "draw", "device_of", "say", "image_grid", "save_png"]
 
 #: The options of ``probdiff train`` that define a run; a checkpoint stores them as its ``config``.
 RUN_KEYS = ("data", "levels", "test_fraction", "split_seed", "process", "t_min", "model", "net", "hidden", "depth",
             "base", "mults", "dropout", "weighting")
+
+
+#: Bytes of memory reserved per sampled value before sampling: float32 state, the solver's stages and the
+#: network's activations (a 256-wide MLP on 64 pixels holds about 4 hidden values per pixel per layer).
+SAMPLE_BYTES = 4 * 64
 
 
 @dataclass
@@ -62,6 +69,7 @@ def from_checkpoint(path, device) -> tuple[Setup, dict]:
     if "process" not in config:
         raise CheckpointError(f"checkpoint {path} has no run configuration (was it written by `probdiff train`?)")
     setup = build(config)
+    compare_identity(path, ckpt["identity"], identity(setup.model, setup.dataset.event_shape, setup.dataset.levels))
     try:
         setup.model.net.load_state_dict(ckpt["ema"])
     except RuntimeError as exc:
@@ -80,6 +88,9 @@ def draw(setup: Setup, num: int, solver_name: str | None, grid_name: str | None,
     rev = reverse(setup.process, setup.model, noise=default_noise if noise is None else noise)
     g = torch.Generator(device=device).manual_seed(seed)
     shape = (num, *setup.dataset.event_shape)
+    # the solver's state, the network's activations and the trajectory: SAMPLE_BYTES bytes per value drawn
+    check_memory(f"--num {num} samples of shape {tuple(setup.dataset.event_shape)}",
+                 SAMPLE_BYTES * math.prod(shape) * (steps + 1 if trajectory else 1), device=device)
     with torch.no_grad():
         sol = sample(rev, shape, solver=solver, grid=recipes.grid(grid_name, steps), generator=g, device=device,
                      trajectory=trajectory, progress=progress and world()[0] == 0)
@@ -87,8 +98,27 @@ def draw(setup: Setup, num: int, solver_name: str | None, grid_name: str | None,
 
 
 def device_of(a) -> torch.device:
-    """``--device``, or this process' CUDA device when CUDA is available, else the CPU."""
-    return torch.device(a.device) if a.device else default_device()
+    """``--device``, or this process' CUDA device when CUDA is available, else the CPU; checked before use."""
+    if not a.device:
+        return default_device()
+    try:
+        device = torch.device(a.device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {a.device!r} is not a torch device; allowed: cpu, cuda, cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {a.device}: CUDA is not available here; allowed: cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {a.device}: this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    elif device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as exc:
+            raise ValueError(f"--device {a.device} cannot be used here ({str(exc).splitlines()[0]}); "
+                             "allowed: cpu, cuda") from None
+    return device
 
 
 def say(*args) -> None:

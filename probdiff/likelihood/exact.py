@@ -40,7 +40,7 @@ from .._util import check_positive, check_positive_int
 from ..models.base import bind
 from ..processes.gaussian import as_gaussian
 from ..reverse.base import build_reverse
-from ..solvers.adapters import TorchDiffEq
+from ..solvers.adapters import TorchDiffEq, check_odeint_options
 from ..timevars import PhysicalTime, TimeVariable
 from .traces import ExactTrace, Trace
 
@@ -162,8 +162,8 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor of shape (batch, *event), got {type(x).__name__}")
     process.check_data("x", x)
+    options = check_odeint_options(method, options)
     x = x.detach()
-
     if x.shape[0] == 0:                   # an empty batch is valid input and gives an empty result
         empty = x.new_zeros(0)
         stats = LikelihoodStats(nfe=0, endpoint=x, delta_log_prob=empty, prior_log_prob=empty, se=empty,
@@ -200,7 +200,6 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
             raise _OverBudget
         return rhs(u, state)
 
-    options = dict(options or {})
     pieces = segments if max_nfe is not None else 1
     # A budget splits the span into pieces so that the state at the last finished piece can be returned.
     cuts = torch.linspace(u0, u1, pieces + 1, dtype=torch.float64, device=x.device)
@@ -222,6 +221,10 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
             except _OverBudget:
                 completed = False
                 break
+            except AssertionError as exc:  # torchdiffeq asserts when its step underflows
+                raise ValueError(f"x: the probability-flow ODE could not be integrated from this x ({exc}); x has "
+                                 f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]; check x, or loosen "
+                                 "rtol/atol") from None
             state, reached = (xs[-1], deltas[-1]), float(hi)
         end, estimates = state
         delta = estimates.mean(0)

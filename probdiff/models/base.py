@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .._util import check_network_output
 from ..processes.base import ForwardProcess
 
 __all__ = ["Model", "bind"]
@@ -36,8 +37,23 @@ class Model:
             raise ValueError(f"x must be a tensor of shape (batch, *event), got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
 
+    def _checked(self, out, shape, *, floating: bool = True):
+        """What the network returned, checked (shape, dtype, finiteness) when the process validates; the
+        message names the network (:func:`probdiff._util.check_network_output`)."""
+        if self.process.validate_args:
+            what = f"{type(self).__name__}.net = {_name(self.net)}: net(x, t)"
+            check_network_output(out, shape, what=what, floating=floating)
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(net={self.net!r}, process={self.process!r})"
+
+
+def _name(net) -> str:
+    """A short name of a network for messages: its class, or a function's name."""
+    if isinstance(net, torch.nn.Module):
+        return type(net).__name__
+    return getattr(net, "__qualname__", type(net).__name__)
 
 
 def bind(process_or_model, model=None, *, entry: str):

@@ -57,9 +57,9 @@ class CategoricalModel(ChainModel):
         t = self._prepare(x, t)
         out = self.net(x.to(t.dtype), t)
         expected = (*x.shape, self.process.num_states)
-        if tuple(out.shape) != expected:
+        if not self.process.validate_args and tuple(out.shape) != expected:
             raise ValueError(f"net(x, t) must return logits of shape {expected}, got {tuple(out.shape)}")
-        return out
+        return self._checked(out, expected)
 
     def x0_probs(self, x: torch.Tensor, t) -> torch.Tensor:
         """:math:`p(x_0 \\mid x_t = x)` per dimension (softmax of the logits)."""
@@ -82,9 +82,9 @@ class BlackoutModel(ChainModel):
         """Expected number of missing photons :math:`E[n_0 - n_t \\mid n_t = x]`, shape ``x.shape``."""
         t = self._prepare(x, t)
         out = self.net(x.to(t.dtype), t)
-        if tuple(out.shape) != tuple(x.shape):
+        if not self.process.validate_args and tuple(out.shape) != tuple(x.shape):
             raise ValueError(f"net(x, t) must return a tensor of shape {tuple(x.shape)}, got {tuple(out.shape)}")
-        return torch.nn.functional.softplus(out)
+        return torch.nn.functional.softplus(self._checked(out, x.shape))
 
     def denoise(self, x, t):
         births = self.mean_births(x, t)

@@ -49,13 +49,14 @@ class GaussianModel(Model, abc.ABC):
     def _prepare(self, x: torch.Tensor, t) -> torch.Tensor:
         """Validated time of shape ``(batch,)`` on ``x``'s device and dtype."""
         self._check_batch(x)
+        self.process.check_state("x", x)
         return self.process.check_time(t, x)
 
     def _net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.net(x, t)
-        if out.shape != x.shape:
+        if not self.process.validate_args and out.shape != x.shape:
             raise ValueError(f"net(x, t) must return a tensor of shape {tuple(x.shape)}, got {tuple(out.shape)}")
-        return out
+        return self._checked(out, x.shape)
 
     def _coefs(self, x: torch.Tensor, t: torch.Tensor):
         p = self.process

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .._util import check_positive_int
+from .._util import check_memory, check_positive_int
 from .embedding import FourierFeatures, FourierTime
 
 __all__ = ["MLP", "TimeMLP", "as_time"]
@@ -93,6 +93,9 @@ class MLP(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         d_in, d_out = math.prod(self.event_shape), math.prod(self.out_shape)
+        weights = hidden * (d_in + d_out + 2) + depth * hidden * (3 * hidden + 6) + 64 * hidden + 2 * hidden ** 2
+        check_memory(f"an MLP with hidden={hidden}, depth={depth}, {d_in} inputs and {d_out} outputs",
+                     weights * torch.tensor([], dtype=torch.get_default_dtype()).element_size())
         self.time = TimeMLP(time if time is not None else FourierTime(64), hidden)
         self.inp = nn.Linear(d_in, hidden)
         self.blocks = nn.ModuleList(_Block(hidden, hidden, dropout) for _ in range(depth))

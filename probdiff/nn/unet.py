@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .embedding import FourierFeatures, FourierTime
-from .._util import check_positive_int
+from .._util import check_memory, check_positive_int
 from .mlp import TimeMLP, as_time
 
 __all__ = ["UNet"]
@@ -84,6 +84,11 @@ class UNet(nn.Module):
         if not mults:
             raise ValueError("mults must name at least one level, e.g. (1, 2)")
         widths = [base * check_positive_int("mults entries", m) for m in mults]
+        # weights: about 3x3 convolutions of each level's width squared per block (and the stem and head)
+        weights = (9 * sum(w * w * (2 * blocks + 3) * 2 for w in widths) + 9 * widths[0] * (self.channels
+                   + self.out_channels) + 4 * base * (64 + 4 * base))
+        check_memory(f"a U-Net with base={base}, mults={mults}, blocks={blocks}, out_channels={self.out_channels}",
+                     4 * weights)
         cond = 4 * base
         self.time = TimeMLP(time if time is not None else FourierTime(64), cond)
         self.inp = nn.Conv2d(self.channels, widths[0], 3, padding=1)

@@ -102,7 +102,7 @@ class Empirical:
         ``(logsumexp, weighted_mean_or_None)`` in ``x``'s dtype.
         """
         b = x.shape[0]
-        xf = x.reshape(b, -1).to(torch.float64)
+        xf = x.reshape(b, math.prod(x.shape[1:])).to(torch.float64)  # no -1: b may be 0
         a = alpha.to(torch.float64).reshape(b, 1)
         inv2s2 = 0.5 / sigma.to(torch.float64).reshape(b, 1) ** 2
         x2 = (xf * xf).sum(1, keepdim=True)

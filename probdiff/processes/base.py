@@ -18,7 +18,7 @@ import abc
 
 import torch
 
-from .._util import as_tensor, check_batch, check_finite, check_positive_int
+from .._util import as_tensor, check_batch, check_bool, check_finite, check_positive_int, check_real
 
 __all__ = ["ForwardProcess"]
 
@@ -43,8 +43,8 @@ class ForwardProcess(abc.ABC):
     _validate_default: bool = True
 
     def __init__(self, t_min: float, t_max: float, *, validate_args: bool | None = None):
-        check_finite("t_min", t_min)
-        check_finite("t_max", t_max)
+        check_bool("validate_args", validate_args, allow_none=True)
+        t_min, t_max = check_real("t_min", t_min), check_real("t_max", t_max)
         if not t_min < t_max:
             raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
         self._t_min = float(t_min)
@@ -147,12 +147,38 @@ class ForwardProcess(abc.ABC):
             raise ValueError("s must be < t (s is the earlier, less noisy time)")
         return s, t
 
+    def check_state(self, name: str, x) -> None:
+        """Validate a state of the process (e.g. a sampler's ``x_init``): :meth:`check_data`, and a floating
+        dtype for a continuous state (an integer tensor is refused with ``TypeError``). Chains override it with
+        :meth:`MarkovChain.check_states <probdiff.MarkovChain.check_states>`."""
+        self.check_data(name, x)
+        if self._validate and not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor (a continuous state), got dtype {x.dtype}")
+
+    def check_interval(self, s, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated times ``s <= t`` (numbers or broadcastable tensors) inside ``[t_min, t_max]``, for
+        queries without data such as a chain's ``transition_matrix(s, t)``; ``ValueError`` otherwise."""
+        s, t = as_tensor(s), as_tensor(t)
+        if self._validate:
+            self._check_time(s, "s")
+            self._check_time(t, "t")
+            try:
+                torch.broadcast_shapes(s.shape, t.shape)
+            except RuntimeError:
+                raise ValueError(f"s and t must broadcast, got shapes {tuple(s.shape)} and {tuple(t.shape)}") from None
+            if bool((s > t).any()):
+                raise ValueError("s must be <= t (s is the earlier time), got s > t")
+        return s, t
+
     def check_data(self, name: str, x: torch.Tensor, like: torch.Tensor | None = None) -> None:
-        """Validate a data tensor: at least 2-D ``(batch, *event)``, finite, matching ``like``."""
+        """Validate a data tensor: a real (not complex, not bool) tensor, at least 2-D ``(batch, *event)``,
+        finite, matching ``like``. ``TypeError`` for a wrong type, ``ValueError`` otherwise."""
         if not self._validate:
             return
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape (batch, *event), got {type(x).__name__}")
+        if x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real tensor, got dtype {x.dtype}")
         if x.dim() < 2:
             raise ValueError(f"{name} must have shape (batch, *event) with at least one event dimension, "
                              f"got shape {tuple(x.shape)}")

@@ -23,8 +23,9 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from .._util import as_tensor, check_positive, expand_like
+from .._util import as_tensor, check_positive, expand_like, to_event
 from .chain import MarkovChain
+from .matrices import with_diagonal
 
 __all__ = ["Blackout", "ShiftedBinomial"]
 
@@ -143,6 +144,24 @@ class Blackout(MarkovChain):
         return -s + _log1m_exp(t - s) - denom, _log1m_exp(s) - denom
 
     # ---------------------------------------------------------------- closed forms
+    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+        r"""Closed form of :meth:`MarkovChain.reverse_rates` for the death process: the only reverse move is a
+        birth :math:`n 	o n+1`, at rate :math:`E[n_0 - n \mid n_t = n]\,p_t/(1-p_t)` with :math:`p(n_0|n_t)`
+        restricted to :math:`n_0 \ge n` (Santos et al. 2023, "Blackout Diffusion", Eq. (9)). The generic
+        matrix path divides binomial probabilities that underflow at small ``t``; this one does not."""
+        t = self.check_time(t, x)
+        self.check_x0_probs(x0_probs, x)
+        if self._validate and bool((t <= 0).any()):
+            raise ValueError("t must be > 0 for Blackout's reverse rates (they diverge as p_t -> 1 at t = 0)")
+        dtype = x0_probs.dtype
+        states = torch.arange(self.num_states, device=x.device, dtype=dtype)
+        n = x.to(dtype)[..., None]
+        w = torch.where(states >= n, x0_probs, torch.zeros_like(x0_probs))
+        births = (w * (states - n)).sum(-1) / w.sum(-1).clamp_min(torch.finfo(dtype).tiny)
+        rate = births * expand_like(self.birth_weight(t).to(dtype), births)
+        up = (x.long() + 1).clamp_max(self.max_count)[..., None]
+        return with_diagonal(torch.zeros_like(x0_probs).scatter(-1, up, rate[..., None]), x)
+
     def _log_matrix_of(self, db):
         r""":math:`\log P[i,j] = \log\mathrm{Bin}(j; i, e^{-\Delta})` for increments ``db``, ``(U, S, S)``."""
         d = db[:, None, None]
@@ -153,7 +172,7 @@ class Blackout(MarkovChain):
         return torch.exp(self._log_matrix_of(db))
 
     def _counts(self, shift, total, log_p, log_q, event_dims):
-        return ShiftedBinomial(shift, total, log_p, log_q, validate_args=self._validate).to_event(event_dims)
+        return to_event(ShiftedBinomial(shift, total, log_p, log_q, validate_args=self._validate), event_dims)
 
     def _expand(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return expand_like(c, x).expand(x.shape)

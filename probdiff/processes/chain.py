@@ -30,7 +30,7 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._util import as_tensor, check_positive, check_positive_int, expand_like
+from .._util import as_tensor, check_memory, check_positive, check_positive_int, check_probs, expand_like, to_event
 from .base import ForwardProcess
 from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal
 
@@ -136,12 +136,14 @@ class MarkovChain(ForwardProcess):
 
     def transition_matrix(self, s, t) -> torch.Tensor:
         """:math:`P(s, t) = \\exp((B(t)-B(s))R)`, shape ``(*batch, S, S)`` in ``t``'s dtype and device."""
+        self.check_interval(s, t)
         shape = torch.broadcast_shapes(as_tensor(s).shape, as_tensor(t).shape)
         full = self.matrices(s, t).full()
         return full.reshape(*shape, *full.shape[-2:]).to(as_tensor(t).dtype)
 
     def log_transition_matrix(self, s, t) -> torch.Tensor:
         """:math:`\\log P(s, t)` elementwise (``-inf`` for impossible transitions)."""
+        self.check_interval(s, t)
         shape = torch.broadcast_shapes(as_tensor(s).shape, as_tensor(t).shape)
         full = self.matrices(s, t, log=True).full()
         return full.reshape(*shape, *full.shape[-2:]).to(as_tensor(t).dtype)
@@ -154,7 +156,10 @@ class MarkovChain(ForwardProcess):
             floating = isinstance(t, torch.Tensor) and t.is_floating_point()
             dtype = t.dtype if floating else torch.get_default_dtype()
             x = torch.empty((x.shape[0], 0), dtype=dtype, device=x.device)
-        return super().check_time(t, x, name)
+        t = super().check_time(t, x, name)
+        if self._validate and t.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(f"{name} must be float32 or float64 for a Markov chain, got {t.dtype}")
+        return t
 
     def check_states(self, name: str, x, like: torch.Tensor | None = None) -> None:
         """Validate states ``x`` (as :meth:`~probdiff.ForwardProcess.check_data`, plus integer values in
@@ -172,6 +177,16 @@ class MarkovChain(ForwardProcess):
             raise ValueError(f"{name} must hold integer states in 0..{self.num_states - 1}, "
                              f"got values in [{float(x.min())}, {float(x.max())}]")
 
+    def check_state(self, name: str, x) -> None:
+        """A state of the chain: :meth:`check_states`."""
+        self.check_states(name, x)
+
+    def check_x0_probs(self, x0_probs, x: torch.Tensor, name: str = "x0_probs") -> None:
+        """Validate ``p(x_0 | x_t)``: finite, normalised, shape ``(*x.shape, S)`` (when validation is on)."""
+        if self._validate:
+            self.check_states("x", x)
+            check_probs(name, x0_probs, self.num_states, shape=(*x.shape, self.num_states))
+
     def _index(self, x: torch.Tensor) -> torch.Tensor:
         return x.long()
 
@@ -180,8 +195,9 @@ class MarkovChain(ForwardProcess):
         return x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
     def _categorical(self, logits: torch.Tensor, event_dims: int):
-        kwargs = {} if self._validate else {"validate_args": False}
-        return dist.Categorical(logits=logits, **kwargs).to_event(event_dims)
+        # torch's support check reshapes with -1: it fails on an empty batch, which has nothing to check
+        kwargs = {} if self._validate and logits.numel() else {"validate_args": False}
+        return to_event(dist.Categorical(logits=logits, **kwargs), event_dims)
 
     # ---------------------------------------------------------------- the four queries
     def _from_data(self, t: torch.Tensor, *, log: bool = False) -> Batched:
@@ -276,6 +292,7 @@ class MarkovChain(ForwardProcess):
         jumps at a time in continuous time; Campbell et al. 2022, §4).
         """
         s, t = self.check_times(s, t, xt)
+        self.check_x0_probs(x0_probs, xt)
         a, amax = self._mixture_weights(x0_probs, xt, t)
         mix = self._from_data(s).left_mul(torch.exp(a - amax))
         logst = self.matrices(s, t, log=True).cols(self._index(xt)).to(x0_probs.dtype)
@@ -290,6 +307,7 @@ class MarkovChain(ForwardProcess):
         Shape ``(batch, *event, S)``.
         """
         t = self.check_time(t, x)
+        self.check_x0_probs(x0_probs, x)
         a, amax = self._mixture_weights(x0_probs, x, t)
         ratio = self._from_data(t).left_mul(torch.exp(a - amax)) * torch.exp(amax)
         gen = self._generator_on(x.device, x0_probs.dtype)
@@ -374,6 +392,9 @@ class AbsorbingChain(MarkovChain):
 
 
 def _check_num_states(num_states) -> int:
-    if isinstance(num_states, bool) or int(num_states) != num_states or num_states < 2:
+    if isinstance(num_states, bool) or not isinstance(num_states, (int, float)):
+        raise TypeError(f"num_states must be an integer >= 2, got {type(num_states).__name__} {num_states!r}")
+    if int(num_states) != num_states or num_states < 2:
         raise ValueError(f"num_states must be an integer >= 2, got {num_states!r}")
+    check_memory(f"num_states={int(num_states)} (S x S float64 matrices)", 8 * 4 * float(num_states) ** 2)
     return int(num_states)

@@ -29,7 +29,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._util import as_tensor, check_positive, check_positive_int, expand_like
+from .._util import as_tensor, check_positive, check_positive_int, check_real, expand_like, to_event
 from .base import ForwardProcess
 
 __all__ = ["GaussianProcess", "ForwardSDE", "VESDE", "LinearBlend", "as_gaussian", "time_derivative",
@@ -185,7 +185,7 @@ class GaussianProcess(ForwardProcess):
     # ---------------------------------------------------------------- distributions
     def _normal(self, loc: torch.Tensor, scale: torch.Tensor, event_dims: int):
         kwargs = {} if self._validate else {"validate_args": False}
-        return dist.Normal(loc, scale, **kwargs).to_event(event_dims)
+        return to_event(dist.Normal(loc, scale, **kwargs), event_dims)
 
     def marginal(self, x0: torch.Tensor, t):
         """q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) with batch shape ``(batch,)``."""
@@ -272,8 +272,9 @@ class VESDE(GaussianProcess):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, *, t_min: float = 0.0, t_max: float = 1.0,
                  validate_args: bool | None = None):
-        check_positive("sigma_min", sigma_min)
-        check_positive("sigma_max", sigma_max)
+        sigma_min = check_real("sigma_min", sigma_min, low=0.0, low_open=True)
+        sigma_max = check_real("sigma_max", sigma_max, low=0.0, low_open=True)
+        check_real("t_min", t_min, low=0.0)  # sigma_t = sigma_min (sigma_max/sigma_min)^t starts at t = 0
         if not sigma_max > sigma_min:
             raise ValueError(f"sigma_max must be > sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min = float(sigma_min)

@@ -13,7 +13,7 @@ from numpy.polynomial.legendre import leggauss as _leggauss
 import torch
 from torchdiffeq import odeint
 
-from .._util import as_tensor, check_positive
+from .._util import as_tensor, check_positive, check_positive_int, check_real
 from .gaussian import GaussianProcess, d_log_snr_via_diffusion
 
 __all__ = ["LinearSDE"]
@@ -51,12 +51,13 @@ class LinearSDE(GaussianProcess):
                  sigma_init: float = 0.0, table_size: int = 4097, validate_args: bool | None = None):
         if not callable(f) or not callable(g):
             raise ValueError("f and g must be callables of a time tensor")
-        check_positive("sigma_init", sigma_init, allow_zero=True)
+        sigma_init = check_real("sigma_init", sigma_init, low=0.0)
+        t_min = check_real("t_min", t_min)
         if t_min < 0:
             raise ValueError(f"t_min must be >= 0 (the schedule starts at t = 0), got {t_min}")
         if sigma_init == 0 and t_min <= 0:
             raise ValueError("t_min must be > 0 when sigma_init == 0 (sigma_0 = 0 has no density)")
-        if int(table_size) < 3:
+        if check_positive_int("table_size", table_size) < 3:
             raise ValueError(f"table_size must be an integer >= 3, got {table_size}")
         self._f, self._g = f, g
         self.sigma_init = float(sigma_init)

@@ -74,7 +74,7 @@ class Batched:
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         """``M_b[idx[b, ...], :]``, shape ``(batch, *event, S)``."""
         b = idx.shape[0]
-        out = self.mats[self.inv[:, None], idx.reshape(b, -1)]
+        out = self.mats[self.inv[:, None], idx.reshape(b, math.prod(idx.shape[1:]))]  # no -1: b may be 0
         return out.reshape(*idx.shape, self.mats.shape[-1])
 
     def cols(self, idx: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ class Batched:
         if mats.shape[0] == 1:
             return v @ mats[0]
         b = v.shape[0]
-        return torch.bmm(v.reshape(b, -1, v.shape[-1]), mats[self.inv]).reshape(v.shape)
+        return torch.bmm(v.reshape(b, math.prod(v.shape[1:-1]), v.shape[-1]), mats[self.inv]).reshape(v.shape)
 
 
 def xlogy_ratio(p: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .._util import as_tensor, check_positive
+from .._util import as_tensor, check_positive, check_real
 from .gaussian import GaussianProcess, d_log_snr_via_diffusion
 
 __all__ = ["VPSDE", "SubVPSDE", "CosineVP"]
@@ -21,8 +21,8 @@ class _BetaLinear(GaussianProcess):
     :math:`\log\alpha_t = -\tfrac{t^2}{4}(\beta_1 - \beta_0) - \tfrac{t}{2}\beta_0`, :math:`f = -\beta/2`."""
 
     def __init__(self, beta_min: float, beta_max: float, t_min: float, t_max: float, validate_args):
-        check_positive("beta_min", beta_min)
-        check_positive("beta_max", beta_max)
+        beta_min = check_real("beta_min", beta_min, low=0.0, low_open=True)
+        beta_max = check_real("beta_max", beta_max, low=0.0, low_open=True)
         if beta_max < beta_min:
             raise ValueError(f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}")
         check_positive("t_min", t_min)

@@ -19,7 +19,7 @@ from torchdiffeq import odeint
 
 from .base import ODESolver, SDESolver, Step
 
-__all__ = ["TorchDiffEq", "TorchSDE"]
+__all__ = ["TorchDiffEq", "TorchSDE", "check_odeint_options", "ODEINT_OPTIONS", "FIXED_GRID_METHODS"]
 
 
 class _Recorder:
@@ -238,3 +238,29 @@ class TorchSDE(SDESolver):
         ys, extra = torchsde.sdeint(sde, x.reshape(x.shape[0], -1), taus, bm=bm, method=self.method,
                                     dt=2.0 * float(taus[1] - taus[0]), extra=True, extra_solver_state=extra)
         return Step(ys[-1].reshape(x.shape), rhs.denoised, (rhs, sde, bm, extra), rhs.nfe)
+
+
+#: The options torchdiffeq's solvers take (its adaptive solvers, and its fixed-grid ones), by method kind.
+ODEINT_OPTIONS = {
+    "adaptive": frozenset({"first_step", "safety", "ifactor", "dfactor", "max_num_steps", "step_t", "jump_t",
+                           "dtype", "min_step", "max_step", "norm"}),
+    "fixed": frozenset({"step_size", "grid_constructor", "perturb", "interp", "norm"}),
+}
+#: torchdiffeq's methods on a fixed grid (they take :data:`ODEINT_OPTIONS` ``["fixed"]``).
+FIXED_GRID_METHODS = frozenset({"euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams",
+                                "fixed_adams"})
+
+
+def check_odeint_options(method: str, options) -> dict:
+    """``options`` for torchdiffeq's ``method`` as a dict, refusing keys that the method does not take
+    (torchdiffeq only warns about them, so a misspelt option would be ignored silently)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict of torchdiffeq options, got {type(options).__name__}")
+    allowed = ODEINT_OPTIONS["fixed" if method in FIXED_GRID_METHODS else "adaptive"]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"options has keys {unknown} that torchdiffeq's {method!r} does not take; allowed: "
+                         f"{sorted(allowed)}")
+    return dict(options)

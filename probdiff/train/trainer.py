@@ -7,10 +7,17 @@ with gradient-norm clipping), a learning-rate :class:`~probdiff.train.Schedule` 
 and evaluation, as in Song et al. 2021 and Karras et al. 2022).
 
 **Reproducibility.** All randomness of step ``k`` (the data transform's dequantisation noise, the loss'
-times and noise, dropout) is drawn from generators seeded by ``(seed, k, shard)``, and the data order of
-epoch ``e`` from ``(seed, e)``. A run therefore depends on nothing but its seed, and a run resumed from
-a checkpoint (model, optimiser, EMA, step, data position, and the torch/NumPy/Python RNG states for the
-user's own code) produces exactly the losses the uninterrupted run would have produced.
+times and noise, dropout, and whatever the user's code draws from the global torch, NumPy or Python
+generators, which are all re-seeded before each shard) is drawn from generators seeded by
+``(seed, k, shard)``, and the data order of epoch ``e`` from ``(seed, e)``. Given its initial weights, a run
+therefore depends on nothing but its seed: the loss sequence, the weights and the EMA are bit-identical in
+one process and across processes on the same machine with the same number of threads, and a run resumed
+from any of its checkpoints (model, optimiser, EMA, step, data position and RNG states) continues
+bit-identically. What does *not* hold: across thread counts, CPU kernels may split reductions differently
+(results agree to rounding, not bit for bit); on CUDA, bit-identity needs
+``torch.use_deterministic_algorithms(True)`` (and ``CUBLAS_WORKSPACE_CONFIG=:4096:8``), otherwise atomics
+in some kernels reorder sums; and across machines or library versions nothing is promised beyond rounding.
+The initial weights are the caller's: ``probdiff train`` draws them from ``--seed``.
 
 **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised with gloo on
 CPU or nccl on CUDA. Each global batch of ``batch_size`` points is cut into ``world_size × accumulate``
@@ -20,31 +27,34 @@ processes computes the same gradients as a single process with ``accumulate=N`` 
 summation order). :func:`~probdiff.train.distributed_map` shards evaluation (e.g. likelihoods over a data
 set) the same way.
 
-**Checkpoints** are written atomically by rank 0 every ``checkpoint_every`` steps and at the end
-(:mod:`probdiff.train.checkpoint`). A checkpoint that cannot be read, is not a probdiff checkpoint, or does
-not fit the model raises :class:`~probdiff.train.CheckpointError` (a ``ValueError``); nothing restarts
-silently.
+**Checkpoints** are written atomically by rank 0 every ``checkpoint_every`` steps and at the end, sealed
+by a checksum, under an advisory lock held while :meth:`Trainer.fit` runs
+(:mod:`probdiff.train.checkpoint`). A checkpoint that cannot be read, is corrupt, holds non-finite values,
+was trained for another process, model or data shape (its ``identity``), or was written with other
+settings raises :class:`~probdiff.train.CheckpointError` (a ``ValueError``); nothing restarts silently.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from .._util import check_positive_int
-from .checkpoint import (FORMAT, VERSION, CheckpointError, derive_seed, load_checkpoint, rng_state, save_atomic,
-                         set_rng_state)
+from .checkpoint import (FORMAT, VERSION, CheckpointError, CheckpointLock, derive_seed, identity, load_checkpoint,
+                         rng_state, save_checkpoint, set_rng_state)
 from .distributed import all_reduce_mean, default_device, progress_bar, world
 from ..models import Model
 from .optim import EMA, AdamW, Optimizer, Schedule, WarmupCosine
 
-__all__ = ["Trainer", "Run"]
+__all__ = ["Trainer", "Run", "seed_globals"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,8 @@ class Run:
         device: where to train (default: this process' CUDA device, else CPU).
         checkpoint: path of the checkpoint file (``None``: no checkpoints).
         checkpoint_every: steps between checkpoints.
-        config: a JSON-like dict stored in the checkpoint (e.g. how to rebuild the model).
+        config: a JSON-like dict stored in the checkpoint (e.g. how to rebuild the model); its
+            ``data_levels``, if any, is the number of data levels recorded in the checkpoint's identity.
     """
 
     seed: int = 0
@@ -164,7 +175,7 @@ class Trainer:
         for m in range(self.accumulate):
             shard = self.rank * self.accumulate + m
             g = self._generator(step, shard)
-            torch.manual_seed(derive_seed(self.seed, step, shard, 1))  # dropout and any global-RNG use
+            seed_globals(derive_seed(self.seed, step, shard, 1))  # dropout and any global-RNG use
             batch = self.data[idx[shard * shard_size:(shard + 1) * shard_size]].to(self.device)
             x0 = self.transform(batch, generator=g)
             value = self.loss(self.model, x0, generator=g).mean()
@@ -185,7 +196,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(step)
         self.optimizer.step()
-        self.ema_config.update(self.ema, self.net.state_dict(), self.step)
+        self.ema_config.update(self.ema, self.net.state_dict(), step)
         self.step += 1
         loss = float(all_reduce_mean(total))
         self.losses.append(loss)
@@ -200,13 +211,20 @@ class Trainer:
         start = self.step
         shown = progress and self.rank == 0
         bar = progress_bar(range(start, until), shown, "training", "step", total=until, initial=start)
-        for _ in bar:
-            loss = self.train_step()
-            if shown:  # a tqdm bar
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-            if self.checkpoint is not None and (self.step % self.checkpoint_every == 0 or self.step == self.steps):
-                self.save()
+        with self._lock():
+            for _ in bar:
+                loss = self.train_step()
+                if shown:  # a tqdm bar
+                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                if self.checkpoint is not None and (self.step % self.checkpoint_every == 0
+                                                    or self.step == self.steps):
+                    self.save()
         return self.losses[start:]
+
+    def _lock(self, path=None):
+        """The checkpoint's advisory lock on rank 0 (nothing to lock without a checkpoint or on other ranks)."""
+        path = path if path is not None else self.checkpoint
+        return CheckpointLock(path) if path is not None and self.rank == 0 else contextlib.nullcontext()
 
     # ---------------------------------------------------------------- EMA view
     @contextlib.contextmanager
@@ -224,8 +242,15 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _settings(self) -> dict:
+        """What a resumed run must share with the checkpoint to continue it (``steps`` may grow)."""
         return {"batch_size": self.batch_size, "seed": self.seed, "steps": self.steps,
-                "num_data": int(self.data.shape[0])}
+                "num_data": int(self.data.shape[0]), "optimizer": repr(self.optimizer_config),
+                "scheduler": repr(self.scheduler), "ema": repr(self.ema_config)}
+
+    def identity(self) -> dict:
+        """What this trainer trains (:func:`probdiff.train.checkpoint.identity`): stored in and checked
+        against every checkpoint."""
+        return identity(self.model, self.data.shape[1:], self.config.get("data_levels"))
 
     def state_dict(self) -> dict:
         return {
@@ -237,6 +262,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(),
             "trainer": self._settings(),
+            "identity": self.identity(),
             "losses": torch.tensor(self.losses, dtype=torch.float64),
             "config": self.config,
         }
@@ -247,23 +273,35 @@ class Trainer:
         if path is None:
             raise ValueError("no checkpoint path: pass path or construct the Trainer with run=Run(checkpoint=...)")
         if self.rank == 0:
-            save_atomic(self.state_dict(), path)
+            with self._lock(path):
+                save_checkpoint(self.state_dict(), path)
         if self.world_size > 1:
             dist.barrier()
         return path
 
-    def resume(self, path=None) -> "Trainer":
-        """Restore everything from a checkpoint; raise :class:`CheckpointError` if it does not fit."""
+    def resume(self, path=None, *, allow_change=()) -> "Trainer":
+        """Restore everything from a checkpoint; raise :class:`CheckpointError` if it does not fit.
+
+        Args:
+            path: the checkpoint (default: the run's).
+            allow_change: settings that may differ from the checkpoint's (``"batch_size"``, ``"seed"``,
+                ``"num_data"``, ``"optimizer"``, ``"scheduler"``, ``"ema"``); any other change is refused,
+                since the resumed run would not continue the same run. ``steps`` may always change.
+        """
         path = Path(path) if path is not None else self.checkpoint
         if path is None:
             raise ValueError("no checkpoint path: pass path or construct the Trainer with run=Run(checkpoint=...)")
-        ckpt = load_checkpoint(path, map_location=self.device)
         settings = self._settings()
+        unknown = sorted(set(allow_change) - set(settings) - {"steps"})
+        if unknown:
+            raise ValueError(f"allow_change names unknown settings {unknown}; known: {sorted(settings)}")
+        ckpt = load_checkpoint(path, map_location=self.device, expect=self.identity())
         changed = {k: (ckpt["trainer"].get(k), v) for k, v in settings.items()
-                   if k != "steps" and ckpt["trainer"].get(k) != v}
+                   if k != "steps" and k not in allow_change and ckpt["trainer"].get(k) != v}
         if changed:
             raise CheckpointError(f"checkpoint {path} was written with other settings "
-                                  f"(checkpoint, now): {changed}; resuming would not continue the same run")
+                                  f"(checkpoint, now): {changed}; resuming would not continue the same run "
+                                  "(allow the change explicitly to resume anyway)")
         try:
             self.net.load_state_dict(ckpt["net"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -284,3 +322,10 @@ class Trainer:
         return (f"Trainer(step={self.step}/{self.steps}, batch_size={self.batch_size}, "
                 f"optimizer={self.optimizer_config}, "
                 f"world_size={self.world_size}, device={self.device})")
+
+
+def seed_globals(seed: int) -> None:
+    """Seed the global torch (all devices), NumPy and Python generators from one 63-bit seed."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

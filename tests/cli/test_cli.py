@@ -141,7 +141,7 @@ def test_resume_and_overwrite_guard(trained, tmp_path, capsys):
     code, _, err = run(capsys, "train", "--checkpoint", str(path), *TINY)
     assert code == 1 and "--resume" in err
     code, out, _ = run(capsys, "train", "--checkpoint", str(path), *TINY[:-5], "--steps", "9", "--quiet",
-                       "--resume", "--checkpoint-every", "3")
+                       "--resume", "--checkpoint-every", "3", "--warmup", "2")
     assert code == 0 and "resumed from" in out and "trained 9/9" in out
     assert torch.load(path, weights_only=True)["step"] == 9
     code, _, err = run(capsys, "train", "--checkpoint", str(path), *TINY, "--resume", "--process", "subvp")
@@ -173,7 +173,7 @@ BAD = [
     (["train", "--weighting", "blackout-original", "--steps", "1"], 1, "--weighting 'blackout-original'"),
     (["train", "--batch-size", "5000", "--steps", "1"], 1, "batch_size=5000 is larger"),
     (["train", "--net", "unet", "--mults", "1,x", "--steps", "1"], 1, "invalid literal"),
-    (["train", "--config", "nope.toml"], 1, "nope.toml: no such file"),
+    (["train", "--config", "nope.toml"], 2, "nope.toml: no such file"),
     (["sample", "--checkpoint", "nope.pt"], 1, "nope.pt does not exist"),
     (["sample", "--checkpoint", "x.pt", "--num", "0"], 2, "--num must be a positive integer"),
     (["sample", "--checkpoint", "x.pt", "--solver", "magic"], 2, "invalid choice"),
@@ -202,13 +202,13 @@ def test_corrupt_checkpoint_and_bad_config(tmp_path, monkeypatch, capsys):
     assert code == 1 and "bad.pt is corrupt" in err
     (tmp_path / "a.toml").write_text("steps = [1, 2\n")
     code, _, err = run(capsys, "train", "--config", "a.toml")
-    assert code == 1 and "not valid TOML" in err
+    assert code == 2 and "not valid TOML" in err
     (tmp_path / "b.toml").write_text("[train]\nstepz = 3\n")
     code, _, err = run(capsys, "train", "--config", "b.toml")
-    assert code == 1 and "unknown option 'stepz'" in err
+    assert code == 2 and "unknown option 'stepz'" in err
     (tmp_path / "c.toml").write_text("[train]\nprocess = 'nope'\n")
     code, _, err = run(capsys, "train", "--config", "c.toml")
-    assert code == 1 and "process must be one of" in err
+    assert code == 2 and "process must be one of" in err
 
 
 def test_help_and_console_entry_point(capsys):

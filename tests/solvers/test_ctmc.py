@@ -114,7 +114,7 @@ def test_solver_checks():
     mean_model = pd.BlackoutModel(lambda x, t: torch.zeros(x.shape, dtype=t.dtype), b)
     with pytest.raises(ValueError, match="x0_probs"):
         pd.sample(pd.reverse(b, mean_model), (2, 2), solver=pd.solvers.Ancestral(), grid=pd.grids.Uniform(3))
-    with pytest.raises(ValueError, match="logits of shape"):
+    with pytest.raises(ValueError, match="the network returned shape"):
         bad = pd.CategoricalModel(lambda x, t: torch.zeros(*x.shape, 3), chain)
         bad.x0_probs(torch.zeros(2, 2, dtype=torch.long), 0.5)
     with pytest.raises(ValueError, match="MarkovChain"):
