@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["derivative", "simulation_grid", "refine", "halving_error", "sample_with", "seed_from"]
+__all__ = ["derivative", "integral_residual", "simulation_grid", "refine", "halving_error", "sample_with", "seed_from"]
 
 
 def derivative(fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor, lo: float, hi: float
@@ -30,6 +30,35 @@ def derivative(fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor, lo: 
     a, err_a = _ridders(fn, t, lo, hi, con=1.4)
     b, err_b = _ridders(fn, t, lo, hi, con=1.65)
     return a, torch.maximum(torch.maximum(err_a, err_b), (a - b).abs())
+
+
+def integral_residual(claimed: Callable[[torch.Tensor], torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor],
+                      t: torch.Tensor, lo: float, hi: float, *, width: float = 0.02, nodes: int = 24
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The derivative check by integration: ``int_a^b claimed(u) du - (fn(b) - fn(a))`` on an interval of
+    ``width`` times the domain around each ``t`` (inside ``[lo, hi]``), by Gauss–Legendre quadrature, and the
+    rounding scale of the comparison.
+
+    Differencing amplifies rounding by 1/h and one-sided differences at the ends of the domain extrapolate
+    poorly; integrating ``claimed`` is well conditioned (its error is that of ``fn`` at two points), so it
+    confirms or clears a finite-difference disagreement. Returns ``(residual, scale, rounding)``: ``scale``
+    the integral of ``|claimed|`` (for relative tolerances), ``rounding`` that of ``fn(a)`` and ``fn(b)``.
+    """
+    import numpy as np
+
+    t = t.to(torch.float64)
+    w = width * (hi - lo)
+    a = torch.clamp(t - 0.5 * w, min=lo, max=hi - w)
+    b = a + w
+    x, wts = np.polynomial.legendre.leggauss(nodes)
+    x, wts = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(wts, dtype=torch.float64)
+    u = (0.5 * (a + b))[:, None] + (0.5 * w) * x[None]
+    values = claimed(u.reshape(-1)).to(torch.float64).reshape(u.shape)
+    integral = 0.5 * w * (wts[None] * values).sum(1)
+    fa, fb = fn(a).to(torch.float64), fn(b).to(torch.float64)
+    scale = 0.5 * w * (wts[None] * values.abs()).sum(1)
+    rounding = 1e3 * torch.finfo(torch.float64).eps * (fa.abs() + fb.abs())
+    return integral - (fb - fa), scale, rounding
 
 
 def _ridders(fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor, lo: float, hi: float,
