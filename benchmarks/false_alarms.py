@@ -16,7 +16,6 @@ import time
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 
-import probdiff as pd
 from probdiff import testing as pt
 from probdiff.testing import strategies as pst
 
