@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from probdiff import testing as pt
 from probdiff.testing import strategies as pst
@@ -23,11 +23,11 @@ STRATEGIES = ["vp_sdes", "subvp_sdes", "ve_sdes", "cosine_vps", "linear_blends",
               "uniform_chains", "absorbing_chains", "blackouts", "random_chains"]
 
 
-def sweep(name: str, draws: int, skip, budget: float) -> tuple[int, int, list, float]:
+def sweep(name: str, draws: int, skip, budget: float, hypothesis_seed=None) -> tuple[int, int, list, float]:
     results = []
     start = time.perf_counter()
 
-    @settings(max_examples=draws, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+    @settings(max_examples=draws, derandomize=hypothesis_seed is None, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(getattr(pst, name)())
     def run(process):
@@ -36,7 +36,7 @@ def sweep(name: str, draws: int, skip, budget: float) -> tuple[int, int, list, f
         report = pt.check_process(process, skip=skip, raise_on_failure=False)
         results.append((repr(process), [r.identity.name for r in report.failures], report))
 
-    run()
+    (run if hypothesis_seed is None else seed(hypothesis_seed)(run))()
     alarms = [(p, f) for p, f, _ in results if f]
     return len(results), len(alarms), alarms, time.perf_counter() - start
 
@@ -57,9 +57,9 @@ def plants(seeds: int) -> None:
     print(f"{'planted error':44s} {'caught':>8s}", flush=True)
     for name, make, check in cases:
         caught = 0
-        for seed in range(seeds):
+        for k in range(seeds):
             try:
-                check(make(), seed=seed)
+                check(make(), seed=k)
             except pt.IdentityError:
                 caught += 1
         print(f"{name:44s} {caught:3d} of {seeds}", flush=True)
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--skip-simulation", action="store_true")
     parser.add_argument("--budget", type=float, default=1e9, help="seconds per strategy")
+    parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: derandomised draws)")
     parser.add_argument("--plants", type=int, default=0, help="only the planted errors, over this many seeds")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -80,7 +81,7 @@ def main() -> None:
     skip = [pt.SIMULATION] if args.skip_simulation else []
     print(f"{'strategy':18s} {'draws':>6s} {'false alarms':>13s} {'seconds':>8s}", flush=True)
     for name in args.strategies.split(","):
-        n, bad, alarms, secs = sweep(name, args.draws, skip, args.budget)
+        n, bad, alarms, secs = sweep(name, args.draws, skip, args.budget, args.seed)
         print(f"{name:18s} {n:6d} {bad:13d} {secs:8.0f}", flush=True)
         for process, failed in alarms:
             print(f"    {process}: {failed}", flush=True)
