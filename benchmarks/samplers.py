@@ -115,6 +115,9 @@ def probdiff_runs(problem):
         "Karras(7)": lambda n, solver: Karras(n),
         "ScoreOptimal": lambda n, solver: ScoreOptimal.fit(problem.process, problem.model, problem.fit_data, n,
                                                             iterations=3, generator=torch.Generator().manual_seed(4)),
+        "ScoreOptimal(VP frame)": lambda n, solver: ScoreOptimal.fit(
+            problem.process, problem.model, problem.fit_data, n, iterations=3,
+            generator=torch.Generator().manual_seed(4), scale_free=False),
         "EndpointOptimal": problem.endpoint_optimal,
     }
     solvers = {"Euler": (Euler(), 1), "Heun": (Heun(), 2), "DPMSolver2M": (DPMSolver2M(), 1),

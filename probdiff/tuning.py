@@ -42,8 +42,16 @@ class ScoreOptimal(Explicit):
 
     .. math::
 
-        L_i = \sigma_{t_{i+1}}^2\;E\,\big|s(x, t_{i+1}) - s(x, t_i)\big|^2,\qquad
-        x = \alpha_{t_i}x_0 + \sigma_{t_i}\epsilon,
+        L_i = \tilde\sigma_{t_{i+1}}^2\;E\,\big|\tilde s(\tilde x, t_{i+1}) - \tilde s(\tilde x, t_i)\big|^2,
+        \qquad \tilde x = x/\alpha_{t_i},\quad x = \alpha_{t_i}x_0 + \sigma_{t_i}\epsilon,
+
+    in the scale-free frame of THEORY.md §6 ("Which frame"): :math:`\tilde\sigma_u = \sigma_u/\alpha_u` and
+    :math:`\tilde s(\tilde x, u) = \alpha_u\,s(\alpha_u\tilde x, u)`, so both scores are taken at the same
+    scale-free point (in the process' own coordinates, :math:`x` at :math:`t_i` and
+    :math:`(\alpha_{t_{i+1}}/\alpha_{t_i})\,x` at :math:`t_{i+1}`). The paper works with unscaled (VE) states,
+    where this is its cost; comparing the scores of a scaled process (VP) at the same :math:`x` instead
+    charges the deterministic contraction :math:`x \mapsto (\alpha_{t_{i+1}}/\alpha_{t_i})x` as transport
+    work and front-loads the schedule at high noise.
 
     estimated from data :math:`x_0` and the model's score (:meth:`local_costs`). Locally
     :math:`L \approx \delta(t)\,dt^2`; the optimal schedule puts equal increments of
@@ -58,9 +66,13 @@ class ScoreOptimal(Explicit):
     :math:`t \leftarrow \gamma t^* + (1-\gamma)t`, which stays strictly monotone for any
     :math:`\gamma\in(0, 1]` — the online form used during training.
 
-    The cost measures the corrector's work along the path, not one solver's truncation error: in
-    ``benchmarks/samplers.py`` the fitted grid makes Euler 2–3× more accurate than any fixed grid on the
-    2-D ring at 5–10 steps, but on the 16-D mixture it is worse than Uniform or LogSNR for every solver.
+    The cost measures the corrector's work along the path, not one solver's truncation error, and the frame
+    decides where that work lies (measured at 10 steps, VP SDE, exact mixture oracles, see
+    :doc:`/schedules`): in the scale-free frame the fitted grid is close to Karras' and gives Euler 0.99× the
+    error of the best fixed grid on a 16-D mixture (the process' frame: 2.0×), but 1.5× on the 2-D ring (the
+    process' frame: 0.31×). Neither frame brings second-order solvers (Heun, DPMSolver2M, UniPC) within 1.1×
+    of the best fixed grid on the 16-D mixture; :class:`EndpointOptimal`, fitted to the solver, is the
+    grid for those.
 
     Construct with :meth:`fit`, or from given times ``ScoreOptimal(times)`` (strictly decreasing,
     ``times[0] = t_max``, ``times[-1] = t_min`` of the process it is used with).
@@ -77,12 +89,16 @@ class ScoreOptimal(Explicit):
     # ---------------------------------------------------------------- the cost
     @staticmethod
     def local_costs(process: GaussianProcess, model, data: torch.Tensor, times, *,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, scale_free: bool = True) -> torch.Tensor:
         r"""Monte-Carlo estimate of :math:`L_i` for each interval of ``times`` (decreasing), shape ``(steps,)``.
 
         The same :math:`(x_0, \epsilon)` pairs serve every interval (common random numbers), so the
-        estimated costs of neighbouring intervals are compared with little noise.
+        estimated costs of neighbouring intervals are compared with little noise. ``scale_free=False`` gives
+        the cost in the process' own frame, :math:`\sigma_{t_{i+1}}^2 E|s(x, t_{i+1}) - s(x, t_i)|^2` at the
+        same :math:`x` (the frames coincide for VE-like processes, :math:`\alpha = 1`).
         """
+        if not isinstance(scale_free, bool):
+            raise ValueError(f"scale_free must be True or False, got {scale_free!r}")
         process, model = bind(process, model, entry="ScoreOptimal.local_costs")
         process = as_gaussian(process, needed_for="ScoreOptimal places times by noise level")
         if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] < 1:
@@ -98,9 +114,15 @@ class ScoreOptimal(Explicit):
             for t, s in zip(ts[:-1].tolist(), ts[1:].tolist()):
                 t_b = torch.full((x0.shape[0],), t, dtype=dtype, device=x0.device)
                 s_b = torch.full_like(t_b, s)
-                x = expand_like(process.alpha(t_b), x0) * x0 + expand_like(process.sigma(t_b), x0) * eps
-                diff = model.score(x, s_b) - model.score(x, t_b)
-                cost = (expand_like(process.sigma(s_b), x0) ** 2 * diff**2).sum(dims).mean()
+                a_t, a_s = expand_like(process.alpha(t_b), x0), expand_like(process.alpha(s_b), x0)
+                if not scale_free:
+                    a_t, a_s = torch.ones_like(a_t), torch.ones_like(a_s)
+                x = a_t * x0 + expand_like(process.sigma(t_b), x0) * eps
+                # scale-free frame: s~(x~, u) = alpha_u s(alpha_u x~, u) at the same x~ = x / alpha_t, i.e. the
+                # VP point (alpha_s / alpha_t) x at time s; weight sigma~_s^2 = sigma_s^2 / alpha_s^2
+                diff = a_s * model.score((a_s / a_t) * x, s_b) - a_t * model.score(x, t_b)
+                weight = (expand_like(process.sigma(s_b), x0) / a_s) ** 2
+                cost = (weight * diff**2).sum(dims).mean()
                 costs.append(cost.to(torch.float64).cpu())
         return torch.stack(costs)
 
@@ -135,7 +157,7 @@ class ScoreOptimal(Explicit):
     @classmethod
     def fit(cls, process: GaussianProcess, model, data: torch.Tensor, steps: int, *, iterations: int = 4,
             refine: int = 8, init: Grid | None = None, floor: float = 1e-3,
-            generator: torch.Generator | None = None) -> "ScoreOptimal":
+            generator: torch.Generator | None = None, scale_free: bool = True) -> "ScoreOptimal":
         r"""Fit a ``steps``-step schedule: start from ``init`` (default :class:`LogSNR`) and apply
         ``iterations`` full updates (:meth:`update` with ``gamma=1``).
 
@@ -151,6 +173,8 @@ class ScoreOptimal(Explicit):
             init: starting grid with ``steps`` steps.
             floor: relative floor of the per-interval speed (see :meth:`reparameterise`).
             generator: random source of the noise in the cost estimate.
+            scale_free: the cost in the scale-free frame (default, THEORY.md §6 "Which frame"); False
+                compares scores at the same point of the process' own frame (see :meth:`local_costs`).
         """
         process, model = bind(process, model, entry="ScoreOptimal.fit")
         process = as_gaussian(process, needed_for="ScoreOptimal places times by noise level")
@@ -160,11 +184,13 @@ class ScoreOptimal(Explicit):
             raise ValueError(f"init must be a Grid with steps={steps}, got {init!r}")
         grid = cls(init.times(process))
         for _ in range(int(iterations)):
-            grid = grid.update(process, model, data, gamma=1.0, refine=refine, floor=floor, generator=generator)
+            grid = grid.update(process, model, data, gamma=1.0, refine=refine, floor=floor, generator=generator,
+                               scale_free=scale_free)
         return grid
 
     def update(self, process: GaussianProcess, model, data: torch.Tensor, *, gamma: float = 0.1, refine: int = 8,
-               floor: float = 1e-3, generator: torch.Generator | None = None) -> "ScoreOptimal":
+               floor: float = 1e-3, generator: torch.Generator | None = None,
+               scale_free: bool = True) -> "ScoreOptimal":
         r"""A new grid :math:`\gamma t^* + (1-\gamma)t`, with :math:`t^*` the constant-speed times for the
         costs re-estimated on this grid, each interval split into ``refine`` equal parts (``gamma`` in
         (0, 1]); ``self`` is left unchanged. Returns a grid with the same number of steps."""
@@ -174,7 +200,7 @@ class ScoreOptimal(Explicit):
         ts = self.times(process)
         u = torch.arange(int(refine), dtype=torch.float64) / int(refine)
         fine = torch.cat([(ts[:-1, None] + u * (ts[1:, None] - ts[:-1, None])).reshape(-1), ts[-1:]])
-        costs = self.local_costs(process, model, data, fine, generator=generator)
+        costs = self.local_costs(process, model, data, fine, generator=generator, scale_free=scale_free)
         new = self.reparameterise(fine, costs, steps=self.steps, floor=floor)
         return type(self)(self._finish(gamma * new + (1.0 - gamma) * ts, process), costs=costs)
 

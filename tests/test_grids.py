@@ -134,11 +134,13 @@ def test_update_blends_and_stays_monotone():
 
 
 def test_score_optimal_beats_uniform_at_ten_steps_on_the_ring():
+    """The 2-D ordering, in the process' (VP) frame: the fitted grid beats the uniform one for Euler."""
     process = pd.VPSDE()
     mix = pd.oracles.GaussianMixture.ring(dtype=torch.float64)
     model = mix.model(process)
     data = mix.sample(256, generator=torch.Generator().manual_seed(0))
-    grid = ScoreOptimal.fit(process, model, data, 10, iterations=3, generator=torch.Generator().manual_seed(1))
+    grid = ScoreOptimal.fit(process, model, data, 10, iterations=3, generator=torch.Generator().manual_seed(1),
+                            scale_free=False)
     rev = pd.probability_flow(process, model)
     x0 = process.sample_prior(1000, (2,), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     reference = pd.sample(rev, x_init=x0, solver=pd.solvers.TorchDiffEq(rtol=1e-8, atol=1e-8), grid=Uniform(1)).x
@@ -152,3 +154,38 @@ def test_score_optimal_beats_uniform_at_ten_steps_on_the_ring():
 
     assert error(grid) < 0.6 * error(Uniform(10))
     assert log_density_gap(grid) < log_density_gap(Uniform(10))
+
+
+def _mixture16():
+    """The 16-D, 4-component mixture of benchmarks/samplers.py."""
+    g = torch.Generator().manual_seed(0)
+    means = 2.0 * torch.randn(4, 16, generator=g, dtype=torch.float64)
+    a = torch.randn(4, 16, 16, generator=g, dtype=torch.float64) / 4.0
+    covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(16, dtype=torch.float64)
+    return pd.oracles.GaussianMixture(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), means, covs)
+
+
+def test_score_optimal_in_the_scale_free_frame_on_the_16d_mixture():
+    """The 16-D ordering (THEORY.md §6, "Which frame"): in the scale-free frame the fitted grid starts like
+    Karras' (small steps at high noise) and gives Euler no more error than the best fixed grid (5 % slack for
+    the 400 test trajectories); in the VP frame it front-loads the first step and is the worst grid."""
+    process = pd.VPSDE(t_min=1e-3)
+    mix = _mixture16()
+    model = mix.model(process)
+    data = mix.sample(512, generator=torch.Generator().manual_seed(3))
+    rev = pd.probability_flow(process, model)
+    x0 = process.sample_prior(400, (16,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    reference = pd.sample(rev, x_init=x0, solver=pd.solvers.TorchDiffEq(rtol=1e-8, atol=1e-8), grid=LogSNR(8)).x
+
+    def error(g):
+        return float((pd.sample(rev, x_init=x0, solver=Euler(), grid=g).x - reference).pow(2).sum(1).mean().sqrt())
+
+    fixed = {type(g).__name__: error(g) for g in (Uniform(10), LogSNR(10), Karras(10))}
+    scale_free = ScoreOptimal.fit(process, model, data, 10, iterations=3, generator=torch.Generator().manual_seed(4))
+    vp_frame = ScoreOptimal.fit(process, model, data, 10, iterations=3, generator=torch.Generator().manual_seed(4),
+                                scale_free=False)
+    assert float(scale_free.times(process)[1]) > 0.9 > float(vp_frame.times(process)[1])
+    assert error(scale_free) < 1.05 * min(fixed.values()), fixed
+    assert error(vp_frame) > 1.2 * max(fixed.values()), fixed
+    with pytest.raises(ValueError, match="scale_free"):
+        ScoreOptimal.local_costs(process, model, data, Uniform(2).times(process), scale_free="yes")

@@ -89,7 +89,8 @@ def assert_closed_forms(process, x0=None, s=None, t=None, **options):
 
 def assert_simulation(process, x0=None, s=None, t=None, **options):
     """Forward simulation matches the marginals: ``torchsde.sdeint(process.sde(), ...)`` for Gaussian
-    processes, exact jump simulation for Markov chains; seeded, ``z`` standard errors plus ``mc_bias``."""
+    processes, exact jump simulation for Markov chains; seeded, ``z`` standard errors plus the
+    discretisation error estimated by step halving plus ``mc_bias``."""
     return SIMULATION.check(process, x0, s, t, **options)
 
 
@@ -97,6 +98,7 @@ def assert_reverse_marginals(process, mixture=None, **options):
     r"""The reverse family preserves the marginals: for each noise level in ``noises`` the reverse process
     (:func:`probdiff.reverse`) driven by the exact model of ``mixture`` (default: a 2-D two-component
     :class:`~probdiff.oracles.GaussianMixture` of unit scale), started from :math:`p_{t_{max}}` and
-    integrated by Euler–Maruyama, has the moments of :math:`p_t` at mid-time and at ``t_min``."""
+    integrated by stochastic Heun steps (with a step-halving error estimate), has the moments of :math:`p_t`
+    at mid-time and at ``t_min``."""
     extra = {} if mixture is None else {"mixture": mixture}
     return REVERSE_MARGINALS.check(process, extra=extra, **options)

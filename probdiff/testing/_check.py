@@ -18,6 +18,12 @@ from ._inputs import Inputs, draw_inputs, make_generator
 __all__ = ["CheckResult", "Report", "check_process"]
 
 
+def _raised(ident: Identity, process, exc: Exception) -> IdentityError:
+    """An exception raised by the process (or a distribution it built, e.g. a Pyro validation error on
+    negative probabilities) while ``ident`` was checked, as a failure of that identity."""
+    return IdentityError(ident, process, f"  the check raised {type(exc).__name__}: {exc}")
+
+
 # ==================================================================== report
 @dataclass
 class CheckResult:
@@ -74,13 +80,17 @@ def check_process(process: ForwardProcess, *, checks: Iterable[Identity] | None 
         skip: identities to leave out (e.g. ``[REVERSE_MARGINALS]`` to skip the Monte-Carlo ones).
         config: a :class:`CheckConfig`; ``**options`` override its fields (``seed=1, dtype=torch.float32``).
         raise_on_failure: raise the first failure's :class:`IdentityError` at once (default); with False,
-            run everything and return the report (``report.failures``, ``report.raise_if_failed()``).
+            run everything and return the report (``report.failures``, ``report.raise_if_failed()``) and
+            never raise for anything the process does: an exception raised inside a check (an invalid
+            closed form whose distribution fails validation, a NaN that a library rejects) is that check's
+            failure, an :class:`IdentityError` saying what was raised.
 
     Returns:
         A :class:`Report` (printable as a table).
 
     Raises:
-        IdentityError: an identity is violated (an ``AssertionError`` naming it and the worst input).
+        IdentityError: an identity is violated, or the process raised while it was checked (an
+            ``AssertionError`` naming it and the worst input; the original exception is its ``__cause__``).
         ValueError: an identity in ``checks`` does not apply to the process' family, or bad options.
     """
     if not isinstance(process, ForwardProcess):
@@ -96,7 +106,10 @@ def check_process(process: ForwardProcess, *, checks: Iterable[Identity] | None 
                 raise ValueError(f"checks must be Identity objects (e.g. probdiff.testing.BAYES), got {ident!r}")
             if not ident.applies_to(process):
                 raise ValueError(f"{ident.name} has no implementation for {type(process).__name__}")
-    inputs = draw_inputs(process, config)
+    try:
+        inputs, drawn_error = draw_inputs(process, config), None
+    except Exception as exc:  # noqa: BLE001 - the process cannot even produce inputs: every check fails
+        inputs, drawn_error = None, exc
     report = Report(process)
     for ident in selected:
         impl = ident.implementation(process)
@@ -108,11 +121,14 @@ def check_process(process: ForwardProcess, *, checks: Iterable[Identity] | None 
         gen = make_generator(config.seed * 1000 + IDENTITIES.index(ident) if ident in IDENTITIES else config.seed,
                              config.device)
         try:
+            if drawn_error is not None:
+                raise drawn_error
             note = impl(process, Inputs(inputs.x0, inputs.s, inputs.t, gen), config)
-        except IdentityError as err:
+        except Exception as exc:  # noqa: BLE001 - a process that raises inside a check fails the check
+            err = exc if isinstance(exc, IdentityError) else _raised(ident, process, exc)
             report.results.append(CheckResult(ident, False, str(err), time.perf_counter() - start, err))
             if raise_on_failure:
-                raise
+                raise err from (None if err is exc else exc)
             continue
         report.results.append(CheckResult(ident, True, note or "", time.perf_counter() - start))
     return report

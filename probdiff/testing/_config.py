@@ -30,9 +30,12 @@ class CheckConfig:
         num_samples: Monte-Carlo sample size (forward simulation, reverse family, generic checks).
         z: Monte-Carlo tolerance in standard errors (5 standard errors: a correct process fails with
             probability below 1e-5 per compared statistic).
-        mc_bias: relative allowance for time-discretisation bias in simulations (of the scale of the
-            compared statistic).
-        steps: number of time steps of simulations.
+        mc_bias: relative allowance of the scale of the compared statistic, added to the Monte-Carlo
+            tolerance and to the discretisation error that step halving estimates (a floor for what the
+            estimate misses).
+        steps: number of time steps of the forward simulation (the reverse family uses half as many);
+            each simulation also runs on the grid with half as many steps, and the grid is refined up to
+            three times while the step-halving error estimate exceeds half the Monte-Carlo tolerance.
         noises: noise levels of the reverse family checked for marginal preservation.
         prior_kl: tolerance of the prior check, KL(q(x_{t_max}|x_0) || prior) in nats per event
             element, for data of unit scale (entries in [-1, 1]).

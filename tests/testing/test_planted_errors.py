@@ -301,3 +301,74 @@ def test_every_identity_has_a_planted_error():
 def test_each_identity_trips_on_its_planted_error(identity):
     make, check = PLANTED[identity.name]
     _fails(identity, lambda: check(make()))
+
+
+# ==================================================================== small planted errors (issue 18)
+class PosteriorVarianceOffByTenthOfAPercent(pd.VPSDE):
+    """Posterior variance 1.001 times the true one."""
+
+    def posterior(self, x0, xt, s, t):
+        d = super().posterior(x0, xt, s, t)
+        return self._normal(d.mean, 1.001 ** 0.5 * d.stddev, x0.dim() - 1)
+
+
+class DriftOffOnATenth(pd.VPSDE):
+    """f(t) 0.1 % too large on [0.45, 0.55], a tenth of the time interval; alpha and sigma are right."""
+
+    def drift_coef(self, t):
+        f = super().drift_coef(t)
+        t = torch.as_tensor(t, dtype=f.dtype)
+        return torch.where((t >= 0.45) & (t <= 0.55), 1.001 * f, f)
+
+
+class RateOffByOnePercent(pd.UniformChain):
+    """rate(t) 1 % too large while the transition matrices are those of the true rate."""
+
+    def rate(self, t):
+        return 1.01 * super().rate(t)
+
+
+class NegativeTransitionProbabilities(pd.UniformChain):
+    """A closed form that yields negative probabilities: the Categorical it builds fails Pyro's validation."""
+
+    def marginal(self, x0, t):
+        probs = torch.tensor([-0.1, 1.1], dtype=torch.float64)
+        return dist.Categorical(probs=probs, validate_args=True)
+
+
+def test_posterior_variance_off_by_a_tenth_of_a_percent_breaks_bayes():
+    _fails(pt.BAYES, lambda: pt.check_process(PosteriorVarianceOffByTenthOfAPercent()))
+
+
+def test_drift_off_by_a_tenth_of_a_percent_on_a_tenth_of_the_interval_is_caught():
+    msg = _fails(pt.COEFFICIENTS, lambda: pt.check_process(DriftOffOnATenth()))
+    assert "drift_coef" in msg
+    _fails(pt.CLOSED_FORMS, lambda: pt.assert_closed_forms(DriftOffOnATenth()))
+
+
+def test_chain_rate_off_by_one_percent_breaks_generator_law():
+    msg = _fails(pt.GENERATOR, lambda: pt.check_process(RateOffByOnePercent(3)))
+    assert "expm" in msg
+
+
+def test_invalid_closed_form_is_a_report_entry_not_an_exception():
+    report = pt.check_process(NegativeTransitionProbabilities(3), raise_on_failure=False)
+    assert not report.passed and pt.SHAPES in {r.identity for r in report.failures}
+    assert all(isinstance(r.error, pt.IdentityError) for r in report.failures)
+    assert "raised ValueError" in report.failures[0].message
+    # raising mode: an IdentityError (an AssertionError) naming the check, the Pyro error as its cause
+    with pytest.raises(pt.IdentityError) as info:
+        pt.check_process(NegativeTransitionProbabilities(3))
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_every_failure_of_a_broken_process_is_reported_without_raising():
+    class Everything(pd.UniformChain):
+        def marginal(self, x0, t):
+            raise RuntimeError("boom")
+
+        def transition(self, xs, s, t):
+            raise RuntimeError("boom")
+
+    report = pt.check_process(Everything(3), raise_on_failure=False)
+    assert report.failures and not report.passed
