@@ -34,10 +34,12 @@ from .processes import (
     CosineVP,
     ForwardProcess,
     GaussianProcess,
+    InterpolatingChain,
     LinearBlend,
     LinearSDE,
     MarkovChain,
     SubVPSDE,
+    UniformAbsorbingChain,
     UniformChain,
 )
 from .reverse import ReverseProcess, probability_flow, reverse
@@ -49,7 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ForwardProcess", "GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE",
-    "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout",
+    "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout", "InterpolatingChain", "UniformAbsorbingChain",
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
     "CategoricalModel", "BlackoutModel",
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",

@@ -48,12 +48,9 @@ __all__ = ["chain_elbo", "blackout_elbo", "prior_kl"]
 
 
 def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
-    """:math:`\\mathrm{KL}(q(x_{t_{max}}|x_0)\\,\\|\\,\\pi)` summed over dimensions, float64, shape ``(batch,)``."""
-    b = x0.shape[0]
-    tmax = torch.full((b,), process.t_max, dtype=torch.float64, device=x0.device)
-    logq = process._from_data(tmax, log=True).rows(x0.long()).double()
-    logpi = torch.log(process.prior_probs(device=x0.device, dtype=torch.float64))
-    return xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).reshape(b, -1).sum(1)
+    """:math:`\\mathrm{KL}(q(x_{t_{max}}|x_0)\\,\\|\\,\\pi)` summed over dimensions, float64, shape ``(batch,)``
+    (:meth:`MarkovChain.prior_kl <probdiff.MarkovChain.prior_kl>`, closed forms where the chain has them)."""
+    return process.prior_kl(x0)
 
 
 def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,

@@ -2,10 +2,14 @@
 
 from .base import ForwardProcess
 from .blackout import Blackout, ShiftedBinomial
-from .chain import AbsorbingChain, MarkovChain, UniformChain
+from .atomic import AtomicCategorical
+from .chain import MarkovChain
+from .interpolating import InterpolatingChain
+from .uniform_masking import AbsorbingChain, UniformAbsorbingChain, UniformChain
 from .gaussian import VESDE, ForwardSDE, GaussianProcess, LinearBlend
 from .linear_sde import LinearSDE
 from .vp import VPSDE, CosineVP, SubVPSDE
 
 __all__ = ["ForwardProcess", "GaussianProcess", "ForwardSDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend",
-           "LinearSDE", "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout", "ShiftedBinomial"]
+           "LinearSDE", "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout", "ShiftedBinomial",
+           "InterpolatingChain", "UniformAbsorbingChain", "AtomicCategorical"]

@@ -24,7 +24,6 @@ from .._util import expand_like
 from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
-from ..processes.matrices import sample_categorical
 from .base import ReverseProcess, build_reverse
 
 __all__ = ["ChainReverse", "BlackoutReverse"]
@@ -64,8 +63,8 @@ class ChainReverse(ReverseProcess):
         chain has no deterministic variant)."""
         if eta != 1.0:
             raise ValueError(f"eta must be 1 (or None with noise 1) for a Markov chain, got {eta}")
-        log_probs, probs = self.kernel_log_probs(x, t, s)
-        x_new = sample_categorical(torch.exp(log_probs), generator).to(x.dtype)
+        probs = self.x0_probs(x, t)
+        x_new = self.process.sample_reverse_kernel(probs, x, s, t, generator).to(x.dtype)
         return x_new, probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
 
     def _step_times(self, x: torch.Tensor, t, s, dtype):
