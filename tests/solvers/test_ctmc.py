@@ -1,6 +1,7 @@
 """Sampling Markov chains through ``pd.sample``: the exact ancestral step reproduces the data law of the
 Empirical oracle (chi-square), tau-leaping and the binomial bridge, reproducibility, solver checks."""
 
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -119,3 +120,35 @@ def test_solver_checks():
         bad.x0_probs(torch.zeros(2, 2, dtype=torch.long), 0.5)
     with pytest.raises(ValueError, match="MarkovChain"):
         pd.CategoricalModel(lambda x, t: x, pd.VPSDE())
+
+
+DATA_3 = torch.tensor([[8, 0], [3, 5], [1, 1]])          # three points of a 2-pixel image, counts 0..8
+
+
+def bridge_samples(rounding, steps, n=6000, seed=12):
+    b = pd.Blackout(max_count=8, t_max=10.0)
+    rev = pd.reverse(b, Empirical(DATA_3).model(b))
+    solver = pd.solvers.BinomialBridge() if rounding is None else pd.solvers.BinomialBridge(rounding)
+    x = pd.sample(rev, (n, 2), solver=solver, grid=pd.grids.LogitObservation(steps),
+                  generator=torch.Generator().manual_seed(seed)).x
+    hits = (x[:, None, :] == DATA_3[None]).all(-1)                 # (n, 3)
+    return hits.sum(0).double(), n - int(hits.any(-1).sum())
+
+
+def test_binomial_bridge_with_stochastic_rounding_converges_to_the_data_law():
+    """Exact model, fine grid: the three points are equally likely (chi-square, 6000 draws), nothing else drawn."""
+    counts, off = bridge_samples(None, 400)
+    assert off <= 0.005 * 6000, off
+    p = scipy.stats.chisquare(counts.numpy(), np.full(3, float(counts.sum()) / 3)).pvalue
+    assert p > 1e-3, counts
+
+
+@pytest.mark.slow
+def test_nearest_rounding_is_inconsistent():
+    """The paper's rounding keeps its bias as the grid refines: the chi-square test fails at 400 steps."""
+    assert isinstance(pd.solvers.BinomialBridge().rounding, pd.solvers.StochasticRounding)
+    counts, _ = bridge_samples(pd.solvers.NearestRounding(), 400)
+    p = scipy.stats.chisquare(counts.numpy(), np.full(3, float(counts.sum()) / 3)).pvalue
+    assert p < 1e-6, counts
+    with pytest.raises(ValueError, match="Rounding"):
+        pd.solvers.BinomialBridge("nearest")
