@@ -2,14 +2,16 @@
 
 from .base import ForwardProcess
 from .blackout import Blackout, ShiftedBinomial
+from . import schedules
 from .atomic import AtomicCategorical
 from .chain import MarkovChain
 from .interpolating import InterpolatingChain
 from .uniform_masking import AbsorbingChain, UniformAbsorbingChain, UniformChain
 from .gaussian import VESDE, ForwardSDE, GaussianProcess, LinearBlend
 from .linear_sde import LinearSDE
+from .schedules import ChainSchedule
 from .vp import VPSDE, CosineVP, SubVPSDE
 
 __all__ = ["ForwardProcess", "GaussianProcess", "ForwardSDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend",
            "LinearSDE", "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout", "ShiftedBinomial",
-           "InterpolatingChain", "UniformAbsorbingChain", "AtomicCategorical"]
+           "InterpolatingChain", "UniformAbsorbingChain", "AtomicCategorical", "ChainSchedule", "schedules"]

@@ -299,6 +299,12 @@ class MarkovChain(ForwardProcess):
         out = torch.log(mix) + amax + logst
         return out - torch.logsumexp(out, dim=-1, keepdim=True)
 
+    def sample_elbo_times(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Times for the continuous-time ELBO from uniforms ``u`` in (0, 1): ``(t, 1/density)``, float64.
+        Generic: uniform on ``[t_min, t_max]``; chains with a schedule place them where the noise changes."""
+        span = self.t_max - self.t_min
+        return self.t_min + span * u.to(torch.float64), torch.full_like(u, span, dtype=torch.float64)
+
     def sample_reverse_kernel(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t,
                               generator: torch.Generator | None = None) -> torch.Tensor:
         """A draw of :math:`x_s` from :meth:`reverse_kernel_log_probs` per dimension (``torch.long``)."""

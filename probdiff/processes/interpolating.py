@@ -38,6 +38,7 @@ from .._util import check_finite, check_positive, check_positive_int, expand_lik
 from .atomic import AtomicCategorical, sample_base
 from .base import ForwardProcess
 from .chain import MarkovChain
+from .schedules import ChainSchedule, ConstantRate, DeclaredRate
 
 __all__ = ["InterpolatingChain"]
 
@@ -53,18 +54,31 @@ class InterpolatingChain(MarkovChain):
     Args:
         pi: the law redrawn from, ``(S,)`` non-negative and summing to 1 (``S >= 2``).
         rate: the constant :math:`r > 0`.
-        beta, integrated_beta: optional callables :math:`\beta(t)` and :math:`B(t) = \int_0^t\beta` (default
-            :math:`\beta = 1`), as for :class:`~probdiff.MarkovChain`.
-        t_min, t_max, validate_args: as for :class:`~probdiff.MarkovChain`.
+        schedule: a :class:`~probdiff.processes.schedules.ChainSchedule` (default: ``ConstantRate(1)``), e.g.
+            ``Cosine()`` or ``LogLinear()`` of masked diffusion.
+        beta, integrated_beta: alternatively callables :math:`\beta(t)` and :math:`B(t) = \int_0^t\beta`,
+            as for :class:`~probdiff.MarkovChain`.
+        t_min, t_max, validate_args: as for :class:`~probdiff.MarkovChain`; ``t_max`` defaults to the end of the
+            schedule's domain (1 for the :math:`\alpha`-declared schedules), else 10.
 
     Costs: O(1) per token for ``marginal``, ``transition``, ``posterior`` and their samples; O(S) per token for
     the dense queries (``reverse_rates``, ``reverse_kernel_log_probs``, ``posterior_logits``), whose inputs
     or outputs are dense; O(S) once plus O(1) per token for :meth:`prior_kl`.
     """
 
-    def __init__(self, pi, *, rate: float = 1.0, beta: Callable | None = None,
-                 integrated_beta: Callable | None = None, t_min: float = 0.0, t_max: float = 10.0,
+    def __init__(self, pi, *, rate: float = 1.0, schedule: ChainSchedule | None = None, beta: Callable | None = None,
+                 integrated_beta: Callable | None = None, t_min: float = 0.0, t_max: float | None = None,
                  validate_args: bool | None = None):
+        if schedule is not None and not isinstance(schedule, ChainSchedule):
+            raise ValueError(f"schedule must be a probdiff.processes.schedules.ChainSchedule, got {schedule!r}")
+        declared = beta is not None or integrated_beta is not None
+        if schedule is not None and declared:
+            raise ValueError("give either schedule or beta and integrated_beta, not both")
+        schedule = ConstantRate(1.0) if schedule is None else schedule
+        end = None if declared else schedule.t_end
+        t_max = (10.0 if end is None else end) if t_max is None else t_max
+        if end is not None and t_max > end:
+            raise ValueError(f"t_max must be <= {end} (the end of {schedule!r}), got {t_max}")
         ForwardProcess.__init__(self, t_min, t_max, validate_args=validate_args)
         pi = torch.as_tensor(pi, dtype=torch.float64).detach().cpu()
         if pi.dim() != 1 or pi.shape[0] < 2:
@@ -76,7 +90,31 @@ class InterpolatingChain(MarkovChain):
         self.rate_scale = float(rate)
         self._log_pi = torch.log(pi)
         self._uniform_pi = bool(torch.all(pi == pi[0]))
-        self._set_schedule(beta, integrated_beta)
+        if declared:
+            self._set_schedule(beta, integrated_beta)                 # validates the pair
+            schedule = DeclaredRate(beta, integrated_beta)
+        elif not (isinstance(schedule, ConstantRate) and schedule.value == 1.0):
+            self._set_schedule(schedule.rate, schedule.integrated)
+        else:
+            self._set_schedule(None, None)                            # beta = 1: the fast default path
+        #: The noise schedule (:mod:`probdiff.processes.schedules`).
+        self.schedule = schedule
+
+    def time_of_keep(self, log_keep) -> torch.Tensor:
+        """The time ``t`` with :math:`\\log a(t_{min}, t) =` ``log_keep`` (the inverse of the schedule), float64."""
+        b0 = self.integrated_beta(torch.tensor(self.t_min, dtype=torch.float64))
+        b = b0 - torch.as_tensor(log_keep, dtype=torch.float64) / self.rate_scale
+        return self.schedule.time_of(b, self.t_min, self.t_max)
+
+    def sample_elbo_times(self, u):
+        r"""Times uniform in :math:`\alpha_t = a(t_{min}, t)` between :math:`\alpha_{t_{max}}` and 1 (each step of
+        noise equally likely), with :math:`1/p(t) = (1 - \alpha_{t_{max}})/(r\beta(t)\alpha_t)`; the weight
+        :math:`-\alpha'/(1-\alpha)` of masked diffusion then becomes :math:`(1 - \alpha_{t_{max}})/(1 - \alpha_t)`."""
+        a_end = math.exp(float(self.log_keep(self.t_min, self.t_max)))
+        alpha = 1 - (1 - a_end) * u.to(torch.float64)                         # in (a_end, 1]
+        t = self.time_of_keep(torch.log(alpha)).clamp(self.t_min, self.t_max)
+        density = self.rate_scale * self.beta(t).double() * alpha / (1 - a_end)
+        return t, 1 / density
 
     # ---------------------------------------------------------------- declaration
     @property
@@ -90,7 +128,7 @@ class InterpolatingChain(MarkovChain):
 
     @property
     def _R(self) -> torch.Tensor:
-        """:math:`r(\\mathbf 1\\pi^\\top - I)`, materialised only when asked (``S x S``: the generic paths, small ``S``)."""
+        """:math:`r(\\mathbf 1\\pi^\\top - I)`, materialised only when asked (``S x S``: generic paths, small ``S``)."""
         n = self.num_states
         return self.rate_scale * (self.pi.expand(n, n) - torch.eye(n, dtype=torch.float64))
 
@@ -239,7 +277,8 @@ class InterpolatingChain(MarkovChain):
                         torch.zeros_like(log_pi))
         idx = x0.long()
         log_q = torch.logaddexp(la, lb + log_pi[idx])
-        per = f.sum() - f[idx] + torch.exp(log_q) * (log_q - log_ref[idx])
+        own = torch.where(log_q > -math.inf, torch.exp(log_q) * (log_q - log_ref[idx]), torch.zeros_like(log_q))
+        per = f.sum() - f[idx] + own
         return per.reshape(x0.shape[0], -1).sum(1)
 
     # ---------------------------------------------------------------- reverse time
@@ -254,7 +293,7 @@ class InterpolatingChain(MarkovChain):
         lat, lbt = self._keep(xt, torch.full_like(t, self.t_min), t, torch.float64)
         pi_x = torch.exp(self._log_pi.to(xt.device)[xt.long()])
         g = torch.isfinite(lbt) & (pi_x > 0)
-        wsum = w.sum(-1, dtype=torch.float64)
+        wsum = w.sum(-1).double()                  # torch sums pairwise: float32 is accurate, and needs no copy
         wx = w.gather(-1, xt.long()[..., None])[..., 0].double()
         wr = torch.where(g, wsum, wx).clamp_min(torch.finfo(torch.float64).tiny)
         rest = torch.where(g, wsum - wx, torch.zeros_like(wsum))

@@ -24,7 +24,7 @@ class UniformChain(InterpolatingChain):
     Closed forms at O(S) per token (:class:`InterpolatingChain`).
     """
 
-    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float = 10.0,
+    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float | None = None,
                  validate_args: bool | None = None, **schedule):
         n = _check_num_states(num_states)
         super().__init__(torch.full((n,), 1.0 / n, dtype=torch.float64), rate=rate, t_min=t_min, t_max=t_max,
@@ -40,7 +40,7 @@ class AbsorbingChain(InterpolatingChain):
     (:class:`InterpolatingChain`).
     """
 
-    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float = 10.0,
+    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float | None = None,
                  validate_args: bool | None = None, **schedule):
         n = _check_num_states(num_states)
         pi = torch.zeros(n, dtype=torch.float64)
@@ -66,7 +66,7 @@ class UniformAbsorbingChain(InterpolatingChain):
     """
 
     def __init__(self, num_states: int, *, uniform_rate: float = 0.5, mask_rate: float = 0.5, t_min: float = 0.0,
-                 t_max: float = 10.0, validate_args: bool | None = None, **schedule):
+                 t_max: float | None = None, validate_args: bool | None = None, **schedule):
         n = _check_num_states(num_states)
         check_positive("uniform_rate", uniform_rate)
         check_positive("mask_rate", mask_rate)

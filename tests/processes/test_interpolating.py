@@ -188,3 +188,62 @@ def test_reverse_kernel_draws_follow_the_kernel(name):
         if keep.sum() > 1:                         # a point mass (an unmasked token) has nothing more to test
             stat, p = scipy.stats.chisquare(counts[keep], m * expected[keep] / expected[keep].sum())
             assert p > 1e-3, (counts, m * expected)
+
+
+# ==================================================================== schedules
+from probdiff.processes import schedules  # noqa: E402
+
+SCHEDULES = [schedules.ConstantRate(0.7), schedules.LinearRate(0.1, 3.0), schedules.Linear(), schedules.LogLinear(1e-3),
+             schedules.Polynomial(3.0), schedules.Cosine(),
+             schedules.DeclaredRate(lambda t: 1 + t, lambda t: t + t**2 / 2)]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
+def test_schedule_rate_is_the_derivative_and_time_of_inverts(schedule):
+    t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64)
+    h = 1e-6
+    numeric = (schedule.integrated(t + h) - schedule.integrated(t - h)) / (2 * h)
+    np.testing.assert_allclose(schedule.rate(t).numpy(), numeric.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(schedule.time_of(schedule.integrated(t)).numpy(), t.numpy(), atol=1e-9)
+    assert float(schedule.integrated(torch.tensor(0.0, dtype=torch.float64))) == 0.0
+
+
+def test_alpha_schedules_match_the_papers():
+    """MD4 Table 1 / MDLM 3.5, transcribed independently."""
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    expected = {schedules.Linear(): 1 - t, schedules.Polynomial(2.0): 1 - t**2,
+                schedules.Cosine(): 1 - torch.cos(math.pi / 2 * (1 - t)), schedules.LogLinear(0.01): 1 - 0.99 * t}
+    for schedule, alpha in expected.items():
+        np.testing.assert_allclose(torch.exp(-schedule.integrated(t)).numpy(), alpha.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", [schedules.Cosine(), schedules.LinearRate(0.5, 2.0)], ids=str)
+def test_scheduled_chain_equals_generic_and_reaches_the_reference(schedule):
+    chain = pd.AbsorbingChain(5, schedule=schedule, t_max=0.999 if isinstance(schedule, schedules.Cosine) else 2.0)
+    generic = pd.MarkovChain(chain.generator, beta=schedule.rate, integrated_beta=schedule.integrated,
+                             t_max=chain.t_max)
+    x0 = torch.tensor([[0, 3], [1, 2]])
+    t, s = torch.tensor([0.3, 0.9]), torch.tensor([0.1, 0.5])
+    close(chain.transition_matrix(s, t), generic.transition_matrix(s, t))
+    probs = torch.softmax(torch.randn(2, 2, 5, generator=torch.Generator().manual_seed(0)), -1)
+    xt = torch.tensor([[4, 3], [4, 4]])
+    close(chain.reverse_rates(probs, xt, t), generic.reverse_rates(probs, xt, t))
+    full = pd.AbsorbingChain(5, schedule=schedules.Cosine())                     # t_max = 1: alpha = 0 exactly
+    assert full.t_max == 1.0
+    assert torch.equal(full.sample_marginal(x0, 1.0), torch.full_like(x0, 4))
+    close(full.prior_kl(x0), torch.zeros(2))
+    with pytest.raises(ValueError, match="t_max must be <= 1"):
+        pd.UniformChain(4, schedule=schedules.Linear(), t_max=2.0)
+
+
+def test_schedule_uniform_grid_spaces_alpha_evenly():
+    chain = pd.AbsorbingChain(5, schedule=schedules.Cosine())
+    ts = pd.grids.ScheduleUniform(8).times(chain)
+    alpha = 1 - torch.cos(math.pi / 2 * (1 - ts))
+    np.testing.assert_allclose(torch.diff(alpha).numpy(), np.full(8, 1 / 8), atol=1e-9)
+    const = pd.UniformChain(4)                                                   # alpha = e^-t on [0, 10]
+    ts = pd.grids.ScheduleUniform(4).times(const)
+    a_end = math.exp(-10.0)
+    np.testing.assert_allclose(torch.exp(-ts).numpy(), np.linspace(a_end, 1, 5), atol=1e-12)
+    with pytest.raises(ValueError, match="InterpolatingChain"):
+        pd.grids.ScheduleUniform(4).times(pd.Blackout(4))
