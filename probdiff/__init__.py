@@ -24,6 +24,7 @@ from .models import (
     GaussianModel,
     Model,
     ScoreModel,
+    SUBSModel,
     VelocityModel,
 )
 from .processes import (
@@ -53,7 +54,7 @@ __all__ = [
     "ForwardProcess", "GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE",
     "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout", "InterpolatingChain", "UniformAbsorbingChain",
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
-    "CategoricalModel", "BlackoutModel",
+    "CategoricalModel", "BlackoutModel", "SUBSModel",
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",

@@ -304,7 +304,8 @@ class InterpolatingChain(MarkovChain):
 
         Off :math:`x_t` it is :math:`c_w\,p(x_0 = x_s|x_t) + c_\pi\,\pi_{x_s}` with
         :math:`c_w = a_s\frac{1-a_{st}}{1-a_t}/W_r` and
-        :math:`c_\pi = (1-a_s)\big(\frac{1-a_{st}}{1-a_t}(W - w_{x_t}) + \frac{(1-a_{st})\pi_{x_t} w_{x_t}}{q_t(x_t|x_t)}\big)/W_r`;
+        :math:`c_\pi = (1-a_s)\big(\frac{1-a_{st}}{1-a_t}(W - w_{x_t})
+        + \frac{(1-a_{st})\pi_{x_t} w_{x_t}}{q_t(x_t|x_t)}\big)/W_r`;
         the entry at :math:`x_t` is :math:`P_{st}[x_t,x_t]\big(a_s\frac{w_{x_t}}{q_t(x_t|x_t)} +
         (1-a_s)\pi_{x_t}V\big)/W_r`, :math:`V = \sum_k v(k)` (see :meth:`_restricted`). Shape and dtype of
         ``x0_probs``.
@@ -316,7 +317,7 @@ class InterpolatingChain(MarkovChain):
         a_s, b_s, b_st = torch.exp(las), torch.exp(lbs), torch.exp(lbst)
         ratio = torch.where(g, torch.exp(lbst - lbt), torch.zeros_like(a_s))      # (1 - a_st) / (1 - a_t)
         d1 = a_t + torch.exp(lbt) * pi_x                                            # q_t(x_t | x_0 = x_t)
-        e0, e1 = b_st * pi_x, torch.exp(last) + b_st * pi_x                         # P_st[x_s != x_t, x_t], P_st[x_t, x_t]
+        e0, e1 = b_st * pi_x, torch.exp(last) + b_st * pi_x         # P_st[x_s != x_t, x_t] and P_st[x_t, x_t]
         c_w = a_s * ratio / wr
         c_pi = b_s * (ratio * rest + e0 * wx / d1) / wr
         # pi_x V = (W - w_x)/(1 - a_t) + pi_x w_x / q_t(x_t|x_t)  (the first term only when every x_0 reaches x_t)

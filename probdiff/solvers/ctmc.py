@@ -21,10 +21,11 @@ import abc
 
 import torch
 
+from ..models.chain import SUBSModel
 from ..reverse.chain import BlackoutReverse
 from .base import CTMCSolver, Step
 
-__all__ = ["TauLeaping", "BinomialBridge", "Rounding", "StochasticRounding", "NearestRounding"]
+__all__ = ["TauLeaping", "BinomialBridge", "Rounding", "StochasticRounding", "NearestRounding", "MaskedAncestral"]
 
 
 class TauLeaping(CTMCSolver):
@@ -109,3 +110,41 @@ class BinomialBridge(CTMCSolver):
         count = torch.minimum(self.rounding(y, generator), reverse.process.max_count - xf)
         births = torch.binomial(count, prob.expand_as(count).contiguous(), generator=generator)
         return Step((xf + births).to(x.dtype), xf + y, state, 1)
+
+
+class MaskedAncestral(CTMCSolver):
+    r"""Exact ancestral steps of masked diffusion that skip the network while no token changes.
+
+    The step is the mixture of posteriors drawn as :meth:`~probdiff.MarkovChain.sample_reverse_kernel` does
+    (draw :math:`x_0` from the model, then :math:`x_s` from the posterior). With a
+    :class:`~probdiff.SUBSModel` that does not use time (``time_conditioned=False``), :math:`p(x_0 \mid x_t)`
+    depends on :math:`x_t` alone, so the network runs only on the samples that a step changed, and not at all
+    when it changed none: with more steps than tokens most steps change nothing (Sahoo et al., MDLM, NeurIPS
+    2024, §4.1, caching). Steps that skip the network entirely show in :attr:`probdiff.Solution.nfe` (steps
+    minus ``nfe``).
+    """
+
+    order = 1
+
+    def check(self, reverse) -> None:
+        super().check(reverse)
+        model = reverse.model
+        if not (isinstance(model, SUBSModel) and not model.time_conditioned):
+            raise ValueError("MaskedAncestral reuses p(x0 | x_t) across steps, which is exact only for a "
+                             "SUBSModel(net, chain, time_conditioned=False); got "
+                             f"{type(model).__name__}; use Ancestral")
+
+    def step(self, reverse, x, t, s, state, generator) -> Step:
+        if state is None:
+            probs, nfe = reverse.x0_probs(x, t), 1
+        else:                                   # evaluate the network on the samples that changed, if any
+            changed = (state[0] != x).reshape(x.shape[0], -1).any(1)
+            probs, nfe = state[1], 0
+            if bool(changed.any()):
+                t_changed = t if t.dim() == 0 else t[changed]
+                probs = probs.clone()
+                probs[changed] = reverse.x0_probs(x[changed], t_changed)
+                nfe = 1
+        x_new = reverse.process.sample_reverse_kernel(probs, x, s, t, generator).to(x.dtype)
+        denoised = probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        return Step(x_new, denoised, (x, probs), nfe)

@@ -152,3 +152,38 @@ def test_nearest_rounding_is_inconsistent():
     assert p < 1e-6, counts
     with pytest.raises(ValueError, match="Rounding"):
         pd.solvers.BinomialBridge("nearest")
+
+
+def test_subs_model_and_masked_ancestral_skip_the_network_when_nothing_changes():
+    """SUBS: zero mask probability, carry-over; MaskedAncestral reuses p(x0|x_t) on unchanged steps and samples
+    the same law as Ancestral (chi-square over the first token, a context-free model with known marginal)."""
+    s = 5
+    chain = pd.AbsorbingChain(s, schedule=pd.processes.schedules.Linear())
+    pi = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
+    calls = []
+
+    def net(x, t):
+        calls.append(x.shape[0])
+        return torch.log(pi + 0.5).expand(*x.shape, s).clone()          # the mask logit is finite: SUBS drops it
+
+    model = pd.SUBSModel(net, chain, time_conditioned=False)
+    x = torch.tensor([[4, 1, 4]])
+    probs = model.x0_probs(x, 0.5)
+    assert torch.equal(probs[0, 1], torch.nn.functional.one_hot(torch.tensor(1), s).to(probs.dtype))
+    want = (pi + 0.5)[:4] / (pi + 0.5)[:4].sum()
+    assert probs[0, 0, s - 1] == 0 and torch.allclose(probs[0, 0, :4], want.to(probs.dtype))
+    n, steps = 4000, 64
+    rev = pd.reverse(model)
+    calls.clear()
+    sol = pd.sample(rev, (n, 2), solver=pd.solvers.MaskedAncestral(), grid=pd.grids.ScheduleUniform(steps),
+                    generator=torch.Generator().manual_seed(2))
+    assert sol.nfe == len(calls) <= steps and sum(calls) < 0.5 * n * steps   # most sample evaluations saved
+    assert (sol.x != s - 1).all()                                       # everything unmasked at t_min
+    few = pd.sample(rev, (2, 2), solver=pd.solvers.MaskedAncestral(), grid=pd.grids.ScheduleUniform(steps),
+                    generator=torch.Generator().manual_seed(3))
+    assert few.nfe <= 5                                                 # 4 tokens: at most 4 changes + the first
+    counts = torch.bincount(sol.x[:, 0], minlength=4).double()
+    assert scipy.stats.chisquare(counts.numpy(), (n * want.double()).numpy()).pvalue > 1e-3
+    with pytest.raises(ValueError, match="SUBSModel"):
+        pd.sample(pd.reverse(pd.SUBSModel(net, chain)), (2, 2), solver=pd.solvers.MaskedAncestral(),
+                  grid=pd.grids.Uniform(3))
