@@ -188,3 +188,22 @@ def test_context_free_subs_model_has_its_own_log_likelihood_as_bound():
     want = torch.log(pi[x0]).sum().item()
     se = draws.std().item() / math.sqrt(len(draws))
     assert abs(draws.mean().item() - want) < 4 * se, (draws.mean().item(), want, se)
+
+
+@pytest.mark.slow
+def test_discrete_time_bound_tends_to_the_continuous_one_as_the_grid_refines():
+    """A model that is not exact (fixed logits): the discrete-time bound on a fine grid agrees with the
+    continuous-time one within 4 SE (a coarse grid need not be lower for such a model; it is not checked)."""
+    chain = pd.UniformChain(4, t_max=6.0)
+    logits = torch.tensor([1.0, 0.0, -0.5, 0.3])
+
+    def net(x, t):
+        return logits.expand(*x.shape, 4) + 0.5 * torch.nn.functional.one_hot(x.long(), 4) * t[:, None, None].exp().neg()
+
+    model = pd.CategoricalModel(net, chain)
+    x = torch.tensor([[0, 3]]).repeat(300, 1)
+    g = torch.Generator().manual_seed(5)
+    cont = pd.elbo(chain, model, x, num_samples=4, generator=g)
+    fine = pd.elbo(chain, model, x, grid=pd.grids.ScheduleUniform(200), generator=g)
+    se = math.sqrt(cont.var().item() / len(cont) + fine.var().item() / len(fine))
+    assert abs(cont.mean().item() - fine.mean().item()) < 4 * se, (cont.mean(), fine.mean(), se)
