@@ -74,13 +74,12 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
     .. math::
 
         \log p(x_0) \ge -\mathrm{KL}(q(x_{t_{max}}|x_0)\,\|\,\pi) - \int_{t_{min}}^{t_{max}} E_{q(x_t|x_0)}
-        \sum_{y
-e x_t}ig(\hat R_t - R^{x_0}_t\log\hat R_t + R^{x_0}_t\log R^{x_0}_t - R^{x_0}_tig)(x_t	o y)\,dt,
+        \sum_{y\ne x_t}\big(\hat R_t - R^{x_0}_t\log\hat R_t + R^{x_0}_t\log R^{x_0}_t - R^{x_0}_t\big)(x_t\to y)\,dt,
 
-    :math:`R^{x_0}_t(x	o y) = R_t(y	o x)\,q_t(y|x_0)/q_t(x|x_0)` the reverse rate conditioned on the data, the
-    :math:`\hat R_t` the model's. The ``num_samples`` times per point are stratified (one in each of
+    with :math:`R^{x_0}_t(x\to y) = R_t(y\to x)\,q_t(y|x_0)/q_t(x|x_0)` the reverse rate conditioned on the data
+    and :math:`\hat R_t` the model's. The ``num_samples`` times per point are stratified (one in each of
     ``num_samples`` equal slices of the chain's time proposal, :meth:`~probdiff.MarkovChain.sample_elbo_times`:
-    uniform in :math:`lpha_t` for uniform noise and masking, where it is the weighted cross-entropy of
+    uniform in :math:`\alpha_t` for uniform noise and masking, where it is the weighted cross-entropy of
     MDLM/MD4, Sahoo et al. 2024, Eq. (10); Shi et al. 2024, Eq. (5)). No decoder term: the data sit at
     ``t_min``, where :math:`q(x_{t_{min}}|x_0)` is a point mass.
     """

@@ -96,18 +96,21 @@ class SUBSModel(CategoricalModel):
     r"""Masked diffusion's SUBS parameterisation (Sahoo et al., "Simple and Effective Masked Diffusion Language
     Models", NeurIPS 2024, §3.2.3) for an :class:`~probdiff.AbsorbingChain`.
 
-    The network's logits get two substitutions: the mask state has probability 0 (*zero masking
-    probabilities*: the data never hold the mask), and a token that is not masked is carried over (*carry-over
-    unmasking*: under masking an unmasked :math:`x_t^i` equals :math:`x_0^i`). With it the continuous-time
-    ELBO reduces to the weighted cross-entropy :math:`\int -rac{lpha_t'}{1-lpha_t}
-    E\sum_{i: x_t^i = m} -\log p_	heta(x_0^i \mid x_t)\,dt` (THEORY.md §10).
+    The network's logits get two substitutions: the mask state has probability 0 (zero masking
+    probabilities: the data never hold the mask), and a token that is not masked is carried over (carry-over
+    unmasking: under masking an unmasked :math:`x_t^i` equals :math:`x_0^i`). With it the continuous-time
+    ELBO reduces to the weighted cross-entropy (THEORY.md §10)
+
+    .. math::
+
+        \int -\frac{\alpha_t'}{1-\alpha_t}\,E\sum_{i:\,x_t^i = m} -\log p_\theta(x_0^i \mid x_t)\,dt .
 
     Args:
-        net: ``net(x, t)`` -> logits ``(batch, *event, S)``.
+        net: ``net(x, t)`` returning logits of shape ``(batch, *event, S)``.
         process: the masking chain.
         time_conditioned: whether ``net`` uses ``t``. With ``False`` (MDLM's choice: under SUBS the masked
-            positions tell the time) :math:`p(x_0 \mid x_t)` depends on :math:`x_t` alone, so a sampler may reuse
-            it while no token changes (:class:`~probdiff.solvers.MaskedAncestral`).
+            positions tell the time) the model depends on :math:`x_t` alone, so a sampler may reuse it while
+            no token changes (:class:`~probdiff.solvers.MaskedAncestral`).
     """
 
     process_type = AbsorbingChain
