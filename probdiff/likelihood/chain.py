@@ -56,8 +56,8 @@ def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
 def chain_elbo_integrand(process: MarkovChain, rev, x0: torch.Tensor, xt: torch.Tensor,
                          t: torch.Tensor) -> torch.Tensor:
     r"""The integrand of the continuous-time bound at ``(t, x_t)``, summed over dimensions, float64 ``(batch,)``:
-    :math:`\sum_{y 
-e x_t} \hat R - R^{x_0}\log\hat R + R^{x_0}\log R^{x_0} - R^{x_0}` (THEORY.md §10)."""
+    :math:`\sum_{y \ne x_t} \hat R - R^{x_0}\log\hat R + R^{x_0}\log R^{x_0} - R^{x_0}` (THEORY.md §10), with
+    ``rev`` the model's reverse process (:func:`probdiff.reverse`)."""
     probs = rev.x0_probs(xt, t.to(torch.get_default_dtype() if not xt.is_floating_point() else xt.dtype)).double()
     model = process.reverse_rates(probs, xt, t).clamp_min(0)           # the diagonal entry (negative) drops out
     cond = process.conditional_reverse_rates(x0, xt, t).double().clamp_min(0)
