@@ -86,7 +86,8 @@ def best_time(fn, repeat: int) -> float:
 
 def inputs(chain, batch, length, seed=0):
     g = torch.Generator().manual_seed(seed)
-    n_data = chain.num_states - 1 if isinstance(chain, (pd.AbsorbingChain, pd.UniformAbsorbingChain)) else chain.num_states
+    masked = isinstance(chain, (pd.AbsorbingChain, pd.UniformAbsorbingChain))
+    n_data = chain.num_states - 1 if masked else chain.num_states
     data = torch.randint(0, n_data, (batch, length), generator=g)
     probs = torch.softmax(torch.randn(batch, length, chain.num_states, generator=g), -1)
     return data, probs
