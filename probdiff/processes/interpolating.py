@@ -89,7 +89,11 @@ class InterpolatingChain(MarkovChain):
         check_positive("rate", rate)
         self.rate_scale = float(rate)
         self._log_pi = torch.log(pi)
-        self._uniform_pi = bool(torch.all(pi == pi[0]))
+        # pi = (its most common value) + a few exceptions (none: uniform; one: masking; one: the mixture), so
+        # that c_w w + c_pi pi is one pass over the dense tensor plus a scatter into the exceptions
+        values, counts = torch.unique(pi, return_counts=True)
+        self._pi_common = float(values[counts.argmax()])
+        self._pi_except = torch.nonzero(pi != self._pi_common)[:, 0]
         if declared:
             self._set_schedule(beta, integrated_beta)                 # validates the pair
             schedule = DeclaredRate(beta, integrated_beta)
@@ -341,15 +345,16 @@ class InterpolatingChain(MarkovChain):
         return law.sample(generator=generator)
 
     def _fused(self, w, c_w, c_pi, x, at_x, *, log: bool):
-        """``c_w * w + c_pi * pi`` in one pass (two for a non-uniform ``pi``), with ``at_x`` at state ``x``."""
+        """``c_w * w + c_pi * pi`` in one pass over ``w`` (``pi`` as a constant plus its exceptions), with ``at_x``
+        at state ``x``."""
         dt = w.dtype
-        log_pi = self.log_pi_on(w.device, dt)
-        if self._uniform_pi:                                                        # a constant: one pass
-            out = torch.addcmul((c_pi.to(dt) * math.exp(float(log_pi[0])))[..., None], w, c_w.to(dt)[..., None])
-        else:
-            out = (w * c_w.to(dt)[..., None]).addcmul_(c_pi.to(dt)[..., None], torch.exp(log_pi))
-        idx = x.long()[..., None]
-        out.scatter_(-1, idx, at_x.to(dt)[..., None])
+        c_w, c_pi = c_w.to(dt)[..., None], c_pi.to(dt)[..., None]
+        out = torch.addcmul(c_pi * self._pi_common, w, c_w)
+        if self._pi_except.numel():
+            idx = self._pi_except.to(w.device)
+            extra = (torch.exp(self.log_pi_on(w.device, dt))[idx] - self._pi_common) * c_pi
+            out[..., idx] += extra
+        out.scatter_(-1, x.long()[..., None], at_x.to(dt)[..., None])
         return out.log_() if log else out
 
     def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
