@@ -30,6 +30,7 @@ from .models import (
     GaussianModel,
     Model,
     ScoreModel,
+    SUBSModel,
     VelocityModel,
 )
 from .processes import (
@@ -42,10 +43,12 @@ from .processes import (
     DiscreteVP,
     ForwardProcess,
     GaussianProcess,
+    InterpolatingChain,
     LinearBlend,
     LinearSDE,
     MarkovChain,
     SubVPSDE,
+    UniformAbsorbingChain,
     UniformChain,
 )
 from .reverse import ReverseProcess, probability_flow, reverse
@@ -58,9 +61,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ForwardProcess", "GaussianProcess", "VPSDE", "SubVPSDE", "VESDE", "CosineVP", "LinearBlend", "LinearSDE",
     "DiscreteVP", "EDM",
-    "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout",
+    "MarkovChain", "UniformChain", "AbsorbingChain", "Blackout", "InterpolatingChain", "UniformAbsorbingChain",
     "Model", "GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "ChainModel",
-    "CategoricalModel", "BlackoutModel",
+    "CategoricalModel", "BlackoutModel", "SUBSModel",
     "ReverseProcess", "reverse", "probability_flow", "sample", "Solution",
     "path_log_prob", "as_distribution", "ModelDistribution", "ODE", "ELBO", "Sampler",
     "condition", "LinearGaussian", "guidance",

@@ -208,10 +208,11 @@ def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e
                          f"[{float(total.min())}, {float(total.max())}]")
 
 
-def check_network_output(out, shape, *, what: str = "net(x, t)", floating: bool = True) -> torch.Tensor:
+def check_network_output(out, shape, *, what: str = "net(x, t)", floating: bool = True,
+                         logits: bool = False) -> torch.Tensor:
     """Check what a network returned: a real tensor of ``shape``, floating point (when ``floating``) and
-    finite. The message says that the network produced it, so that a user does not look for the bug in
-    the inputs."""
+    finite (``-inf`` allowed for ``logits``: probability zero). The message says that the network produced
+    it, so that a user does not look for the bug in the inputs."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"the network returned {type(out).__name__}, not a tensor: {what} must return a "
                         f"tensor of shape {tuple(shape)}")
@@ -220,7 +221,8 @@ def check_network_output(out, shape, *, what: str = "net(x, t)", floating: bool 
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"the network returned shape {tuple(out.shape)}: {what} must return a tensor of shape "
                          f"{tuple(shape)}")
-    if out.is_floating_point() and out.numel() and not bool(torch.isfinite(out).all()):
+    finite = torch.isfinite(out) | torch.isneginf(out) if logits and out.is_floating_point() else torch.isfinite(out)
+    if out.is_floating_point() and out.numel() and not bool(finite.all()):
         raise ValueError(f"the network returned non-finite values (NaN or inf): {what} must be finite; check "
                          "the network's weights and inputs")
     return out

@@ -23,8 +23,9 @@ import torch
 
 from ._util import check_finite, check_positive_int
 from .processes.gaussian import GaussianProcess, as_gaussian
+from .processes.interpolating import InterpolatingChain
 
-__all__ = ["Grid", "Uniform", "Explicit", "LogSNR", "Karras", "LogitObservation", "log_snr_ends"]
+__all__ = ["Grid", "Uniform", "Explicit", "LogSNR", "Karras", "LogitObservation", "log_snr_ends", "ScheduleUniform"]
 
 
 class Grid(abc.ABC):
@@ -176,3 +177,21 @@ class LogitObservation(Grid):
             raise ValueError(f"process.t_min must be < {t_low:.3g} (the last observation time) for this grid, "
                              f"got {process.t_min}")
         return self._finish(torch.cat([ts, torch.tensor([float(process.t_min)], dtype=torch.float64)]), process)
+
+
+# ==================================================================== chains: uniform in the schedule
+class ScheduleUniform(Grid):
+    r"""Times at which the probability :math:`\alpha_t = a(t_{min}, t)` that a token is untouched is equally
+    spaced, from :math:`\alpha_{t_{max}}` to 1, for an :class:`~probdiff.InterpolatingChain` (uniform noise,
+    masking): each step then corrupts the same expected number of tokens. This is the default of masked
+    diffusion samplers (Shi et al. 2024, MD4, §3; the discrete solver of flow_matching, uniform in
+    :math:`\kappa_t = 1 - \alpha_t`) and the chains' default grid in :mod:`probdiff.recipes`.
+    """
+
+    def times(self, process) -> torch.Tensor:
+        if not isinstance(process, InterpolatingChain):
+            raise ValueError(f"{type(self).__name__} places times by the schedule of an InterpolatingChain (uniform "
+                             f"noise, masking), got {type(process).__name__}; use Uniform")
+        a_end = math.exp(float(process.log_keep(process.t_min, process.t_max)))
+        alphas = torch.linspace(a_end, 1.0, self.steps + 1, dtype=torch.float64)
+        return self._finish(process.time_of_keep(torch.log(alphas)), process)

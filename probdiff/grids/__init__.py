@@ -4,8 +4,8 @@ Placement rules (:mod:`probdiff.placement`) and grids fitted to a model or a sol
 in one namespace.
 """
 
-from ..placement import Explicit, Grid, Karras, LogitObservation, LogSNR, Uniform
+from ..placement import Explicit, Grid, Karras, LogitObservation, LogSNR, ScheduleUniform, Uniform
 from ..tuning import EndpointOptimal, ScoreOptimal
 
 __all__ = ["Grid", "Uniform", "Explicit", "Karras", "LogSNR", "LogitObservation", "ScoreOptimal",
-           "EndpointOptimal"]
+           "EndpointOptimal", "ScheduleUniform"]

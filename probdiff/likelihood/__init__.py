@@ -3,7 +3,7 @@
 from ..lattice import Quantization
 from ..timevars import LogSNRTime, PhysicalTime, TimeSampler, TimeVariable, UniformLogSNR, UniformTime
 from .bpd import BitsPerDim, bits_per_dim, bits_per_dim_summary, dequantize
-from .chain import blackout_elbo, chain_elbo, prior_kl
+from .chain import blackout_elbo, chain_elbo, chain_elbo_integrand, prior_kl
 from .ddpm import VLBTerms, ddpm_vlb
 from .dequantization import Dequantizer, TruncatedNormalDequantizer, UniformDequantizer, dequantized_log_prob
 from .decoders import Decoder, DiscretizedGaussian, DiscretizedNormal, GaussianDecoder
@@ -14,7 +14,8 @@ from .traces import ExactTrace, Hutchinson, ProbeKind, Trace, probe_forms, probe
 from .variance import GaussianControlVariate, HutchPlusPlus
 
 __all__ = ["elbo", "family_elbo", "ddpm_vlb", "VLBTerms", "gaussian_elbo", "chain_elbo", "blackout_elbo", "prior_kl",
-           "log_likelihood", "LikelihoodStats", "Trace", "ExactTrace", "Hutchinson", "ProbeKind", "probe_forms", "TimeVariable",
+           "chain_elbo_integrand", "log_likelihood", "LikelihoodStats", "Trace", "ExactTrace", "Hutchinson", "ProbeKind",
+           "probe_forms", "TimeVariable",
            "PhysicalTime", "LogSNRTime", "Decoder", "GaussianDecoder", "DiscretizedGaussian", "DiscretizedNormal",
            "Quantization", "bits_per_dim", "dequantize", "TimeSampler", "UniformLogSNR", "UniformTime",
            "HutchPlusPlus", "GaussianControlVariate", "probe_vjps", "BitsPerDim", "bits_per_dim_summary",

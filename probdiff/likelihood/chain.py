@@ -44,25 +44,47 @@ from ..reverse.base import build_reverse
 from ..timevars import LogitTime
 from .elbo import family_elbo
 
-__all__ = ["chain_elbo", "blackout_elbo", "prior_kl"]
+__all__ = ["chain_elbo", "blackout_elbo", "prior_kl", "chain_elbo_integrand"]
 
 
 def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
-    """:math:`\\mathrm{KL}(q(x_{t_{max}}|x_0)\\,\\|\\,\\pi)` summed over dimensions, float64, shape ``(batch,)``."""
-    b = x0.shape[0]
-    tmax = torch.full((b,), process.t_max, dtype=torch.float64, device=x0.device)
-    logq = process._from_data(tmax, log=True).rows(x0.long()).double()
-    logpi = torch.log(process.prior_probs(device=x0.device, dtype=torch.float64))
-    return xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).reshape(b, -1).sum(1)
+    """:math:`\\mathrm{KL}(q(x_{t_{max}}|x_0)\\,\\|\\,\\pi)` summed over dimensions, float64, shape ``(batch,)``
+    (:meth:`MarkovChain.prior_kl <probdiff.MarkovChain.prior_kl>`, closed forms where the chain has them)."""
+    return process.prior_kl(x0)
+
+
+def chain_elbo_integrand(process: MarkovChain, rev, x0: torch.Tensor, xt: torch.Tensor,
+                         t: torch.Tensor) -> torch.Tensor:
+    r"""The integrand of the continuous-time bound at ``(t, x_t)``, summed over dimensions, float64 ``(batch,)``:
+    :math:`\sum_{y \ne x_t} \hat R - R^{x_0}\log\hat R + R^{x_0}\log R^{x_0} - R^{x_0}` (THEORY.md §10), with
+    ``rev`` the model's reverse process (:func:`probdiff.reverse`)."""
+    probs = rev.x0_probs(xt, t.to(torch.get_default_dtype() if not xt.is_floating_point() else xt.dtype)).double()
+    model = process.reverse_rates(probs, xt, t).clamp_min(0)           # the diagonal entry (negative) drops out
+    cond = process.conditional_reverse_rates(x0, xt, t).double().clamp_min(0)
+    return poisson_kl(cond, model).reshape(x0.shape[0], -1).sum(1)
 
 
 def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Discrete-time ELBO of a chain on ``grid`` (required), nats, shape ``(batch,)``, averaged over
-    ``num_samples`` draws of the latent path per data point."""
+    r"""ELBO of a chain in nats, shape ``(batch,)``, averaged over ``num_samples`` draws per data point.
+
+    ``grid`` given: the discrete-time bound with exact KLs. ``grid=None``: the continuous-time bound of Campbell
+    et al. 2022 (Prop. 2; THEORY.md §10),
+
+    .. math::
+
+        \log p(x_0) \ge -\mathrm{KL}(q(x_{t_{max}}|x_0)\,\|\,\pi) - \int_{t_{min}}^{t_{max}} E_{q(x_t|x_0)}
+        \sum_{y\ne x_t}\big(\hat R_t - R^{x_0}_t\log\hat R_t + R^{x_0}_t\log R^{x_0}_t - R^{x_0}_t\big)(x_t\to y)\,dt,
+
+    with :math:`R^{x_0}_t(x\to y) = R_t(y\to x)\,q_t(y|x_0)/q_t(x|x_0)` the reverse rate conditioned on the data
+    and :math:`\hat R_t` the model's. The ``num_samples`` times per point are stratified (one in each of
+    ``num_samples`` equal slices of the chain's time proposal, :meth:`~probdiff.MarkovChain.sample_elbo_times`:
+    uniform in :math:`\alpha_t` for uniform noise and masking, where it is the weighted cross-entropy of
+    MDLM/MD4, Sahoo et al. 2024, Eq. (10); Shi et al. 2024, Eq. (5)). No decoder term: the data sit at
+    ``t_min``, where :math:`q(x_{t_{min}}|x_0)` is a point mass.
+    """
     if grid is None:
-        raise ValueError(f"grid must be given for the ELBO of {type(process).__name__} (the discrete-time bound "
-                         f"with exact KLs; only Blackout has a continuous-time bound here)")
+        return _continuous_chain_elbo(process, model, x, num_samples, generator)
     process.check_states("x", x)
     k = check_positive_int("num_samples", num_samples)
     rev = build_reverse(process, model, 1.0)
@@ -79,6 +101,20 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
         probs = rev.x0_probs(xt, t).double()
         logp = process.reverse_kernel_log_probs(probs, xt, s, t)
         total = total - xlogy_ratio(torch.exp(logq), logq, logp).reshape(b, -1).sum(1)
+    return total.reshape(x.shape[0], k).mean(1)
+
+
+def _continuous_chain_elbo(process, model, x, num_samples, generator):
+    process.check_states("x", x)
+    k = check_positive_int("num_samples", num_samples)
+    rev = build_reverse(process, model, 1.0)
+    x0 = x.repeat_interleave(k, dim=0)
+    b = x0.shape[0]
+    u = 1 - torch.rand(b, generator=generator, dtype=torch.float64, device=x.device)     # in (0, 1]
+    strata = torch.arange(k, dtype=torch.float64, device=x.device).repeat(x.shape[0])
+    t, inverse_density = process.sample_elbo_times((strata + u) / k)    # stratified: one time per slice
+    xt = process.sample_marginal(x0, t, generator=generator)
+    total = -process.prior_kl(x0) - inverse_density * chain_elbo_integrand(process, rev, x0, xt, t)
     return total.reshape(x.shape[0], k).mean(1)
 
 

@@ -37,12 +37,12 @@ class Model:
             raise ValueError(f"x must be a tensor of shape (batch, *event), got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
 
-    def _checked(self, out, shape, *, floating: bool = True):
+    def _checked(self, out, shape, *, floating: bool = True, logits: bool = False):
         """What the network returned, checked (shape, dtype, finiteness) when the process validates; the
         message names the network (:func:`probdiff._util.check_network_output`)."""
         if self.process.validate_args:
             what = f"{type(self).__name__}.net = {_name(self.net)}: net(x, t)"
-            check_network_output(out, shape, what=what, floating=floating)
+            check_network_output(out, shape, what=what, floating=floating, logits=logits)
         return out
 
     def __repr__(self) -> str:

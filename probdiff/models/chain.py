@@ -18,9 +18,10 @@ import torch
 from .._util import deprecated_alias
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
+from ..processes.uniform_masking import AbsorbingChain
 from .base import Model
 
-__all__ = ["ChainModel", "CategoricalModel", "BlackoutModel", "DiscreteModel"]
+__all__ = ["ChainModel", "CategoricalModel", "BlackoutModel", "DiscreteModel", "SUBSModel"]
 
 
 class ChainModel(Model):
@@ -59,7 +60,7 @@ class CategoricalModel(ChainModel):
         expected = (*x.shape, self.process.num_states)
         if not self.process.validate_args and tuple(out.shape) != expected:
             raise ValueError(f"net(x, t) must return logits of shape {expected}, got {tuple(out.shape)}")
-        return self._checked(out, expected)
+        return self._checked(out, expected, logits=True)
 
     def x0_probs(self, x: torch.Tensor, t) -> torch.Tensor:
         """:math:`p(x_0 \\mid x_t = x)` per dimension (softmax of the logits)."""
@@ -89,6 +90,43 @@ class BlackoutModel(ChainModel):
     def denoise(self, x, t):
         births = self.mean_births(x, t)
         return x.to(births.dtype) + births
+
+
+class SUBSModel(CategoricalModel):
+    r"""Masked diffusion's SUBS parameterisation (Sahoo et al., "Simple and Effective Masked Diffusion Language
+    Models", NeurIPS 2024, §3.2.3) for an :class:`~probdiff.AbsorbingChain`.
+
+    The network's logits get two substitutions: the mask state has probability 0 (zero masking
+    probabilities: the data never hold the mask), and a token that is not masked is carried over (carry-over
+    unmasking: under masking an unmasked :math:`x_t^i` equals :math:`x_0^i`). With it the continuous-time
+    ELBO reduces to the weighted cross-entropy (THEORY.md §10)
+
+    .. math::
+
+        \int -\frac{\alpha_t'}{1-\alpha_t}\,E\sum_{i:\,x_t^i = m} -\log p_\theta(x_0^i \mid x_t)\,dt .
+
+    Args:
+        net: ``net(x, t)`` returning logits of shape ``(batch, *event, S)``.
+        process: the masking chain.
+        time_conditioned: whether ``net`` uses ``t``. With ``False`` (MDLM's choice: under SUBS the masked
+            positions tell the time) the model depends on :math:`x_t` alone, so a sampler may reuse it while
+            no token changes (:class:`~probdiff.solvers.MaskedAncestral`).
+    """
+
+    process_type = AbsorbingChain
+
+    def __init__(self, net, process, *, time_conditioned: bool = True):
+        super().__init__(net, process)
+        self.time_conditioned = bool(time_conditioned)
+
+    def x0_logits(self, x: torch.Tensor, t) -> torch.Tensor:
+        logits = super().x0_logits(x, t)
+        mask = self.process.mask_state
+        logits = logits.clone()
+        logits[..., mask] = -torch.inf
+        carried = torch.nn.functional.one_hot(x.long(), logits.shape[-1]).to(logits.dtype)
+        carried = torch.log(carried)                                     # 0 at x, -inf elsewhere
+        return torch.where((x == mask)[..., None], torch.log_softmax(logits, -1), carried)
 
 
 #: Deprecated name of :class:`ChainModel` (the family is called "chain" throughout).

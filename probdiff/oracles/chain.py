@@ -46,7 +46,7 @@ class EmpiricalChainModel(CategoricalModel):
         t = p.check_time(t, x)
         dtype = torch.float64
         b, s = x.shape[0], p.num_states
-        cols = p._from_data(t, log=True).cols(x.long()).to(dtype).reshape(b, math.prod(x.shape[1:]), s)   # (B, D, S): log q(x_d | k)
+        cols = p.marginal_log_likelihood(x, t).to(dtype).reshape(b, math.prod(x.shape[1:]), s)   # (B, D, S): log q(x_d | k)
         d = cols.shape[1]
         bi = torch.arange(b, device=x.device)[:, None, None]
         di = torch.arange(d, device=x.device)[None, None, :]

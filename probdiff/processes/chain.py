@@ -30,11 +30,11 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._util import as_tensor, check_memory, check_positive, check_positive_int, check_probs, expand_like, to_event
+from .._util import as_tensor, check_positive_int, check_probs, expand_like, to_event
 from .base import ForwardProcess
-from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal
+from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal, xlogy_ratio
 
-__all__ = ["MarkovChain", "UniformChain", "AbsorbingChain"]
+__all__ = ["MarkovChain"]
 
 
 class MarkovChain(ForwardProcess):
@@ -61,6 +61,10 @@ class MarkovChain(ForwardProcess):
                  t_min: float = 0.0, t_max: float = 1.0, validate_args: bool | None = None):
         super().__init__(t_min, t_max, validate_args=validate_args)
         self._R = check_generator(generator)
+        self._set_schedule(beta, integrated_beta)
+
+    def _set_schedule(self, beta, integrated_beta) -> None:
+        """Validate and store :math:`\\beta` and :math:`B`, and bound the increments of :math:`B`."""
         if (beta is None) != (integrated_beta is None):
             raise ValueError("beta and integrated_beta must be given together (B(t) = int_0^t beta)")
         if beta is not None and not (callable(beta) and callable(integrated_beta)):
@@ -271,10 +275,23 @@ class MarkovChain(ForwardProcess):
         return sample_categorical(probs, generator)
 
     # ---------------------------------------------------------------- derived reverse-time quantities
+    def marginal_log_likelihood(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log q_t(x_t \mid x_0 = k)` for every state ``k``, shape ``(batch, *event, S)`` (float64):
+        the column ``x_t`` of :math:`\log P(t_{min}, t)`, what the exact model of a data set weighs."""
+        return self._from_data(t, log=True).cols(self._index(xt))
+
+    def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathrm{KL}(q(x_{t_{max}}|x_0)\,\|\,\pi)` summed over dimensions, float64, ``(batch,)``."""
+        b = x0.shape[0]
+        tmax = torch.full((b,), self.t_max, dtype=torch.float64, device=x0.device)
+        logq = self._from_data(tmax, log=True).rows(self._index(x0)).double()
+        logpi = torch.log(self.prior_probs(device=x0.device, dtype=torch.float64))
+        return xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).reshape(b, -1).sum(1)
+
     def _mixture_weights(self, x0_probs: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         r"""Log of :math:`w(x_0)/q_t(x_t|x_0)` with the weights restricted to the :math:`x_0` that can
         reach :math:`x_t` and renormalised, plus the row maximum (for a stable matrix product)."""
-        logq = self._from_data(t, log=True).cols(self._index(xt)).to(x0_probs.dtype)
+        logq = self.marginal_log_likelihood(xt, t).to(x0_probs.dtype)
         ok = torch.isfinite(logq)
         w = torch.where(ok, x0_probs, torch.zeros_like(x0_probs))
         w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
@@ -299,6 +316,17 @@ class MarkovChain(ForwardProcess):
         out = torch.log(mix) + amax + logst
         return out - torch.logsumexp(out, dim=-1, keepdim=True)
 
+    def sample_elbo_times(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Times for the continuous-time ELBO from uniforms ``u`` in (0, 1): ``(t, 1/density)``, float64.
+        Generic: uniform on ``[t_min, t_max]``; chains with a schedule place them where the noise changes."""
+        span = self.t_max - self.t_min
+        return self.t_min + span * u.to(torch.float64), torch.full_like(u, span, dtype=torch.float64)
+
+    def sample_reverse_kernel(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+        """A draw of :math:`x_s` from :meth:`reverse_kernel_log_probs` per dimension (``torch.long``)."""
+        return sample_categorical(torch.exp(self.reverse_kernel_log_probs(x0_probs, xt, s, t)), generator)
+
     def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
         r"""Reverse rates :math:`\hat R_t(x\to y)` for every ``y`` (Campbell et al. 2022, Prop. 1).
 
@@ -322,79 +350,3 @@ class MarkovChain(ForwardProcess):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_states={self.num_states}, t_min={self.t_min:g}, t_max={self.t_max:g})"
-
-
-class UniformChain(MarkovChain):
-    r"""Uniform noise: each dimension jumps at rate ``rate`` to a state drawn uniformly from all ``S``.
-
-    :math:`R = \text{rate}\,(\tfrac1S\mathbf 1\mathbf 1^\top - I)`, so
-    :math:`P(s,t) = e^{-\Delta}I + (1 - e^{-\Delta})\tfrac1S\mathbf 1\mathbf 1^\top`,
-    :math:`\Delta = \text{rate}\,(t - s)`; the stationary law is uniform (Austin et al. 2021, App. A.2).
-    """
-
-    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float = 10.0,
-                 validate_args: bool | None = None):
-        s = _check_num_states(num_states)
-        check_positive("rate", rate)
-        self.rate_scale = float(rate)
-        gen = self.rate_scale * (torch.full((s, s), 1.0 / s, dtype=torch.float64) - torch.eye(s, dtype=torch.float64))
-        super().__init__(gen, t_min=t_min, t_max=t_max, validate_args=validate_args)
-
-    def _log_matrix_of(self, db):
-        d = (self.rate_scale * db)[:, None, None]
-        n = self.num_states
-        off = torch.log(-torch.expm1(-d)) - math.log(n)                      # (1 - e^-d)/S
-        diag = torch.logaddexp(-d, off)
-        eye = torch.eye(n, dtype=torch.bool, device=d.device)
-        return torch.where(eye, diag, off)
-
-    def _matrix_of(self, db):
-        return torch.exp(self._log_matrix_of(db))
-
-
-class AbsorbingChain(MarkovChain):
-    r"""Masking: each dimension jumps at rate ``rate`` to the absorbing mask state ``S - 1`` and stays.
-
-    ``num_states`` counts the mask; data use ``0 .. S-2``. :math:`P(s,t)[i,i] = e^{-\Delta}`,
-    :math:`P(s,t)[i, S-1] = 1 - e^{-\Delta}` for ``i < S-1``, and the mask row is a point mass
-    (Austin et al. 2021, App. A.2.2).
-    """
-
-    def __init__(self, num_states: int, *, rate: float = 1.0, t_min: float = 0.0, t_max: float = 10.0,
-                 validate_args: bool | None = None):
-        s = _check_num_states(num_states)
-        check_positive("rate", rate)
-        self.rate_scale = float(rate)
-        gen = torch.zeros((s, s), dtype=torch.float64)
-        gen[:-1, -1] = self.rate_scale
-        gen[:-1, :-1] -= self.rate_scale * torch.eye(s - 1, dtype=torch.float64)
-        super().__init__(gen, t_min=t_min, t_max=t_max, validate_args=validate_args)
-
-    @property
-    def mask_state(self) -> int:
-        return self.num_states - 1
-
-    def _log_matrix_of(self, db):
-        d = (self.rate_scale * db)[:, None, None]
-        n = self.num_states
-        i = torch.arange(n, device=d.device)
-        stay = (i[:, None] == i[None, :]) & (i[:, None] < n - 1)
-        to_mask = (i[None, :] == n - 1) & (i[:, None] < n - 1)
-        mask_row = (i[:, None] == n - 1) & (i[None, :] == n - 1)
-        neg_inf = torch.full_like(d, -math.inf)
-        out = torch.where(stay, -d, neg_inf)
-        out = torch.where(to_mask, torch.log(-torch.expm1(-d)), out)
-        out = torch.where(mask_row, torch.zeros_like(d), out)
-        return out
-
-    def _matrix_of(self, db):
-        return torch.exp(self._log_matrix_of(db))
-
-
-def _check_num_states(num_states) -> int:
-    if isinstance(num_states, bool) or not isinstance(num_states, (int, float)):
-        raise TypeError(f"num_states must be an integer >= 2, got {type(num_states).__name__} {num_states!r}")
-    if int(num_states) != num_states or num_states < 2:
-        raise ValueError(f"num_states must be an integer >= 2, got {num_states!r}")
-    check_memory(f"num_states={int(num_states)} (S x S float64 matrices)", 8 * 4 * float(num_states) ** 2)
-    return int(num_states)

@@ -5,7 +5,8 @@ New home: probdiff.processes.chain.
 
 import warnings
 
-from .chain import AbsorbingChain, MarkovChain, UniformChain
+from .chain import MarkovChain
+from .uniform_masking import AbsorbingChain, UniformChain
 from .matrices import sample_categorical
 
 warnings.warn(

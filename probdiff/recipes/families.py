@@ -11,12 +11,13 @@ from typing import Callable
 
 import torch
 
-from ..grids import Grid, Karras, LogitObservation, LogSNR, Uniform
+from ..grids import Grid, Karras, LogitObservation, LogSNR, ScheduleUniform, Uniform
 from ..solvers import (Ancestral, BinomialBridge, Deblend, DPMSolver2M, Euler, EulerMaruyama, Heun, Solver, TauLeaping,
                        TorchDiffEq, TorchSDE)
 from ..data import Counts, Dequantize
 from ..nn import FourierLogSNR, FourierTime
-from ..processes import (AbsorbingChain, Blackout, CosineVP, ForwardProcess, GaussianProcess, LinearBlend,
+from ..processes import (AbsorbingChain, Blackout, CosineVP, ForwardProcess, GaussianProcess, InterpolatingChain,
+                         LinearBlend,
                          MarkovChain, SubVPSDE, UniformChain, VESDE, VPSDE)
 
 __all__ = [
@@ -205,6 +206,8 @@ def defaults(process: ForwardProcess) -> Defaults:
 defaults.register(GaussianProcess, lambda p: GaussianDefaults())
 defaults.register(MarkovChain, lambda p: ChainDefaults())
 defaults.register(Blackout, lambda p: BlackoutDefaults())
+# uniform noise and masking: steps uniform in the schedule (each corrupts the same expected number of tokens)
+defaults.register(InterpolatingChain, lambda p: ChainDefaults(grid="schedule", elbo_grid="schedule"))
 
 
 # ==================================================================== samplers and grids
@@ -237,6 +240,7 @@ GRIDS: dict[str, Callable[[int], Grid]] = {
     "karras": Karras,
     "logsnr": LogSNR,
     "logit": LogitObservation,
+    "schedule": ScheduleUniform,
 }
 
 

@@ -25,7 +25,7 @@ from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
 from .base import ReverseProcess, build_reverse
-from .kernels import BinomialKernel, CappedPoisson, CategoricalKernel
+from .kernels import CappedPoisson, CategoricalKernel, RoundedBinomialKernel
 
 __all__ = ["ChainReverse", "BlackoutReverse"]
 
@@ -138,17 +138,20 @@ class BlackoutReverse(ChainReverse):
         log_p, _ = self.process.bridge_log_probs(s_, t_)
         return y, expand_like(torch.exp(log_p), x)
 
-    def bridge_kernel(self, x: torch.Tensor, t, s):
+    def bridge_kernel(self, x: torch.Tensor, t, s, split=None):
         r"""The law of :class:`~probdiff.solvers.BinomialBridge`'s step: :math:`n_s = n_t + B`,
-        :math:`B \sim \mathrm{Bin}(\min(\mathrm{round}(\hat y), N - n_t), (p_s - p_t)/(1 - p_t))` with
-        :math:`N` = ``max_count`` (a :class:`~probdiff.reverse.kernels.BinomialKernel`), and
-        :math:`E[n_0|n_t]`. Returns ``(kernel, denoised)``."""
+        :math:`B \sim \mathrm{Bin}(\min(N, \mathrm{max\_count} - n_t), (p_s - p_t)/(1 - p_t))` with :math:`N` an
+        integer rounding of :math:`\hat y`: ``split(y) -> (low, weight_high)`` gives
+        :math:`N = \mathrm{low} + \mathrm{Bernoulli}(\mathrm{weight\_high})` (default: nearest rounding, the
+        paper's rule). A :class:`~probdiff.reverse.kernels.RoundedBinomialKernel`, and :math:`E[n_0|n_t]`.
+        Returns ``(kernel, denoised)``."""
         y = self.mean_births(x, t)
         t_, s_ = self._step_times(x, t, s, y.dtype)
         log_p, log_q = self.process.bridge_log_probs(s_, t_)
         xf = x.to(y.dtype)
-        count = torch.minimum(torch.round(y), self.process.max_count - xf)
-        return BinomialKernel(xf, count, expand_like(log_p, x), expand_like(log_q, x), x.dtype), xf + y
+        low, weight_high = (torch.round(y), torch.zeros_like(y)) if split is None else split(y)
+        return RoundedBinomialKernel(xf, low, weight_high, self.process.max_count - xf, expand_like(log_p, x),
+                                     expand_like(log_q, x), x.dtype), xf + y
 
     def tau_leap_kernel(self, x: torch.Tensor, t, s):
         r"""The law of :meth:`tau_leap`: :math:`n_s = n_t + \min(N, \mathrm{max\_count} - n_t)`,

@@ -32,7 +32,7 @@ from torch.distributions import constraints
 from ..processes.blackout import ShiftedBinomial
 from ..processes.matrices import sample_categorical
 
-__all__ = ["StepKernel", "GaussianKernel", "CategoricalKernel", "BinomialKernel", "CappedPoisson"]
+__all__ = ["StepKernel", "GaussianKernel", "CategoricalKernel", "BinomialKernel", "CappedPoisson", "RoundedBinomialKernel"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -191,6 +191,49 @@ class BinomialKernel(StepKernel):
         probs = torch.exp(self.law.log_p)
         births = torch.binomial(self.law.total_count.contiguous(), probs.contiguous(), generator=generator)
         return (self.law.shift + births).to(self.state_dtype)
+
+
+class RoundedBinomialKernel(StepKernel):
+    r""":math:`x_s = x_t + B`, :math:`B \sim \mathrm{Bin}(\min(N, c), p)` with a randomly rounded count
+    :math:`N = \ell + \mathrm{Bernoulli}(w)` per element: the mixture
+    :math:`(1 - w)\,\mathrm{Bin}(\min(\ell, c), p) + w\,\mathrm{Bin}(\min(\ell + 1, c), p)` (Blackout's bridge
+    with the estimated missing count rounded by :class:`~probdiff.solvers.StochasticRounding`; ``w = 0`` is a
+    deterministic rounding). The draw rounds first, then draws the births, from one generator.
+
+    Args:
+        shift: :math:`x_t` (float), shape ``(batch, *event)``.
+        low, weight_high: :math:`\ell` (integer-valued) and :math:`w \in [0, 1)`, shaped like ``shift``.
+        cap: :math:`c`, the most births possible (``max_count - x_t``).
+        log_p, log_q: :math:`\log p`, :math:`\log(1 - p)`, broadcastable to ``shift``.
+        dtype: dtype of the drawn states.
+    """
+
+    def __init__(self, shift, low, weight_high, cap, log_p, log_q, dtype=None, validate_args=None):
+        self.low = BinomialKernel(shift, torch.minimum(low, cap), log_p, log_q, dtype)
+        self.high = BinomialKernel(shift, torch.minimum(low + 1, cap), log_p, log_q, dtype)
+        self.weight_high, self.base, self.cap = weight_high, low, cap
+        self.state_dtype = dtype or shift.dtype
+        super().__init__(self.low.batch_shape + self.low.event_shape)
+
+    @property
+    def support(self):
+        return self.high.support
+
+    @property
+    def mean(self):
+        return (1 - self.weight_high) * self.low.mean + self.weight_high * self.high.mean
+
+    def element_log_prob(self, value):
+        w = self.weight_high
+        return torch.logaddexp(torch.log1p(-w) + self.low.element_log_prob(value),
+                               torch.log(w) + self.high.element_log_prob(value))
+
+    def draw(self, generator=None):
+        w = self.weight_high
+        count = self.base + (torch.rand(w.shape, generator=generator, dtype=w.dtype, device=w.device) < w).to(w.dtype)
+        probs = torch.exp(self.low.law.log_p)
+        births = torch.binomial(torch.minimum(count, self.cap).contiguous(), probs.contiguous(), generator=generator)
+        return (self.low.law.shift + births).to(self.state_dtype)
 
 
 class CappedPoisson(StepKernel):

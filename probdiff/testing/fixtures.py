@@ -25,9 +25,10 @@ import torch
 
 from ..processes.base import ForwardProcess
 from ..processes.blackout import Blackout
-from ..processes.chain import AbsorbingChain, MarkovChain, UniformChain
+from ..processes.chain import MarkovChain
 from ..processes.discrete_vp import DiscreteVP
 from ..processes.edm import EDM
+from ..processes.uniform_masking import AbsorbingChain, UniformChain
 from ..processes.gaussian import VESDE, LinearBlend
 from ..processes.linear_sde import LinearSDE
 from ..processes.vp import VPSDE, CosineVP, SubVPSDE

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from ..oracles.empirical import Empirical
 from ..oracles.gaussian import GaussianMixture
 from ..processes.blackout import Blackout
-from ..processes.chain import AbsorbingChain, MarkovChain, UniformChain
+from ..processes.chain import MarkovChain
+from ..processes.uniform_masking import AbsorbingChain, UniformChain
 from ..processes.gaussian import VESDE, LinearBlend
 from ..processes.linear_sde import LinearSDE
 from ..processes.vp import VPSDE, CosineVP, SubVPSDE

@@ -86,7 +86,8 @@ def test_option_errors_name_the_option():
 @pytest.mark.parametrize("process,family,model,solver,grid", [
     (pd.VPSDE(), recipes.GaussianDefaults, "lattice", "heun", "karras"),
     (pd.VESDE(), recipes.GaussianDefaults, "lattice", "heun", "karras"),
-    (pd.UniformChain(5), recipes.ChainDefaults, "categorical", "ancestral", "uniform"),
+    (pd.UniformChain(5), recipes.ChainDefaults, "categorical", "ancestral", "schedule"),    # uniform in alpha_t
+    (pd.MarkovChain(pd.UniformChain(3).generator), recipes.ChainDefaults, "categorical", "ancestral", "uniform"),
     (pd.Blackout(max_count=4), recipes.BlackoutDefaults, "blackout", "binomial-bridge", "logit"),
 ])
 def test_defaults_dispatch_on_the_family(process, family, model, solver, grid):

@@ -1,6 +1,7 @@
 """Sampling Markov chains through ``pd.sample``: the exact ancestral step reproduces the data law of the
 Empirical oracle (chi-square), tau-leaping and the binomial bridge, reproducibility, solver checks."""
 
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -119,3 +120,70 @@ def test_solver_checks():
         bad.x0_probs(torch.zeros(2, 2, dtype=torch.long), 0.5)
     with pytest.raises(ValueError, match="MarkovChain"):
         pd.CategoricalModel(lambda x, t: x, pd.VPSDE())
+
+
+DATA_3 = torch.tensor([[8, 0], [3, 5], [1, 1]])          # three points of a 2-pixel image, counts 0..8
+
+
+def bridge_samples(rounding, steps, n=6000, seed=12):
+    b = pd.Blackout(max_count=8, t_max=10.0)
+    rev = pd.reverse(b, Empirical(DATA_3).model(b))
+    solver = pd.solvers.BinomialBridge() if rounding is None else pd.solvers.BinomialBridge(rounding)
+    x = pd.sample(rev, (n, 2), solver=solver, grid=pd.grids.LogitObservation(steps),
+                  generator=torch.Generator().manual_seed(seed)).x
+    hits = (x[:, None, :] == DATA_3[None]).all(-1)                 # (n, 3)
+    return hits.sum(0).double(), n - int(hits.any(-1).sum())
+
+
+def test_binomial_bridge_with_stochastic_rounding_converges_to_the_data_law():
+    """Exact model, fine grid: the three points are equally likely (chi-square, 6000 draws), nothing else drawn."""
+    counts, off = bridge_samples(None, 400)
+    assert off <= 0.005 * 6000, off
+    p = scipy.stats.chisquare(counts.numpy(), np.full(3, float(counts.sum()) / 3)).pvalue
+    assert p > 1e-3, counts
+
+
+@pytest.mark.slow
+def test_nearest_rounding_is_inconsistent():
+    """The paper's rounding keeps its bias as the grid refines: the chi-square test fails at 400 steps."""
+    assert isinstance(pd.solvers.BinomialBridge().rounding, pd.solvers.StochasticRounding)
+    counts, _ = bridge_samples(pd.solvers.NearestRounding(), 400)
+    p = scipy.stats.chisquare(counts.numpy(), np.full(3, float(counts.sum()) / 3)).pvalue
+    assert p < 1e-6, counts
+    with pytest.raises(ValueError, match="Rounding"):
+        pd.solvers.BinomialBridge("nearest")
+
+
+def test_subs_model_and_masked_ancestral_skip_the_network_when_nothing_changes():
+    """SUBS: zero mask probability, carry-over; MaskedAncestral reuses p(x0|x_t) on unchanged steps and samples
+    the same law as Ancestral (chi-square over the first token, a context-free model with known marginal)."""
+    s = 5
+    chain = pd.AbsorbingChain(s, schedule=pd.processes.schedules.Linear())
+    pi = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
+    calls = []
+
+    def net(x, t):
+        calls.append(x.shape[0])
+        return torch.log(pi + 0.5).expand(*x.shape, s).clone()          # the mask logit is finite: SUBS drops it
+
+    model = pd.SUBSModel(net, chain, time_conditioned=False)
+    x = torch.tensor([[4, 1, 4]])
+    probs = model.x0_probs(x, 0.5)
+    assert torch.equal(probs[0, 1], torch.nn.functional.one_hot(torch.tensor(1), s).to(probs.dtype))
+    want = (pi + 0.5)[:4] / (pi + 0.5)[:4].sum()
+    assert probs[0, 0, s - 1] == 0 and torch.allclose(probs[0, 0, :4], want.to(probs.dtype))
+    n, steps = 4000, 64
+    rev = pd.reverse(model)
+    calls.clear()
+    sol = pd.sample(rev, (n, 2), solver=pd.solvers.MaskedAncestral(), grid=pd.grids.ScheduleUniform(steps),
+                    generator=torch.Generator().manual_seed(2))
+    assert sol.nfe == len(calls) <= steps and sum(calls) < 0.5 * n * steps   # most sample evaluations saved
+    assert (sol.x != s - 1).all()                                       # everything unmasked at t_min
+    few = pd.sample(rev, (2, 2), solver=pd.solvers.MaskedAncestral(), grid=pd.grids.ScheduleUniform(steps),
+                    generator=torch.Generator().manual_seed(3))
+    assert few.nfe <= 5                                                 # 4 tokens: at most 4 changes + the first
+    counts = torch.bincount(sol.x[:, 0], minlength=4).double()
+    assert scipy.stats.chisquare(counts.numpy(), (n * want.double()).numpy()).pvalue > 1e-3
+    with pytest.raises(ValueError, match="SUBSModel"):
+        pd.sample(pd.reverse(pd.SUBSModel(net, chain)), (2, 2), solver=pd.solvers.MaskedAncestral(),
+                  grid=pd.grids.Uniform(3))

@@ -126,13 +126,19 @@ def test_blackout_bridge_kernel_is_the_closed_form_binomial():
     chain = pd.Blackout(max_count=4, t_max=10.0)
     rev = pd.reverse(chain, Empirical(DATA_1D).model(chain))
     x, t, s = torch.tensor([[0], [2], [4]]), torch.tensor(1.0), torch.tensor(0.5)
-    kernel = pd.solvers.BinomialBridge().kernel(rev, x, t, s)
+    kernel = pd.solvers.BinomialBridge(pd.solvers.NearestRounding()).kernel(rev, x, t, s)
     y = rev.mean_births(x, t)
     n = torch.minimum(torch.round(y), 4 - x.double())
     prob = (math.exp(-0.5) - math.exp(-1.0)) / (1 - math.exp(-1.0))
     v = torch.tensor([[1], [3], [4]])
     expected = torch.tensor([scipy.stats.binom(int(n[i, 0]), prob).logpmf(int(v[i, 0] - x[i, 0])) for i in range(3)])
     torch.testing.assert_close(kernel.log_prob(v).double(), expected.double(), rtol=1e-6, atol=1e-9)
+    # the default stochastic rounding: a mixture of the binomials of floor(y) and floor(y) + 1 (capped)
+    mixed = pd.solvers.BinomialBridge().kernel(rev, x, t, s)
+    low, w = torch.floor(y)[:, 0], (y - torch.floor(y))[:, 0]
+    pmf = lambda k, i: scipy.stats.binom(int(min(k, 4 - x[i, 0])), prob).pmf(int(v[i, 0] - x[i, 0]))  # noqa: E731
+    expected = torch.tensor([math.log((1 - w[i]) * pmf(low[i], i) + w[i] * pmf(low[i] + 1, i)) for i in range(3)])
+    torch.testing.assert_close(mixed.log_prob(v).double(), expected.double(), rtol=1e-6, atol=1e-9)
     leap = pd.solvers.TauLeaping().kernel(rev, x, t, s)
     rate = (y * prob)[:, 0]
     cap = 4 - x[:, 0]

@@ -1,0 +1,153 @@
+"""Chains at vocabulary scale: the closed forms of the interpolating chains against the generic chain.
+
+Setup:
+
+* Chains: ``UniformChain``, ``AbsorbingChain`` (masking) and ``UniformAbsorbingChain`` (their mixture), each
+  with its closed forms (:mod:`probdiff.processes.interpolating`), and the *generic* chain
+  ``pd.MarkovChain(chain.generator)`` with the same rates (matrix exponentials and dense ``S x S`` rows).
+* Data: a batch of 8 sequences x 1024 tokens drawn uniformly over the data states; ``x_t`` from the chain's
+  marginal; a model output ``p(x_0 | x_t)`` = softmax of Gaussian logits, float32, ``(8, 1024, S)``.
+* Queries, each timed on its own (best of ``--repeat`` runs, ``torch.set_num_threads(1)``):
+  marginal (build + ``log_prob``), ``sample_marginal``, transition (``log_prob``), posterior (``log_prob``
+  and ``sample``), ``reverse_rates``, ``reverse_kernel_log_probs``, ``prior_kl``, ``sample_prior`` and one
+  ancestral step (the dense mixture-of-posteriors kernel and a categorical draw, ``ChainReverse``).
+* Table 1: small ``S`` (8, 64, 256), closed form vs generic, ratio = generic / closed form.
+* Table 2: ``S`` = 1024 ... 50,257 (GPT-2's vocabulary), closed forms only, with time / S to show that the cost
+  grows at most linearly in ``S``; the goal is every query under 0.5 s at S = 50,257.
+
+Run: ``python benchmarks/chains.py [--quick]`` (``--quick``: fewer sizes, one repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import torch
+
+import probdiff as pd
+
+BATCH, LENGTH = 8, 1024
+
+
+def chains(s: int):
+    return {"uniform": pd.UniformChain(s), "masking": pd.AbsorbingChain(s),
+            "mixture": pd.UniformAbsorbingChain(s, uniform_rate=0.2, mask_rate=0.8)}
+
+
+class Probs(pd.CategoricalModel):
+    """A fixed model output, so that the ancestral step times the chain, not a network."""
+
+    def __init__(self, process, probs):
+        super().__init__(None, process)
+        self.probs = probs
+
+    def x0_probs(self, x, t):
+        return self.probs
+
+
+#: Queries whose input (the model's output) or output is a dense (batch, length, S) tensor.
+DENSE = ("reverse_rates", "reverse_kernel", "ancestral step")
+
+
+def queries(chain, data, probs):
+    g = torch.Generator().manual_seed(1)
+    b = data.shape[0]
+    t, s = torch.full((b,), 2.0), torch.full((b,), 1.0)
+    xt = chain.sample_marginal(data, t, generator=g)
+    xs = chain.sample_marginal(data, s, generator=g)
+    rev = pd.reverse(Probs(chain, probs))
+    return {
+        "marginal.log_prob": lambda: chain.marginal(data, t).log_prob(xt),
+        "sample_marginal": lambda: chain.sample_marginal(data, t, generator=g),
+        "transition.log_prob": lambda: chain.transition(data, s, t).log_prob(xt),
+        "posterior.log_prob": lambda: chain.posterior(data, xt, s, t).log_prob(xs),
+        "posterior.sample": lambda: chain.posterior(data, xt, s, t).sample(),
+        "reverse_rates": lambda: chain.reverse_rates(probs, xt, t),
+        "reverse_kernel": lambda: chain.reverse_kernel_log_probs(probs, xt, s, t),
+        "prior_kl": lambda: chain.prior_kl(data),
+        "sample_prior": lambda: chain.sample_prior(b, data.shape[1:], generator=g),
+        "ancestral step": lambda: rev.ancestral_step(xt, t, s, 1.0, g),
+    }
+
+
+def best_time(fn, repeat: int) -> float:
+    fn()                                                   # warm-up: first calls pay for lazy initialisation
+    out = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        r = fn()
+        out.append(time.perf_counter() - t0)
+        del r
+    return min(out)
+
+
+def inputs(chain, batch, length, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    masked = isinstance(chain, (pd.AbsorbingChain, pd.UniformAbsorbingChain))
+    n_data = chain.num_states - 1 if masked else chain.num_states
+    data = torch.randint(0, n_data, (batch, length), generator=g)
+    probs = torch.softmax(torch.randn(batch, length, chain.num_states, generator=g), -1)
+    return data, probs
+
+
+def small_table(sizes, repeat):
+    print("Table 1: closed form vs generic chain (8 x 1024 tokens), seconds; ratio = generic / closed form")
+    print(f"{'chain':8s} {'S':>5s} {'query':20s} {'closed':>9s} {'generic':>9s} {'ratio':>8s}")
+    for s in sizes:
+        for name, chain in chains(s).items():
+            generic = pd.MarkovChain(chain.generator, t_max=chain.t_max)
+            data, probs = inputs(chain, BATCH, LENGTH)
+            fast, slow = queries(chain, data, probs), queries(generic, data, probs)
+            for q in fast:
+                a, b = best_time(fast[q], repeat), best_time(slow[q], repeat)
+                print(f"{name:8s} {s:5d} {q:20s} {a:9.4f} {b:9.4f} {b / a:8.1f}")
+
+
+def large_table(sizes, repeat):
+    print("\nTable 2: closed forms at vocabulary scale (8 x 1024 tokens), seconds; ns/S = time / (tokens x S)")
+    header = f"{'chain':8s} {'query':20s}" + "".join(f" {s:>9d}" for s in sizes) + "   ns/S at the sizes"
+    print(header)
+    rows = {}
+    for s in sizes:
+        for name, chain in chains(s).items():
+            data, probs = inputs(chain, BATCH, LENGTH)
+            if name == "uniform":       # the floor of a dense query: allocating and writing one (8, 1024, S) output
+                rows.setdefault(("(floor)", "write one output"), []).append(
+                    best_time(lambda p=probs: torch.empty_like(p).fill_(1.0), repeat))
+            for q, fn in queries(chain, data, probs).items():
+                rows.setdefault((name, q), []).append(best_time(fn, repeat))
+            del data, probs
+            gc.collect()
+    worst = 0.0
+    floor = rows[("(floor)", "write one output")]
+    worst, worst_sparse = 0.0, 0.0
+    for (name, q), times in rows.items():
+        per = [1e9 * tm / (BATCH * LENGTH * s) for tm, s in zip(times, sizes)]
+        if q in DENSE:
+            worst = max(worst, times[-1] / floor[-1])
+        elif name != "(floor)":
+            worst_sparse = max(worst_sparse, times[-1])
+        print(f"{name:8s} {q:20s}" + "".join(f" {tm:9.4f}" for tm in times) + "   " +
+              " ".join(f"{p:.3g}" for p in per) + (f"   x floor {times[-1] / floor[-1]:.2f}" if q in DENSE else ""))
+    print(f"\nS = {sizes[-1]}: slowest O(1)-per-token query {worst_sparse:.3f} s (goal < 0.5 s); dense queries (the "
+          f"model's (8, 1024, S) output in, one such tensor out) at most {worst:.2f} x the floor of writing one "
+          f"output ({floor[-1]:.3f} s)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, 1 thread")
+    repeat = 1 if args.quick else args.repeat
+    small_table((8, 64) if args.quick else (8, 64, 256), repeat)
+    large_table((1024, 50_257) if args.quick else (1024, 4096, 16_384, 50_257), repeat)
+
+
+if __name__ == "__main__":
+    main()
