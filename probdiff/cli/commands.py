@@ -21,7 +21,7 @@ from ..train.checkpoint import derive_seed
 from ..train.trainer import seed_globals
 from .runs import RUN_KEYS, Setup, build, device_of, draw, from_checkpoint, image_grid, save_png, say
 
-__all__ = ["train", "sample", "likelihood", "Summary", "mean_ci", "METHODS", "CHANGEABLE"]
+__all__ = ["train", "sample", "likelihood", "Summary", "mean_ci", "run_methods", "METHODS", "CHANGEABLE"]
 
 
 #: ``--allow-change`` names: the training options a resumed run may change, and the Trainer setting each is.
@@ -117,6 +117,19 @@ def _bits_summary(name: str, bpd: torch.Tensor, note: str) -> str:
     return f"{name}: {mean:.4f} ± {half:.4f} bits/dim (95% CI, n={bpd.numel()}, {note})"
 
 
+def run_methods(table: dict, names, compute, head: str) -> Summary:
+    """Run the likelihood ``names`` of ``table`` (name -> ``(function, note)``), each by ``compute(function)``
+    giving per-image bits/dim; print one summary line per method as it finishes and return them all, the
+    line prefixed by ``head`` and the elapsed time."""
+    t0, lines, values = time.time(), [], {}
+    for name in names:
+        method, note = table[name]
+        values[name] = compute(method)
+        lines.append(_bits_summary(name, values[name], note))
+        say(lines[-1])
+    return Summary(f"{head}, {time.time() - t0:.0f}s: " + "; ".join(lines), values)
+
+
 def _exact_bits(setup: Setup, counts: torch.Tensor, a, device) -> torch.Tensor:
     """Held-out bits/dim by the probability-flow ODE with uniform dequantisation (THEORY.md §4)."""
     if not isinstance(setup.process, GaussianProcess):
@@ -161,12 +174,5 @@ def likelihood(a) -> Summary:
     setup, _ = from_checkpoint(a.checkpoint, device)
     split = setup.split.test if a.split == "test" else setup.split.train
     counts = split.counts[: a.limit] if a.limit else split.counts
-    t0 = time.time()
-    lines, values = [], {}
-    for name in a.method:
-        method, note = METHODS[name]
-        values[name] = method(setup, counts, a, device)
-        lines.append(_bits_summary(name, values[name], note))
-        say(lines[-1])
-    head = f"{a.split} split of {setup.dataset.name}, {counts.shape[0]} images, {time.time() - t0:.0f}s: "
-    return Summary(head + "; ".join(lines), values)
+    return run_methods(METHODS, a.method, lambda method: method(setup, counts, a, device),
+                       f"{a.split} split of {setup.dataset.name}, {counts.shape[0]} images")

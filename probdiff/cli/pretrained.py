@@ -19,8 +19,8 @@ from ..likelihood import Hutchinson, bits_per_dim, ddpm_vlb, dequantize, log_lik
 from ..reverse import reverse
 from ..sampling import sample
 from ..train import distributed_map, init_distributed, world
-from .commands import Summary, _bits_summary
-from .runs import device_of, image_grid, save_png, say
+from .commands import Summary, run_methods
+from .runs import device_of, image_grid, save_png
 
 __all__ = ["load_model", "sample_pretrained", "likelihood_pretrained", "PRETRAINED", "LATTICE", "PRETRAINED_METHODS"]
 
@@ -103,14 +103,8 @@ def likelihood_pretrained(a) -> Summary:
         raise ValueError(f"--data {a.data}: expected 8-bit images of shape {event}, got {dataset.levels} levels and "
                          f"shape {tuple(dataset.counts.shape[1:])}")
     counts = dataset.counts[: a.limit] if a.limit else dataset.counts
-    t0, lines, values = time.time(), [], {}
-    for name in a.method:
-        fn, note = PRETRAINED_METHODS[name]
-        values[name] = fn(model, counts, a, device)
-        lines.append(_bits_summary(name, values[name], note))
-        say(lines[-1])
-    head = f"{counts.shape[0]} images of {a.data} under {a.diffusers}, {time.time() - t0:.0f}s: "
-    return Summary(head + "; ".join(lines), values)
+    return run_methods(PRETRAINED_METHODS, a.method, lambda fn: fn(model, counts, a, device),
+                       f"{counts.shape[0]} images of {a.data} under {a.diffusers}")
 
 
 #: The commands that take ``--diffusers DIR`` instead of ``--checkpoint``.
