@@ -240,13 +240,21 @@ class MarkovChain(ForwardProcess):
         Raises:
             ValueError: ``x_t`` cannot be reached from ``x_0`` (the posterior is undefined).
         """
+        s, t = self._posterior_times(x0, xt, s, t)
+        logits = self.posterior_logits(x0, xt, s, t)
+        self._check_reachable(torch.isneginf(logits).all(-1))
+        return self._categorical(logits.to(t.dtype), x0.dim() - 1)
+
+    def _posterior_times(self, x0: torch.Tensor, xt: torch.Tensor, s, t):
+        """The validated ``(s, t)`` of a posterior query, after checking the states ``x0`` and ``xt``."""
         self.check_states("x0", x0)
         self.check_states("xt", xt, like=x0)
-        s, t = self.check_times(s, t, x0)
-        logits = self.posterior_logits(x0, xt, s, t)
-        if self._validate and bool(torch.isneginf(logits).all(-1).any()):
+        return self.check_times(s, t, x0)
+
+    def _check_reachable(self, unreachable: torch.Tensor) -> None:
+        """Refuse a posterior query where some ``x_t`` cannot be reached from its ``x_0`` (when validating)."""
+        if self._validate and bool(unreachable.any()):
             raise ValueError("xt must be reachable from x0 at time t (q(x_t | x_0) > 0); the posterior is undefined")
-        return self._categorical(logits.to(t.dtype), x0.dim() - 1)
 
     def prior_probs(self, *, device=None, dtype=None) -> torch.Tensor:
         r"""The reference law :math:`\pi = \tfrac1S\mathbf 1^\top P(t_{min}, t_{max})` per dimension.

@@ -221,12 +221,9 @@ class InterpolatingChain(MarkovChain):
         Raises:
             ValueError: ``x_t`` cannot be reached from ``x_0`` (the posterior is undefined).
         """
-        self.check_states("x0", x0)
-        self.check_states("xt", xt, like=x0)
-        s, t = self.check_times(s, t, x0)
+        s, t = self._posterior_times(x0, xt, s, t)
         atoms, weights, base, log_z = self._posterior_parts(x0, xt, s, t)
-        if self._validate and bool(torch.isneginf(log_z).any()):
-            raise ValueError("xt must be reachable from x0 at time t (q(x_t | x_0) > 0); the posterior is undefined")
+        self._check_reachable(torch.isneginf(log_z))
         law = AtomicCategorical(atoms, weights.to(t.dtype), base.to(t.dtype), self.log_pi_on(x0.device, t.dtype),
                                 validate_args=False)
         return to_event(law, x0.dim() - 1)
