@@ -13,7 +13,7 @@ from numpy.polynomial.legendre import leggauss as _leggauss
 import torch
 from torchdiffeq import odeint
 
-from .._util import as_tensor, check_positive, check_positive_int, check_real
+from .._util import as_tensor, check_positive_int, check_real
 from .gaussian import GaussianProcess, d_log_snr_via_diffusion
 
 __all__ = ["LinearSDE"]
