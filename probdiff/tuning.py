@@ -66,13 +66,15 @@ class ScoreOptimal(Explicit):
     :math:`t \leftarrow \gamma t^* + (1-\gamma)t`, which stays strictly monotone for any
     :math:`\gamma\in(0, 1]` — the online form used during training.
 
-    The cost measures the corrector's work along the path, not one solver's truncation error, and the frame
-    decides where that work lies (measured at 10 steps, VP SDE, exact mixture oracles, see
-    :doc:`/schedules`): in the scale-free frame the fitted grid is close to Karras' and gives Euler 0.99× the
-    error of the best fixed grid on a 16-D mixture (the process' frame: 2.0×), but 1.5× on the 2-D ring (the
-    process' frame: 0.31×). Neither frame brings second-order solvers (Heun, DPMSolver2M, UniPC) within 1.1×
-    of the best fixed grid on the 16-D mixture; :class:`EndpointOptimal`, fitted to the solver, is the
-    grid for those.
+    The paper's constant speed minimises the summed cost; a solver of order :math:`p` errs by its local
+    error :math:`C h^{p+1}`, whose sum is smallest for the step density :math:`\propto C^{1/(p+1)}`.
+    ``fit(..., solver=solver)`` takes :math:`C = \sqrt{\delta}` per unit of log-SNR (:meth:`exponent_for`).
+    Measured at 10 model evaluations (VP SDE, see :doc:`/schedules` and ``benchmarks/score_optimal.py``),
+    fitted over best fixed grid: with ``solver=`` Euler gets 0.95 on a 16-D mixture and 0.64 on the 2-D
+    ring (the paper's speed: 0.99 and 1.52), but on a trained digits model the paper's speed is better
+    (1.00 against 1.09); second-order solvers on the 16-D mixture stay 1.1–1.3× from the best fixed grid
+    with either: the cost is a first time derivative of the noise prediction at a fixed point, not a
+    solver's truncation error. :class:`EndpointOptimal`, fitted to the solver, is the grid for those.
 
     Construct with :meth:`fit`, or from given times ``ScoreOptimal(times)`` (strictly decreasing,
     ``times[0] = t_max``, ``times[-1] = t_min`` of the process it is used with).
