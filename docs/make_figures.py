@@ -25,6 +25,8 @@ SHOWN = {
     "iadb_2d": ["iadb_2d.png"],
     "trajectories": ["trajectories.png"],
     "score_optimal": ["score_optimal.png"],
+    "score_optimal_cantor": ["score_optimal_cantor.png"],
+    "score_optimal_digits": ["score_optimal_digits.png"],
     "likelihood_digits": ["likelihood_digits.png"],
     "blackout_digits": ["blackout_digits.png"],
 }

@@ -66,13 +66,15 @@ class ScoreOptimal(Explicit):
     :math:`t \leftarrow \gamma t^* + (1-\gamma)t`, which stays strictly monotone for any
     :math:`\gamma\in(0, 1]` — the online form used during training.
 
-    The cost measures the corrector's work along the path, not one solver's truncation error, and the frame
-    decides where that work lies (measured at 10 steps, VP SDE, exact mixture oracles, see
-    :doc:`/schedules`): in the scale-free frame the fitted grid is close to Karras' and gives Euler 0.99× the
-    error of the best fixed grid on a 16-D mixture (the process' frame: 2.0×), but 1.5× on the 2-D ring (the
-    process' frame: 0.31×). Neither frame brings second-order solvers (Heun, DPMSolver2M, UniPC) within 1.1×
-    of the best fixed grid on the 16-D mixture; :class:`EndpointOptimal`, fitted to the solver, is the
-    grid for those.
+    The paper's constant speed minimises the summed cost; a solver of order :math:`p` errs by its local
+    error :math:`C h^{p+1}`, whose sum is smallest for the step density :math:`\propto C^{1/(p+1)}`.
+    ``fit(..., solver=solver)`` takes :math:`C = \sqrt{\delta}` per unit of log-SNR (:meth:`exponent_for`).
+    Measured at 10 model evaluations (VP SDE, see :doc:`/schedules` and ``benchmarks/score_optimal.py``),
+    fitted over best fixed grid: with ``solver=`` Euler gets 0.95 on a 16-D mixture and 0.64 on the 2-D
+    ring (the paper's speed: 0.99 and 1.52), but on a trained digits model the paper's speed is better
+    (1.00 against 1.09); second-order solvers on the 16-D mixture stay 1.1–1.3× from the best fixed grid
+    with either: the cost is a first time derivative of the noise prediction at a fixed point, not a
+    solver's truncation error. :class:`EndpointOptimal`, fitted to the solver, is the grid for those.
 
     Construct with :meth:`fit`, or from given times ``ScoreOptimal(times)`` (strictly decreasing,
     ``times[0] = t_max``, ``times[-1] = t_min`` of the process it is used with).
@@ -127,10 +129,19 @@ class ScoreOptimal(Explicit):
         return torch.stack(costs)
 
     @staticmethod
-    def reparameterise(times, costs, *, steps: int | None = None, floor: float = 1e-3) -> torch.Tensor:
-        r"""``steps + 1`` constant-speed times (default: as many as ``times``) for ``costs`` measured on the
-        intervals of ``times``: equal increments of :math:`\Lambda`, inverted piecewise-linearly in t;
-        endpoints kept; strictly decreasing."""
+    def reparameterise(times, costs, *, steps: int | None = None, floor: float = 1e-3, exponent: float = 0.5,
+                       coordinate=None) -> torch.Tensor:
+        r"""``steps + 1`` times at equal increments of :math:`\Lambda` for ``costs`` measured on the intervals
+        of ``times`` (default: as many as ``times``), inverted piecewise-linearly; endpoints kept; strictly
+        decreasing.
+
+        With :math:`L_j \approx \delta_u h_j^2` on an interval of length :math:`h_j` in the step variable
+        :math:`u` (``coordinate``: its values at ``times``, default ``times`` itself), the increment of
+        :math:`\Lambda` is :math:`\delta_u^q h_j = L_j^q h_j^{1-2q}` with :math:`q` = ``exponent``: the
+        paper's constant speed for :math:`q = \tfrac12` (then :math:`\sqrt{L_j}`, whatever the variable),
+        the step density :math:`\propto C^{1/(p+1)}` of a solver of order :math:`p` whose local error
+        density is :math:`C = \sqrt{\delta_u}` for :math:`q = 1/(2(p+1))` (:meth:`exponent_for`).
+        Each increment is floored at ``floor`` times their mean."""
         ts = torch.as_tensor(times, dtype=torch.float64).cpu()
         costs = torch.as_tensor(costs, dtype=torch.float64).cpu()
         if costs.shape != (ts.shape[0] - 1,):
@@ -140,9 +151,14 @@ class ScoreOptimal(Explicit):
             raise ValueError("costs must be >= 0")
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
             raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
+        if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0 < exponent <= 0.5:
+            raise ValueError(f"exponent must be a number in (0, 1/2], got {exponent!r}")
+        u = ts if coordinate is None else torch.as_tensor(coordinate, dtype=torch.float64).cpu()
+        if u.shape != ts.shape or not bool(((u[1:] - u[:-1]) * (u[1] - u[0]) > 0).all()):
+            raise ValueError("coordinate must be strictly monotone along times, with the shape of times")
         steps = ts.shape[0] - 1 if steps is None else steps
         check_positive_int("steps", steps)
-        speed = costs.sqrt()
+        speed = costs.pow(exponent) * (u[1:] - u[:-1]).abs().pow(1.0 - 2.0 * exponent)
         mean = float(speed.mean())
         speed = speed.clamp_min(floor * mean) if mean > 0 else torch.ones_like(speed)
         lam = torch.cat([speed.new_zeros(1), speed.cumsum(0)])
@@ -153,11 +169,25 @@ class ScoreOptimal(Explicit):
         out[0], out[-1] = ts[0], ts[-1]
         return out
 
+    @staticmethod
+    def exponent_for(solver: Solver | None) -> float:
+        r"""The exponent :math:`q` of :meth:`reparameterise` for ``solver``: :math:`\tfrac12` (the paper's
+        constant speed) for ``None``, :math:`1/(2(p+1))` for a solver of order :math:`p` (``solver.order``):
+        the local error :math:`C(u)\,h^{p+1}` summed over the steps, :math:`\int C h^p du`, is smallest
+        for the step density :math:`\propto C^{1/(p+1)}` (equidistribution), with :math:`C` taken to be
+        the corrector cost's rate :math:`\sqrt{\delta}` per unit of log-SNR (docs/schedules.rst)."""
+        if solver is None:
+            return 0.5
+        if not isinstance(solver, Solver):
+            raise ValueError(f"solver must be None or a probdiff Solver, got {type(solver).__name__}")
+        return 1.0 / (2.0 * (int(solver.order) + 1))
+
     # ---------------------------------------------------------------- fitting
     @classmethod
     def fit(cls, process: GaussianProcess, model, data: torch.Tensor, steps: int, *, iterations: int = 4,
             refine: int = 8, init: Grid | None = None, floor: float = 1e-3,
-            generator: torch.Generator | None = None, scale_free: bool = True) -> "ScoreOptimal":
+            generator: torch.Generator | None = None, scale_free: bool = True,
+            solver: Solver | None = None) -> "ScoreOptimal":
         r"""Fit a ``steps``-step schedule: start from ``init`` (default :class:`LogSNR`) and apply
         ``iterations`` full updates (:meth:`update` with ``gamma=1``).
 
@@ -175,6 +205,9 @@ class ScoreOptimal(Explicit):
             generator: random source of the noise in the cost estimate.
             scale_free: the cost in the scale-free frame (default, THEORY.md §6 "Which frame"); False
                 compares scores at the same point of the process' own frame (see :meth:`local_costs`).
+            solver: the solver the grid is for: ``None`` places the times at the paper's constant speed;
+                a solver of order :math:`p` puts the step density per unit of log-SNR
+                :math:`\propto \delta^{1/(2(p+1))}` (:meth:`exponent_for`).
         """
         process, model = bind(process, model, entry="ScoreOptimal.fit")
         process = as_gaussian(process, needed_for="ScoreOptimal places times by noise level")
@@ -185,23 +218,26 @@ class ScoreOptimal(Explicit):
         grid = cls(init.times(process))
         for _ in range(int(iterations)):
             grid = grid.update(process, model, data, gamma=1.0, refine=refine, floor=floor, generator=generator,
-                               scale_free=scale_free)
+                               scale_free=scale_free, solver=solver)
         return grid
 
     def update(self, process: GaussianProcess, model, data: torch.Tensor, *, gamma: float = 0.1, refine: int = 8,
                floor: float = 1e-3, generator: torch.Generator | None = None,
-               scale_free: bool = True) -> "ScoreOptimal":
+               scale_free: bool = True, solver: Solver | None = None) -> "ScoreOptimal":
         r"""A new grid :math:`\gamma t^* + (1-\gamma)t`, with :math:`t^*` the constant-speed times for the
         costs re-estimated on this grid, each interval split into ``refine`` equal parts (``gamma`` in
-        (0, 1]); ``self`` is left unchanged. Returns a grid with the same number of steps."""
+        (0, 1]); ``self`` is left unchanged; ``solver`` as in :meth:`fit`. Returns a grid with the same
+        number of steps."""
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
             raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}")
         check_positive_int("refine", refine)
+        exponent = self.exponent_for(solver)
         ts = self.times(process)
         u = torch.arange(int(refine), dtype=torch.float64) / int(refine)
         fine = torch.cat([(ts[:-1, None] + u * (ts[1:, None] - ts[:-1, None])).reshape(-1), ts[-1:]])
         costs = self.local_costs(process, model, data, fine, generator=generator, scale_free=scale_free)
-        new = self.reparameterise(fine, costs, steps=self.steps, floor=floor)
+        new = self.reparameterise(fine, costs, steps=self.steps, floor=floor, exponent=exponent,
+                                  coordinate=process.log_snr(fine))
         return type(self)(self._finish(gamma * new + (1.0 - gamma) * ts, process), costs=costs)
 
 
