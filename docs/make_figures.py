@@ -27,6 +27,7 @@ SHOWN = {
     "score_optimal": ["score_optimal.png"],
     "likelihood_digits": ["likelihood_digits.png"],
     "blackout_digits": ["blackout_digits.png"],
+    "inpainting_digits": ["inpainting_digits.png"],
 }
 MAX_BYTES = 200_000
 

@@ -103,13 +103,16 @@ def clamped_jump_probs(x: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     if worst > MAX_MEAN_JUMPS:
         raise ValueError(f"the tau-leaping kernel needs at most {MAX_MEAN_JUMPS:g} expected jumps per element "
                          f"over the step, got {worst:.3g}: take shorter steps")
-    pmf = _compound_pmf(torch.cat([up, down]))
-    p_up, p_down = pmf[: m.shape[0]], pmf[m.shape[0]:]
     out = torch.empty_like(m)
-    step = max(1, _CHUNK // (size * pmf.shape[1]))
-    for lo in range(0, m.shape[0], step):
-        sl = slice(lo, lo + step)
-        out[sl] = _clamp_law(xi[sl], p_up[sl], p_down[sl], size)
+    rows = max(1, _CHUNK // (64 * size))                  # elements per recursion, then per assembly below
+    for lo in range(0, m.shape[0], rows):
+        part = slice(lo, lo + rows)
+        n = up[part].shape[0]
+        pmf = _compound_pmf(torch.cat([up[part], down[part]]))
+        step = max(1, _CHUNK // (size * pmf.shape[1]))
+        for sub in range(0, n, step):
+            sl = slice(sub, sub + step)
+            out[lo + sub:lo + sub + pmf[sl].shape[0]] = _clamp_law(xi[part][sl], pmf[:n][sl], pmf[n:][sl], size)
     out = out / out.sum(1, keepdim=True)
     return out.reshape(means.shape)
 
