@@ -14,6 +14,10 @@ log-SNR grid) at NFE 10, 20, 50, 100, and compared with draws of the exact poste
 The ``exact`` rows sample the exactly conditioned oracle with the same sampler: their error is the
 sampler's discretisation alone. NFE counts denoiser evaluations; DPS adds one backward pass per step and
 moment matching one per row of A. Usage: ``python benchmarks/conditioning.py [--samples 1000] [--threads 1]``.
+
+The issue's inpainting figure on digits (a learned prior, so no exact posterior) is
+``examples/inpainting_digits.py``, regenerated into docs/figures by ``python docs/make_figures.py
+inpainting_digits`` like every figure of the docs.
 """
 
 from __future__ import annotations

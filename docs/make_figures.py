@@ -29,6 +29,7 @@ SHOWN = {
     "score_optimal_digits": ["score_optimal_digits.png"],
     "likelihood_digits": ["likelihood_digits.png"],
     "blackout_digits": ["blackout_digits.png"],
+    "inpainting_digits": ["inpainting_digits.png"],
 }
 MAX_BYTES = 200_000
 

@@ -14,7 +14,7 @@ import torch
 
 from .placement import Grid
 from .reverse.base import ReverseProcess
-from .solvers.base import Solver
+from .solvers.base import Solver, require_kernel
 
 __all__ = ["Solution", "sample", "path_log_prob"]
 
@@ -73,9 +73,10 @@ def sample(reverse: ReverseProcess, shape=None, *, x_init: torch.Tensor | None =
         device, dtype: of the samples drawn from ``shape`` (default: torch's defaults).
         progress: show a progress bar.
         log_prob: also return the path's log-probability (``Solution.log_prob``, ``Solution.step_log_probs``).
-            Each step is then drawn from the solver's :meth:`~probdiff.solvers.Solver.kernel` (which is what
-            its ``step`` does, so the samples are the same bit for bit) and scored under it; a solver whose
-            step has no closed-form law raises ``ValueError``.
+            Each step is then drawn from the solver's :meth:`~probdiff.solvers.HasKernel.kernel` (which is what
+            its ``step`` does, so the samples are the same bit for bit; up to rounding for
+            :class:`~probdiff.solvers.TorchSDE`) and scored under it; a solver without the
+            :class:`~probdiff.solvers.HasKernel` capability raises ``ValueError`` naming it.
     """
     if not isinstance(reverse, ReverseProcess):
         raise ValueError(f"reverse must be a ReverseProcess (see probdiff.reverse), got {type(reverse).__name__}")
@@ -86,6 +87,8 @@ def sample(reverse: ReverseProcess, shape=None, *, x_init: torch.Tensor | None =
     if (shape is None) == (x_init is None):
         raise ValueError("give exactly one of shape and x_init")
     solver.check(reverse)
+    if log_prob:
+        require_kernel(solver)
     process = reverse.process
     if x_init is None:
         shape = tuple(int(n) for n in shape)
@@ -143,7 +146,7 @@ def path_log_prob(reverse: ReverseProcess, solver: Solver, xs: torch.Tensor, ts:
 
     Args:
         reverse: the :class:`~probdiff.ReverseProcess` scoring the path.
-        solver: a solver with a kernel (:meth:`~probdiff.solvers.Solver.kernel`).
+        solver: a solver with a kernel (:class:`~probdiff.solvers.HasKernel`); others raise ``ValueError``.
         xs: the path, ``(K + 1, batch, *event)``, ``xs[0]`` at ``ts[0] = t_max``.
         ts: ``(K + 1,)`` strictly decreasing times (``Solution.ts``).
         return_steps: also return the per-step terms ``(K, batch)``.
@@ -156,6 +159,7 @@ def path_log_prob(reverse: ReverseProcess, solver: Solver, xs: torch.Tensor, ts:
     if not isinstance(solver, Solver):
         raise ValueError(f"solver must be a probdiff.solvers.Solver, got {type(solver).__name__}")
     solver.check(reverse)
+    require_kernel(solver)
     ts = torch.as_tensor(ts)
     if not isinstance(xs, torch.Tensor) or xs.dim() < 3:
         raise ValueError("xs must be a tensor of shape (steps + 1, batch, *event)")

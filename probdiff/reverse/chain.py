@@ -18,6 +18,8 @@ probability-flow ODE).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .._util import expand_like
@@ -25,6 +27,7 @@ from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
 from .base import ReverseProcess, build_reverse
+from .jumps import clamped_jump_probs, draw_clamped_jumps
 from .kernels import CappedPoisson, CategoricalKernel, RoundedBinomialKernel
 
 __all__ = ["ChainReverse", "BlackoutReverse"]
@@ -81,21 +84,30 @@ class ChainReverse(ReverseProcess):
     def tau_leap(self, x, t, s, generator):
         """Tau-leaping: for every target ``y`` draw :math:`N_y \\sim \\mathrm{Poisson}(\\hat R_t(x\\to y)(t-s))` and
         move to :math:`x + \\sum_y N_y (y - x)`, clamped to ``0 .. S-1`` (Campbell et al. 2022, §4.1).
-        Returns ``(x_s, denoised)``."""
+        Returns ``(x_s, denoised)``; the draw is :meth:`tau_leap_kernel`'s (without computing its law)."""
+        means, probs = self._jump_means(x, t, s)
+        states = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        return draw_clamped_jumps(x, means, generator), probs @ states
+
+    def _jump_means(self, x, t, s):
+        """``(means, probs)``: expected jump counts :math:`\\hat R_t(x\\to y)(t-s)` to every ``y`` (0 at ``y = x``)
+        and the model's :math:`p(x_0|x_t)`."""
         probs = self.x0_probs(x, t)
         t_, s_ = self._step_times(x, t, s, probs.dtype)
         rates = self.process.reverse_rates(probs, x, t_)
         off = rates.scatter(-1, x.long()[..., None], 0.0).clamp_min(0.0)
-        jumps = torch.poisson(off * expand_like(t_ - s_, off), generator=generator)
-        states = torch.arange(rates.shape[-1], dtype=rates.dtype, device=rates.device)
-        moved = x.to(rates.dtype) + (jumps * (states - x.to(rates.dtype)[..., None])).sum(-1)
-        return moved.clamp(0, rates.shape[-1] - 1).to(x.dtype), probs @ states
+        return off * expand_like(t_ - s_, off), probs
 
     def tau_leap_kernel(self, x, t, s):
-        """The law of :meth:`tau_leap` has no closed form for a general chain (the clamped sum of Poisson
-        jumps to every state); only Blackout's births-only leap has one (:meth:`BlackoutReverse.tau_leap_kernel`)."""
-        raise ValueError(f"tau-leaping on {type(self.process).__name__} has no closed-form kernel (a clamped sum "
-                         "of Poisson jumps); use Ancestral, whose kernel is exact")
+        """The law of :meth:`tau_leap`: the clamped sum of Poisson jumps as a categorical over ``0 .. S-1`` per
+        element (:func:`~probdiff.reverse.jumps.clamped_jump_probs`, Panjer's recursion), whose draw is the
+        step's own Poisson draw (:func:`~probdiff.reverse.jumps.draw_clamped_jumps`), and :math:`E[x_0|x_t]`.
+        Returns ``(kernel, denoised)``."""
+        means, probs = self._jump_means(x, t, s)
+        logits = torch.log(clamped_jump_probs(x, means)).to(means.dtype)
+        kernel = CategoricalKernel(logits, x.dtype, sampler=functools.partial(draw_clamped_jumps, x, means))
+        states = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        return kernel, probs @ states
 
 
 class BlackoutReverse(ChainReverse):

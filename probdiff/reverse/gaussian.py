@@ -124,7 +124,7 @@ class GaussianReverse(ReverseProcess):
 
     def coefficient_preserving_kernel(self, x, t, s, fraction):
         r"""The coefficient-preserving step (Wang & Yu, "Coefficients-Preserving Sampling for Reinforcement
-        Learning with Flow Matching", 2025): with :math:`\rho` = ``fraction`` in ``[0, 1]``,
+        Learning with Flow Matching", arXiv:2509.05952, 2025): with :math:`\rho` = ``fraction`` in ``[0, 1]``,
 
         .. math::
 

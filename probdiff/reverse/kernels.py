@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 
 import pyro.distributions as dist
 import torch
@@ -132,11 +133,16 @@ class CategoricalKernel(StepKernel):
     Args:
         logits: ``(batch, *event, S)`` unnormalised log-probabilities (normalised here).
         dtype: dtype of the drawn states (that of the chain's state tensor).
+        sampler: ``sampler(generator) -> x_s``, the step's own draw of this same law when the solver draws it
+            another way than by inverting the categorical (x_0 first and then the posterior, or Poisson jump
+            counts); default: a categorical draw from ``probs``.
     """
 
-    def __init__(self, logits: torch.Tensor, dtype: torch.dtype = torch.long, validate_args=None):
+    def __init__(self, logits: torch.Tensor, dtype: torch.dtype = torch.long, validate_args=None, *,
+                 sampler: Callable[[torch.Generator | None], torch.Tensor] | None = None):
         self.logits = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
         self.state_dtype = dtype
+        self.sampler = sampler
         super().__init__(logits.shape[:-1])
 
     @property
@@ -156,6 +162,8 @@ class CategoricalKernel(StepKernel):
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
     def draw(self, generator=None):
+        if self.sampler is not None:
+            return self.sampler(generator)
         return sample_categorical(self.probs, generator).to(self.state_dtype)
 
 

@@ -8,11 +8,11 @@ Named by what they integrate: :mod:`~probdiff.solvers.ode` (the probability-flow
 
 from .adapters import TorchDiffEq, TorchSDE
 from .ancestral import Ancestral, CoefficientPreserving
-from .base import CTMCSolver, ODESolver, SDESolver, Solver, Step
+from .base import CTMCSolver, HasKernel, ODESolver, SDESolver, Solver, Step
 from .ctmc import BinomialBridge, MaskedAncestral, NearestRounding, Rounding, StochasticRounding, TauLeaping
 from .ode import Deblend, DPMSolver2M, Euler, Heun, UniPC
 from .sde import EulerMaruyama
 
-__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver", "Ancestral", "Euler", "Heun", "DPMSolver2M",
+__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver", "HasKernel", "Ancestral", "Euler", "Heun", "DPMSolver2M",
            "UniPC", "Deblend", "EulerMaruyama", "TauLeaping", "BinomialBridge", "TorchSDE", "TorchDiffEq",
            "CoefficientPreserving", "Rounding", "StochasticRounding", "NearestRounding", "MaskedAncestral"]

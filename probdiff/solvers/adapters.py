@@ -17,7 +17,8 @@ import torch
 import torchsde
 from torchdiffeq import odeint
 
-from .base import ODESolver, SDESolver, Step
+from .base import HasKernel, ODESolver, SDESolver, Step
+from .sde import gaussian_increment_kernel
 
 __all__ = ["TorchDiffEq", "TorchSDE", "check_odeint_options", "ODEINT_OPTIONS", "FIXED_GRID_METHODS"]
 
@@ -213,10 +214,29 @@ class TorchSDE(SDESolver):
     SDE_TYPES = {"euler": "ito", "milstein": "ito", "srk": "ito", "midpoint": "stratonovich",
                  "heun": "stratonovich", "euler_heun": "stratonovich", "reversible_heun": "stratonovich"}
 
+    #: methods whose one step, for the state-independent noise of a reverse diffusion, is
+    #: :math:`x + (s - t)\,b_\eta(x, t) + c\,\Delta W`, Gaussian given :math:`x`, with
+    #: :math:`c = (1 - w)\,\eta g(t) + w\,\eta g(s)`: the method's weight :math:`w` of the step's end (``euler_heun``
+    #: averages both ends). The others evaluate the drift at a point moved by the noise (``srk``, ``midpoint``,
+    #: ``heun``) or carry history (``reversible_heun``): their step has no closed-form law.
+    GAUSSIAN_METHODS = {"euler": 0.0, "milstein": 0.0, "euler_heun": 0.5}
+
+    def __new__(cls, method: str = "euler"):
+        # the kernel capability depends on the method: a Gaussian method gets the HasKernel subclass
+        if cls is TorchSDE and method in TorchSDE.GAUSSIAN_METHODS:
+            cls = _GaussianTorchSDE
+        return super().__new__(cls)
+
     def __init__(self, method: str = "euler"):
         if method not in self.ORDERS:
             raise ValueError(f"method must be one of {sorted(self.ORDERS)}, got {method!r}")
         self.method = method
+
+    def __repr__(self) -> str:
+        return f"TorchSDE(method={self.method!r})"
+
+    def __reduce__(self):
+        return TorchSDE, (self.method,)         # copies and pickles rebuild through the method's class
 
     @property
     def order(self) -> int:
@@ -238,6 +258,18 @@ class TorchSDE(SDESolver):
         ys, extra = torchsde.sdeint(sde, x.reshape(x.shape[0], -1), taus, bm=bm, method=self.method,
                                     dt=2.0 * float(taus[1] - taus[0]), extra=True, extra_solver_state=extra)
         return Step(ys[-1].reshape(x.shape), rhs.denoised, (rhs, sde, bm, extra), rhs.nfe)
+
+
+class _GaussianTorchSDE(TorchSDE, HasKernel):
+    """:class:`TorchSDE` with a method of :attr:`TorchSDE.GAUSSIAN_METHODS`: the same steps, and their kernel."""
+
+    def kernel_and_denoised(self, reverse, x, t, s):
+        """:math:`\\mathcal N\\big(x + (s-t)\\,b_\\eta(x,t),\\ c^2 (t-s) I\\big)` (``c`` as in
+        :attr:`TorchSDE.GAUSSIAN_METHODS`) and :math:`D(x, t)`; its draw takes the same normal numbers from the
+        generator as the torchsde step, so the two agree up to rounding."""
+        w = self.GAUSSIAN_METHODS[self.method]
+        c = (1 - w) * reverse.diffusion(t) + w * reverse.diffusion(s)
+        return gaussian_increment_kernel(self, reverse, x, t, s, c)
 
 
 #: The options torchdiffeq's solvers take (its adaptive solvers, and its fixed-grid ones), by method kind.

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 
 from .._util import check_finite
-from .base import SDESolver, Solver, Step
+from .base import HasKernel, SDESolver, Solver, Step
 
 __all__ = ["Ancestral", "CoefficientPreserving"]
 
 
-class Ancestral(Solver):
+class Ancestral(Solver, HasKernel):
     """Ancestral sampler: ``reverse.ancestral_step`` on every grid interval. Order 1 (weak order of the
     sampled law in the step size).
 
@@ -50,10 +50,10 @@ class Ancestral(Solver):
         return reverse.ancestral_kernel(x, t, s, self.noise_level(reverse))
 
 
-class CoefficientPreserving(SDESolver):
-    r"""Coefficient-preserving sampling (CPS; Wang & Yu, "Coefficients-Preserving Sampling for Reinforcement
-    Learning with Flow Matching", 2025): the ancestral step of a Gaussian process with a fixed fraction
-    :math:`\rho = \sin^2(\eta\pi/2)` of the noise at ``s`` drawn afresh,
+class CoefficientPreserving(SDESolver, HasKernel):
+    r"""Coefficient-preserving sampling (CPS; F. Wang & Z. Yu, "Coefficients-Preserving Sampling for
+    Reinforcement Learning with Flow Matching", arXiv:2509.05952, 2025): the ancestral step of a Gaussian
+    process with a fixed fraction :math:`\rho = \sin^2(\eta\pi/2)` of the noise at ``s`` drawn afresh,
 
     .. math::
 

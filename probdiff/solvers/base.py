@@ -16,7 +16,7 @@ from ..reverse.base import ReverseProcess
 from ..reverse.chain import ChainReverse
 from ..reverse.gaussian import GaussianReverse
 
-__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver"]
+__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver", "HasKernel", "require_kernel"]
 
 
 class Step(NamedTuple):
@@ -61,22 +61,6 @@ class Solver(abc.ABC):
              generator: torch.Generator | None) -> Step:
         """Advance ``x`` from time ``t`` to the earlier time ``s``."""
 
-    def kernel(self, reverse, x: torch.Tensor, t, s):
-        """The step from ``t`` to ``s < t`` as a distribution over ``x_s`` given ``x_t = x`` (THEORY.md §12):
-        a :class:`~probdiff.reverse.kernels.StepKernel` (a Pyro distribution with ``batch_shape == (batch,)``
-        and ``event_shape == x.shape[1:]``) whose ``draw`` is exactly what :meth:`step` returns.
-
-        Raises ``ValueError`` for a step that is deterministic (ODE solvers, ``noise == 0``, DDIM) or whose
-        law has no closed form (multistep integrators, torchsde, tau-leaping on a general chain).
-        """
-        return self.kernel_and_denoised(reverse, x, t, s)[0]
-
-    def kernel_and_denoised(self, reverse, x: torch.Tensor, t, s):
-        """:meth:`kernel` and the denoised estimate of the same model evaluation: ``(kernel, denoised)``."""
-        raise ValueError(f"{type(self).__name__} takes no step with a closed-form law (deterministic or "
-                         "multistep); kernels exist for EulerMaruyama and Ancestral at noise > 0, "
-                         "CoefficientPreserving, BinomialBridge, and TauLeaping on Blackout")
-
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
@@ -116,3 +100,41 @@ class CTMCSolver(Solver):
 
     def check(self, reverse) -> None:
         _require(self, reverse, ChainReverse, "MarkovChain")
+
+
+class HasKernel(abc.ABC):
+    """Capability: the solver's step has a closed-form law given the current state, its **kernel**
+    (THEORY.md §12). Mixed into the solvers that have one: :class:`~probdiff.solvers.EulerMaruyama`,
+    :class:`~probdiff.solvers.Ancestral`, :class:`~probdiff.solvers.CoefficientPreserving`,
+    :class:`~probdiff.solvers.TauLeaping`, :class:`~probdiff.solvers.BinomialBridge`,
+    :class:`~probdiff.solvers.MaskedAncestral`, and :class:`~probdiff.solvers.TorchSDE` for the methods whose
+    one step is Gaussian (``euler``, ``milstein``, ``euler_heun``).
+
+    Solvers without it have none: deterministic integrators (every :class:`ODESolver`), and stochastic ones
+    whose step is a nonlinear function of the noise or depends on more than the current state (torchsde's
+    ``srk``, ``midpoint``, ``heun``, ``reversible_heun``). :func:`probdiff.sample` with ``log_prob=True`` and
+    :func:`probdiff.path_log_prob` refuse those by name (:func:`require_kernel`). A solver with the capability
+    can still refuse a configuration whose step is deterministic (``noise == 0``, DDIM) with ``ValueError``.
+    """
+
+    def kernel(self, reverse, x: torch.Tensor, t, s):
+        """The step from ``t`` to ``s < t`` as a distribution over ``x_s`` given ``x_t = x``:
+        a :class:`~probdiff.reverse.kernels.StepKernel` (a Pyro distribution with ``batch_shape == (batch,)``
+        and ``event_shape == x.shape[1:]``) whose ``draw`` is what :meth:`Solver.step` returns.
+
+        Raises ``ValueError`` for a configuration whose step is deterministic (``noise == 0``, DDIM).
+        """
+        return self.kernel_and_denoised(reverse, x, t, s)[0]
+
+    @abc.abstractmethod
+    def kernel_and_denoised(self, reverse, x: torch.Tensor, t, s):
+        """:meth:`kernel` and the denoised estimate of the same model evaluation: ``(kernel, denoised)``."""
+
+
+def require_kernel(solver) -> None:
+    """Raise ``ValueError`` naming ``solver`` unless it has the :class:`HasKernel` capability."""
+    if not isinstance(solver, HasKernel):
+        raise ValueError(f"{solver!r} takes no step with a closed-form law (deterministic, or a nonlinear "
+                         "function of its noise), so it has no kernel and no path log-probability; solvers with "
+                         "one are the pd.solvers.HasKernel ones: EulerMaruyama, Ancestral, CoefficientPreserving, "
+                         "TauLeaping, BinomialBridge, MaskedAncestral, TorchSDE('euler' | 'milstein' | 'euler_heun')")

@@ -23,12 +23,13 @@ import torch
 
 from ..models.chain import SUBSModel
 from ..reverse.chain import BlackoutReverse
-from .base import CTMCSolver, Step
+from ..reverse.kernels import CategoricalKernel
+from .base import CTMCSolver, HasKernel, Step
 
 __all__ = ["TauLeaping", "BinomialBridge", "Rounding", "StochasticRounding", "NearestRounding", "MaskedAncestral"]
 
 
-class TauLeaping(CTMCSolver):
+class TauLeaping(CTMCSolver, HasKernel):
     """Tau-leaping for ordinal chains: Poisson jump counts with the rates frozen at the step's start.
 
     Generic chains: for every target ``y`` draw :math:`N_y \\sim \\mathrm{Poisson}(\\hat R_t(x\\to y)(t-s))`
@@ -89,7 +90,7 @@ class NearestRounding(Rounding):
         return torch.round(y), torch.zeros_like(y)
 
 
-class BinomialBridge(CTMCSolver):
+class BinomialBridge(CTMCSolver, HasKernel):
     """Blackout's binomial bridge: births ~ Binomial(N, (p_s - p_t)/(1 - p_t)), N an integer rounding of y_hat.
 
     Args:
@@ -125,7 +126,7 @@ class BinomialBridge(CTMCSolver):
         return reverse.bridge_kernel(x, t, s, self.rounding.split)
 
 
-class MaskedAncestral(CTMCSolver):
+class MaskedAncestral(CTMCSolver, HasKernel):
     r"""Exact ancestral steps of masked diffusion that skip the network while no token changes.
 
     The step is the mixture of posteriors drawn as :meth:`~probdiff.MarkovChain.sample_reverse_kernel` does
@@ -161,3 +162,15 @@ class MaskedAncestral(CTMCSolver):
         x_new = reverse.process.sample_reverse_kernel(probs, x, s, t, generator).to(x.dtype)
         denoised = probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
         return Step(x_new, denoised, (x, probs), nfe)
+
+    def kernel_and_denoised(self, reverse, x, t, s):
+        """The step's law given ``x``: the mixture of posteriors as a
+        :class:`~probdiff.reverse.kernels.CategoricalKernel` (the same law as :class:`~probdiff.solvers.Ancestral`'s
+        kernel), drawn as the step draws it (:meth:`~probdiff.MarkovChain.sample_reverse_kernel`), and
+        :math:`E[x_0|x_t]`. It evaluates the network (no cache: a kernel is a function of ``x`` alone)."""
+        probs = reverse.x0_probs(x, t)
+        process = reverse.process
+        logits = process.reverse_kernel_log_probs(probs, x, s, t)
+        kernel = CategoricalKernel(logits, x.dtype, sampler=lambda g: process.sample_reverse_kernel(
+            probs, x, s, t, g).to(x.dtype))
+        return kernel, probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)

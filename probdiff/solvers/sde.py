@@ -6,12 +6,12 @@ import torch
 
 from .._util import expand_like
 from ..reverse.kernels import GaussianKernel
-from .base import SDESolver, Step
+from .base import HasKernel, SDESolver, Step
 
-__all__ = ["EulerMaruyama"]
+__all__ = ["EulerMaruyama", "gaussian_increment_kernel"]
 
 
-class EulerMaruyama(SDESolver):
+class EulerMaruyama(SDESolver, HasKernel):
     r"""Euler–Maruyama on the reverse-time SDE (Kloeden & Platen, "Numerical Solution of Stochastic
     Differential Equations", §9.1), integrated backwards from ``t`` to ``s < t``:
 
@@ -38,9 +38,17 @@ class EulerMaruyama(SDESolver):
     def kernel_and_denoised(self, reverse, x, t, s):
         r"""The step's law :math:`\mathcal N\big(x + (s - t)\,b_\eta(x, t),\ \eta^2 g(t)^2 (t - s) I\big)`
         (THEORY.md §12) and :math:`D(x, t)`; ``ValueError`` at ``noise == 0`` (the step is deterministic)."""
-        if reverse.noise == 0.0:
-            raise ValueError("EulerMaruyama at noise 0 is the deterministic Euler step: it has no kernel "
-                             "(use pd.reverse(model, noise) with noise > 0)")
-        drift, denoised = reverse.drift_and_denoised(x, t)
-        scale = expand_like(reverse.diffusion(t) * torch.sqrt(t - s), x)
-        return GaussianKernel(x + (s - t) * drift, scale), denoised
+        return gaussian_increment_kernel(self, reverse, x, t, s, reverse.diffusion(t))
+
+
+def gaussian_increment_kernel(solver, reverse, x, t, s, noise_coefficient):
+    r"""``(kernel, denoised)`` of a step :math:`x_s = x + (s - t)\,b_\eta(x, t) + c\,\sqrt{t - s}\,z`:
+    :math:`\mathcal N\big(x + (s-t)\,b_\eta(x,t),\ c^2 (t - s) I\big)` with ``c = noise_coefficient`` (the
+    diffusion coefficient the scheme uses over the step). ``ValueError`` naming ``solver`` at
+    ``reverse.noise == 0``, where the step is deterministic."""
+    if reverse.noise == 0.0:
+        raise ValueError(f"{solver!r} at noise 0 takes the deterministic Euler step: it has no kernel "
+                         "(use pd.reverse(model, noise) with noise > 0)")
+    drift, denoised = reverse.drift_and_denoised(x, t)
+    scale = expand_like(noise_coefficient * torch.sqrt(t - s), x)
+    return GaussianKernel(x + (s - t) * drift, scale), denoised

@@ -3,8 +3,10 @@ draws are the solver's steps; sampling with log_prob=True leaves the samples unc
 path_log_prob rescores a path; a planted kernel without its normaliser is caught; McAllester's identity
 (the reverse path measure equals the forward one with the exact denoiser) holds on a fine grid."""
 
+import itertools
 import math
 
+import pyro
 import pytest
 import scipy.stats
 import torch
@@ -23,19 +25,37 @@ GAUSSIAN = {"VP": pd.VPSDE, "VE": pd.VESDE, "blend": pd.LinearBlend, "cosine": p
 CHAINS = {"uniform": lambda: pd.UniformChain(5, t_max=8.0), "absorbing": lambda: pd.AbsorbingChain(6, t_max=12.0),
           "blackout": lambda: pd.Blackout(max_count=4, t_max=10.0)}
 
-# (family, process key, solver, noise): every stochastic solver with a kernel
+# (family, process key, solver, noise): every stochastic solver with a kernel (pd.solvers.HasKernel)
 CASES = ([("gauss", p, pd.solvers.EulerMaruyama(), noise) for p in GAUSSIAN for noise in (1.0, 0.5)]
          + [("gauss", p, pd.solvers.Ancestral(eta), 1.0) for p in GAUSSIAN for eta in (1.0, 0.4, 1.5)]
          + [("gauss", "VP", pd.solvers.Ancestral(None), 0.7)]
+         + [("gauss", p, pd.solvers.CoefficientPreserving(eta), 1.0) for p in ("VP", "blend") for eta in (0.3, 1.0)]
+         + [("gauss", p, pd.solvers.TorchSDE(m), 0.8) for p in ("VP", "blend") for m in ("euler", "milstein", "euler_heun")]
          + [("chain", c, pd.solvers.Ancestral(), 1.0) for c in CHAINS]
+         + [("chain", c, pd.solvers.TauLeaping(), 1.0) for c in CHAINS]
          + [("chain", "blackout", pd.solvers.BinomialBridge(), 1.0),
-            ("chain", "blackout", pd.solvers.TauLeaping(), 1.0)])
+            ("chain", "subs", pd.solvers.MaskedAncestral(), 1.0)])
+#: solvers whose kernel draw takes the step's random numbers through another float path (torchsde's)
+ROUNDING_ONLY = (pd.solvers.TorchSDE,)
+
+
+def _subs_model(chain):
+    """A time-free SUBS model of DATA_1D's law (a context-free categorical), for MaskedAncestral."""
+    counts = torch.bincount(DATA_1D.flatten(), minlength=chain.num_states).double()
+
+    def net(x, t):
+        return torch.log(counts + 0.5).to(torch.get_default_dtype()).expand(*x.shape, chain.num_states).clone()
+
+    return pd.SUBSModel(net, chain, time_conditioned=False)
 
 
 def _reverse(family, key, noise):
     if family == "gauss":
         process = GAUSSIAN[key]()
         return pd.reverse(MIXTURE_1D.model(process), noise)
+    if key == "subs":
+        chain = CHAINS["absorbing"]()
+        return pd.reverse(_subs_model(chain))
     chain = CHAINS[key]()
     return pd.reverse(chain, Empirical(DATA_1D).model(chain))
 
@@ -63,6 +83,12 @@ def test_kernel_is_normalised_and_its_draws_are_the_step(family, key, solver, no
     x = _state(rev, family, t, seed=int(1e6 * a))
     kernel = solver.kernel(rev, x, t, s)
     assert kernel.batch_shape == (3,) and kernel.event_shape == (1,)
+    # same seed, same sample: the kernel's draw is the step
+    one = solver.step(rev, x, t, s, solver.init(rev, x, None), torch.Generator().manual_seed(11)).x
+    if isinstance(solver, ROUNDING_ONLY):
+        torch.testing.assert_close(kernel.draw(torch.Generator().manual_seed(11)), one, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(kernel.draw(torch.Generator().manual_seed(11)), one)
     n = 2000
     step = solver.step(rev, x.repeat(n, 1), t, s, solver.init(rev, x, None), torch.Generator().manual_seed(7))
     draws = step.x.reshape(n, 3, 1)
@@ -82,7 +108,12 @@ def test_sampling_with_log_prob_gives_the_same_samples_and_path_log_prob_rescori
     plain = pd.sample(rev, (6, 1), solver=solver, grid=pd.grids.Uniform(12), generator=torch.Generator().manual_seed(3),
                       trajectory=True)
     sol = _paths(rev, solver, (6, 1), 12, 3)
-    assert torch.equal(plain.x, sol.x) and torch.equal(plain.xs, sol.xs) and sol.nfe == plain.nfe
+    if isinstance(solver, ROUNDING_ONLY):
+        torch.testing.assert_close(plain.xs, sol.xs, rtol=1e-4, atol=1e-4)
+    else:
+        assert torch.equal(plain.x, sol.x) and torch.equal(plain.xs, sol.xs)
+    if not isinstance(solver, pd.solvers.MaskedAncestral):          # which skips the network on unchanged steps
+        assert sol.nfe == plain.nfe
     assert sol.log_prob.shape == (6,) and sol.step_log_probs.shape == (12, 6)
     assert torch.isfinite(sol.log_prob).all()
     # independent sum: the prior and the kernels, evaluated one step at a time
@@ -147,18 +178,100 @@ def test_blackout_bridge_kernel_is_the_closed_form_binomial():
     torch.testing.assert_close(leap.log_prob(v).double(), torch.tensor(exp, dtype=torch.float64), rtol=1e-6, atol=1e-9)
 
 
+def _clamped_jumps_by_enumeration(x, means, most=14):
+    """P(clamp(x + sum_y N_y (y - x)) = k), N_y ~ Poisson(means[y]) independent, by enumerating every count
+    vector with counts below ``most`` (scipy's Poisson pmf; the left-out mass is below 1e-12 here)."""
+    size = len(means)
+    targets = [y for y in range(size) if y != x]
+    pmfs = {y: scipy.stats.poisson(float(means[y])).pmf(range(most)) for y in targets}
+    out = [0.0] * size
+    for counts in itertools.product(range(most), repeat=len(targets)):
+        prob = math.prod(pmfs[y][c] for y, c in zip(targets, counts))
+        out[min(max(x + sum(c * (y - x) for y, c in zip(targets, counts)), 0), size - 1)] += prob
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_tau_leaping_kernel_on_a_general_chain_is_the_clamped_sum_of_poisson_jumps():
+    chain = CHAINS["uniform"]()
+    rev = pd.reverse(chain, Empirical(DATA_1D).model(chain))
+    x, t, s = torch.tensor([[0], [2], [4]]), torch.tensor(3.0), torch.tensor(2.2)
+    kernel = pd.solvers.TauLeaping().kernel(rev, x, t, s)
+    rates = rev.rates(x, t)                                       # frozen over the step
+    for i in range(3):
+        means = (rates[i, 0] * 0.8).clamp_min(0.0).double()
+        means[int(x[i, 0])] = 0.0
+        expected = _clamped_jumps_by_enumeration(int(x[i, 0]), means)
+        assert abs(float(expected.sum()) - 1) < 1e-12
+        torch.testing.assert_close(torch.exp(kernel.logits[i, 0].double()), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_clamped_jump_law_keeps_small_probabilities_and_refuses_overlong_steps():
+    # two states: P(x_s = 1 | x = 0) = P(N_1 >= 1) = 1 - exp(-m) exactly; tiny m keeps its relative accuracy
+    from probdiff.reverse.jumps import clamped_jump_probs
+
+    for m in (1e-12, 1e-3, 2.0, 40.0):
+        probs = clamped_jump_probs(torch.tensor([0]), torch.tensor([[0.0, m]], dtype=torch.float64))
+        torch.testing.assert_close(probs[0], torch.tensor([math.exp(-m), -math.expm1(-m)], dtype=torch.float64),
+                                   rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="expected jumps"):
+        clamped_jump_probs(torch.tensor([0]), torch.tensor([[0.0, 1e4]]))
+
+
 def test_deterministic_steps_have_no_kernel():
     rev = pd.reverse(MIXTURE_1D.model(pd.VPSDE()), 0.0)
     x = torch.zeros(2, 1)
-    for solver in (pd.solvers.Euler(), pd.solvers.Heun(), pd.solvers.EulerMaruyama(), pd.solvers.Ancestral(0.0)):
-        with pytest.raises(ValueError):
+    for solver in (pd.solvers.Euler(), pd.solvers.Heun(), pd.solvers.DPMSolver2M(), pd.solvers.UniPC()):
+        assert not isinstance(solver, pd.solvers.HasKernel)
+    for solver in (pd.solvers.EulerMaruyama(), pd.solvers.Ancestral(0.0), pd.solvers.CoefficientPreserving(0.0),
+                   pd.solvers.TorchSDE("euler")):
+        with pytest.raises(ValueError, match="no kernel|for a kernel"):
             solver.kernel(rev, x, torch.tensor(0.5), torch.tensor(0.4))
-    with pytest.raises(ValueError, match="closed-form"):
+    with pytest.raises(ValueError, match=r"Heun\(\) takes no step with a closed-form law"):
         pd.sample(rev, (2, 1), solver=pd.solvers.Heun(), grid=pd.grids.Uniform(3), log_prob=True)
-    chain = CHAINS["uniform"]()
-    crev = pd.reverse(chain, Empirical(DATA_1D).model(chain))
-    with pytest.raises(ValueError, match="no closed-form kernel"):
-        pd.solvers.TauLeaping().kernel(crev, DATA_1D[:2], torch.tensor(1.0), torch.tensor(0.5))
+
+
+@pytest.mark.parametrize("method", sorted(set(pd.solvers.TorchSDE.ORDERS) - set(pd.solvers.TorchSDE.GAUSSIAN_METHODS)))
+def test_torchsde_methods_without_a_closed_form_step_refuse_by_name(method):
+    # srk, midpoint and heun evaluate the drift at a point moved by the noise; reversible_heun carries history
+    rev = pd.reverse(MIXTURE_1D.model(pd.VPSDE()), 1.0)
+    solver = pd.solvers.TorchSDE(method)
+    assert not isinstance(solver, pd.solvers.HasKernel)
+    assert pd.sample(rev, (2, 1), solver=solver, grid=pd.grids.Uniform(3)).x.shape == (2, 1)   # it still samples
+    with pytest.raises(ValueError, match=rf"TorchSDE\(method='{method}'\) takes no step with a closed-form law"):
+        pd.sample(rev, (2, 1), solver=solver, grid=pd.grids.Uniform(3), log_prob=True)
+    xs, ts = torch.zeros(3, 2, 1), torch.tensor([1.0, 0.5, 0.1])
+    with pytest.raises(ValueError, match="closed-form law"):
+        pd.path_log_prob(rev, solver, xs, ts)
+
+
+def test_every_stochastic_solver_of_the_namespace_has_a_kernel_or_is_named_as_lacking_one():
+    # the audit: a solver exported by pd.solvers either has the capability, integrates an ODE, or is a torchsde
+    # method without a closed-form step; every solver with the capability appears in CASES
+    exported = [getattr(pd.solvers, name) for name in pd.solvers.__all__]
+    classes = [c for c in exported if isinstance(c, type) and issubclass(c, pd.solvers.Solver)
+               and c not in (pd.solvers.Solver, pd.solvers.ODESolver, pd.solvers.SDESolver, pd.solvers.CTMCSolver)]
+    tested = {type(c[2]) for c in CASES}
+    for cls in classes:
+        if issubclass(cls, pd.solvers.ODESolver):
+            continue
+        if cls is pd.solvers.TorchSDE:
+            for method in pd.solvers.TorchSDE.ORDERS:
+                has = isinstance(cls(method), pd.solvers.HasKernel)
+                assert has == (method in cls.GAUSSIAN_METHODS), method
+            continue
+        assert issubclass(cls, pd.solvers.HasKernel), cls
+        assert cls in tested, cls
+
+
+def test_copies_of_torchsde_keep_their_capability():
+    import copy
+    import pickle
+
+    for method in pd.solvers.TorchSDE.ORDERS:
+        solver = pd.solvers.TorchSDE(method)
+        for clone in (copy.deepcopy(solver), pickle.loads(pickle.dumps(solver))):
+            assert repr(clone) == repr(solver) == f"TorchSDE(method={method!r})"
+            assert isinstance(clone, pd.solvers.HasKernel) == (method in pd.solvers.TorchSDE.GAUSSIAN_METHODS)
 
 
 # ==================================================================== planted errors
@@ -228,3 +341,53 @@ def test_mcallester_identity_on_a_fine_grid():
     r = _identity_residual(1600, 1.0)
     assert r.abs().mean() < 0.45
     assert abs(float(r.mean())) < 4 * float(r.std()) / math.sqrt(len(r)) + 0.1
+
+
+# ==================================================================== multi-element events
+class UnnormalisedNormal(pyro.distributions.Normal):
+    """A per-element normal whose log-density misses -log(scale) - log(2 pi)/2."""
+
+    def log_prob(self, value):
+        return -0.5 * ((value - self.loc) / self.scale) ** 2
+
+
+IMAGE = (2, 3, 4, 4)            # (batch, C, H, W)
+
+
+def test_assert_kernel_checks_image_shaped_kernels_element_by_element():
+    g = torch.Generator().manual_seed(0)
+    loc, scale = torch.randn(IMAGE, generator=g), 0.05 + torch.rand(IMAGE, generator=g)
+    # a sampler's kernel over images, and the same law as a Pyro distribution with to_event
+    pt.assert_kernel(GaussianKernel(loc, scale), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(2)
+    pt.assert_kernel(pyro.distributions.Normal(loc, scale).to_event(3))
+    with pytest.raises(AssertionError, match="not normalised"):
+        pt.assert_kernel(Unnormalised(loc, scale), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(AssertionError, match="not normalised"):
+        pt.assert_kernel(UnnormalisedNormal(loc, scale).to_event(3))
+    # draws of another step (one pixel's scale 1.3 times the kernel's) are caught too
+    wrong = scale.clone()
+    wrong[1, 2, 3, 0] *= 1.3
+    draws = torch.stack([GaussianKernel(loc, wrong).draw(torch.Generator().manual_seed(i)) for i in range(3000)])
+    with pytest.raises(AssertionError, match="draws do not follow"):
+        pt.assert_kernel(GaussianKernel(loc, scale), draws)
+
+
+def test_assert_kernel_on_a_chain_kernel_over_images():
+    chain = pd.UniformChain(5, t_max=8.0)
+    data = torch.tensor([[[0, 1], [3, 4]], [[1, 1], [4, 0]]])           # (2, 2, 2) images with 5 states
+    rev = pd.reverse(chain, Empirical(data).model(chain))
+    torch.manual_seed(0)
+    x = chain.marginal(data, torch.tensor(2.0)).sample().long()
+    for solver in (pd.solvers.Ancestral(), pd.solvers.TauLeaping()):
+        kernel = solver.kernel(rev, x, torch.tensor(2.0), torch.tensor(1.4))
+        assert kernel.event_shape == (2, 2)
+        step = solver.step(rev, x.repeat(2000, 1, 1), torch.tensor(2.0), torch.tensor(1.4), None,
+                           torch.Generator().manual_seed(5))
+        pt.assert_kernel(kernel, step.x.reshape(2000, 2, 2, 2))
+
+
+def test_assert_kernel_refuses_a_kernel_that_does_not_factorise():
+    cov = torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    with pytest.raises(ValueError, match="factorise"):
+        pt.assert_kernel(pyro.distributions.MultivariateNormal(torch.zeros(2, 2), cov))
