@@ -169,9 +169,15 @@ class Blackout(MarkovChain):
         t_logit = torch.nn.functional.softplus((1 - 2 * v) * half)
         t_surv = -torch.log(p_lo - (p_lo - p_max) * v)
         t = torch.where(first, t_logit, t_surv).clamp(t_lo, t_max)
-        p = torch.exp(-t)
-        density = 0.5 / (2 * half * -torch.expm1(-t)) + 0.5 * p / (p_lo - p_max)
-        return t, 1 / density
+        return t, 1 / self.elbo_time_density(t)
+
+    def elbo_time_density(self, t: torch.Tensor) -> torch.Tensor:
+        """The density on :math:`[t_{lo}, t_{max}]` of :meth:`sample_elbo_times`, float64."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        t_lo, t_max = self.elbo_time_range()
+        half = t_max + math.log1p(-math.exp(-t_max))
+        p_lo, p_max = math.exp(-t_lo), math.exp(-t_max)
+        return 0.5 / (2 * half * -torch.expm1(-t)) + 0.5 * torch.exp(-t) / (p_lo - p_max)
 
     # ---------------------------------------------------------------- closed forms
     def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:

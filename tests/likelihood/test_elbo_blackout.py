@@ -91,3 +91,33 @@ def test_bad_options():
     with pytest.raises(ValueError, match="TimeVariable"):
         pd.elbo(b, model, x, time="logit")
     assert pd.elbo(b, model, x[:0]).shape == (0,)
+
+
+def test_fitted_time_proposal_integrates_exactly_and_keeps_the_bound():
+    from probdiff.likelihood import FittedBlackoutTime
+    b = pd.Blackout(max_count=8, t_max=10.0)
+    oracle = Empirical(DATA_3).model(b)
+    fit = FittedBlackoutTime.fit(b, oracle, DATA_3, pilot=2000, generator=torch.Generator().manual_seed(6))
+    t_lo, t_max = b.elbo_time_range()
+    n = 400_000
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    t = fit.time(b, u)
+    inv = fit.inverse_density(b, t)
+    assert bool(((t >= t_lo) & (t <= t_max)).all())
+    assert inv.mean().item() == pytest.approx(t_max - t_lo, rel=1e-3)
+    assert (torch.exp(-t) * inv).mean().item() == pytest.approx(math.exp(-t_lo) - math.exp(-t_max), rel=1e-3)
+    # the defensive share bounds the weight: 1/density <= 1/(defensive * default density)
+    assert bool((inv <= 1 / (fit.defensive * b.elbo_time_density(t)) * (1 + 1e-9)).all())
+    # unbiased for the oracle bound, and the spread falls further than with the default proposal (ratio to the
+    # old estimator measured 2.05-3.7 over draw seeds 0-7 with this fit; asserted > 1.8)
+    new, old = draws(b, oracle, DATA_3, 20000, 7, time=fit), draws(b, oracle, DATA_3, 20000, 7, **OLD)
+    se = new.std(1) / math.sqrt(new.shape[1])
+    want = math.log(1 / 3) - prior_kl(b, DATA_3)
+    assert ((new.mean(1) - want).abs() < 4 * se + 2e-3).all(), (new.mean(1), se)
+    assert float(old.std(1).pow(2).mean().sqrt() / new.std(1).pow(2).mean().sqrt()) > 1.8
+    with pytest.raises(ValueError, match="defensive"):
+        FittedBlackoutTime(b, torch.ones(4), defensive=0.0)
+    with pytest.raises(ValueError, match="bin_probs"):
+        FittedBlackoutTime(b, torch.zeros(4))
+    with pytest.raises(ValueError, match="Blackout"):
+        FittedBlackoutTime(pd.UniformChain(3), torch.ones(4))
