@@ -132,13 +132,8 @@ def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_s
     :math:`[t_{lo}, t_{max}]` such as :class:`~probdiff.LogitTime` instead).
 
     * ``fold_decoder=True`` (default): the ``2 * num_samples`` evaluations of a point are stratified draws of
-      one uniform :math:`u`: :math:`u < 
-ho` (``decoder_share``) scores the decoder, weighted :math:`1/
-ho`;
-      otherwise a time from the proposal at :math:`(u - 
-ho)/(1 - 
-ho)`, weighted :math:`1/(1-
-ho)`. The
+      one uniform :math:`u`: :math:`u < \rho` (``decoder_share``) scores the decoder, weighted :math:`1/\rho`;
+      otherwise a time from the proposal at :math:`(u - \rho)/(1 - \rho)`, weighted :math:`1/(1-\rho)`. The
       decoder term is tiny beside the integral (about 0.1 nats on the digits), so the evaluation it used to
       take every draw goes to the integral. Unbiased for the same bound.
     * ``fold_decoder=False``: one time (stratified over the ``num_samples`` draws) and one decoder draw each;
