@@ -36,9 +36,13 @@ import probdiff as pd
 BATCH, LENGTH = 8, 1024
 
 
+VALIDATE = None      # the chains' argument checks: None = probdiff's default (on); --no-validate turns them off
+
+
 def chains(s: int):
-    return {"uniform": pd.UniformChain(s), "masking": pd.AbsorbingChain(s),
-            "mixture": pd.UniformAbsorbingChain(s, uniform_rate=0.2, mask_rate=0.8)}
+    v = VALIDATE
+    return {"uniform": pd.UniformChain(s, validate_args=v), "masking": pd.AbsorbingChain(s, validate_args=v),
+            "mixture": pd.UniformAbsorbingChain(s, uniform_rate=0.2, mask_rate=0.8, validate_args=v)}
 
 
 class Probs(pd.CategoricalModel):
@@ -165,10 +169,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--large-only", type=int, nargs="*", default=None,
+                        help="only Table 2, at these sizes (e.g. --large-only 50257)")
+    parser.add_argument("--no-validate", action="store_true", help="chains built with validate_args=False")
     args = parser.parse_args()
+    global VALIDATE
+    VALIDATE = False if args.no_validate else None
     torch.set_num_threads(1)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, 1 thread")
     repeat = 1 if args.quick else args.repeat
+    print(f"argument validation: {'off' if args.no_validate else 'on (the default)'}")
+    if args.large_only:
+        return large_table(tuple(args.large_only), repeat)
     small_table((8, 64) if args.quick else (8, 64, 256), repeat)
     large_table((1024, 50_257) if args.quick else (1024, 4096, 16_384, 50_257), repeat)
 

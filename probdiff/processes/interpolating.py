@@ -36,7 +36,7 @@ import torch
 
 from .._util import check_finite, check_positive, check_positive_int, expand_like, to_event
 from .atomic import AtomicCategorical, sample_base
-from .posterior_mixture import PosteriorMixture, fill_rows
+from .posterior_mixture import PosteriorMixture, block_sums, fill_rows
 from .base import ForwardProcess
 from .chain import MarkovChain
 from .schedules import ChainSchedule, ConstantRate, DeclaredRate
@@ -279,18 +279,19 @@ class InterpolatingChain(MarkovChain):
         return per.reshape(x0.shape[0], -1).sum(1)
 
     # ---------------------------------------------------------------- reverse time
-    def _restricted(self, w: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+    def _restricted(self, w: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, wsum: torch.Tensor | None = None):
         r"""Per-token pieces of :math:`v(k) = \tilde w(k)/q_t(x_t|k)`, :math:`\tilde w` the model's weights
         restricted to the :math:`x_0` that reach :math:`x_t` and renormalised.
 
         Returns ``(g, W - w_x, w_x, Wr, a_t, pi_x)`` in float64: ``g`` says whether every :math:`x_0` reaches
         :math:`x_t` (:math:`(1-a_t)\pi_{x_t} > 0`; otherwise only :math:`x_0 = x_t` does), ``W`` is the total
-        weight, ``w_x`` the weight of :math:`x_t` and ``Wr`` the reachable weight.
+        weight (``wsum`` if the caller has it), ``w_x`` the weight of :math:`x_t` and ``Wr`` the reachable weight.
         """
         lat, lbt = self._keep(xt, torch.full_like(t, self.t_min), t, torch.float64)
         pi_x = torch.exp(self._log_pi.to(xt.device)[xt.long()])
         g = torch.isfinite(lbt) & (pi_x > 0)
-        wsum = w.sum(-1).double()                  # torch sums pairwise: float32 is accurate, and needs no copy
+        if wsum is None:
+            wsum = w.sum(-1).double()              # torch sums pairwise: float32 is accurate, and needs no copy
         wx = w.gather(-1, xt.long()[..., None])[..., 0].double()
         wr = torch.where(g, wsum, wx).clamp_min(torch.finfo(torch.float64).tiny)
         rest = torch.where(g, wsum - wx, torch.zeros_like(wsum))
@@ -310,7 +311,9 @@ class InterpolatingChain(MarkovChain):
         """
         self.check_x0_probs(x0_probs, xt)
         s, t = self.check_times(s, t, xt)
-        g, rest, wx, wr, a_t, pi_x, lbt = self._restricted(x0_probs, xt, t)
+        blocks = block_sums(x0_probs.reshape(-1, self.num_states))      # one read: W, and the draw's first level
+        wsum = blocks.sum(-1).reshape(xt.shape)
+        g, rest, wx, wr, a_t, pi_x, lbt = self._restricted(x0_probs, xt, t, wsum)
         las, lbs = self._keep(xt, torch.full_like(s, self.t_min), s, torch.float64)
         last, lbst = self._keep(xt, s, t, torch.float64)
         a_s, b_s, b_st = torch.exp(las), torch.exp(lbs), torch.exp(lbst)
@@ -322,7 +325,8 @@ class InterpolatingChain(MarkovChain):
         # pi_x V = (W - w_x)/(1 - a_t) + pi_x w_x / q_t(x_t|x_t)  (the first term only when every x_0 reaches x_t)
         pi_v = torch.where(g, rest / torch.exp(lbt).clamp_min(1e-300), torch.zeros_like(rest)) + pi_x * wx / d1
         diag = e1 * (a_s * wx / d1 + b_s * pi_v) / wr
-        return PosteriorMixture(x0_probs, xt, c_w, c_pi, diag, self.log_pi_on(xt.device, torch.float64), w_off=rest)
+        return PosteriorMixture(x0_probs, xt, c_w, c_pi, diag, self.log_pi_on(xt.device, torch.float64), w_off=rest,
+                                blocks=blocks)
 
     def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t) -> torch.Tensor:
         """Log of :meth:`reverse_kernel`'s probabilities, dense ``(batch, *event, S)`` in the dtype of

@@ -27,29 +27,38 @@ from torch.distributions import constraints
 
 from .atomic import sample_base
 
-__all__ = ["PosteriorMixture", "sample_excluding", "fill_rows"]
+__all__ = ["PosteriorMixture", "sample_excluding", "fill_rows", "block_sums"]
 
 _BLOCK = 256
 
 
-def sample_excluding(w: torch.Tensor, x: torch.Tensor, u: torch.Tensor, block: int = _BLOCK) -> torch.Tensor:
-    r"""Per row of ``w`` ``(N, S)`` (non-negative weights), the state :math:`k \ne x` with
-    :math:`\sum_{j<k, j\ne x} w_j \le u\,(W - w_x) < \sum_{j\le k, j\ne x} w_j` (inverse CDF of the weights with
-    state ``x`` removed), ``torch.long`` ``(N,)``; ``u`` in [0, 1).
-
-    Two levels, so that no ``(N, S)`` tensor is written: the sums of blocks of ``block`` states (one read of
-    ``w``), a cumulative sum over the :math:`\lceil S/\text{block}\rceil` blocks, then the cumulative sum of the
-    chosen block only. Rows whose weight off ``x`` is zero return ``x``.
-    """
+def block_sums(w: torch.Tensor, block: int = _BLOCK) -> torch.Tensor:
+    """Sums of consecutive blocks of ``block`` states of the rows of ``w`` ``(N, S)``, float64
+    ``(N, ceil(S / block))``: one read of ``w`` (summed in its dtype, pairwise, then widened)."""
     n, s = w.shape
-    x = x.long()
     nb = s // block
     parts = []
     if nb:
         parts.append(w[:, :nb * block].reshape(n, nb, block).sum(-1).double())    # (a dtype= argument copies)
     if s > nb * block:
         parts.append(w[:, nb * block:].sum(-1, keepdim=True).double())
-    sums = torch.cat(parts, -1)                                                          # (N, blocks)
+    return torch.cat(parts, -1)
+
+
+def sample_excluding(w: torch.Tensor, x: torch.Tensor, u: torch.Tensor, block: int = _BLOCK,
+                     sums: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Per row of ``w`` ``(N, S)`` (non-negative weights), the state :math:`k \ne x` with
+    :math:`\sum_{j<k, j\ne x} w_j \le u\,(W - w_x) < \sum_{j\le k, j\ne x} w_j` (inverse CDF of the weights with
+    state ``x`` removed), ``torch.long`` ``(N,)``; ``u`` in [0, 1).
+
+    Two levels, so that no ``(N, S)`` tensor is written: the sums of blocks of ``block`` states (one read of
+    ``w``), a cumulative sum over the :math:`\lceil S/\text{block}\rceil` blocks, then the cumulative sum of the
+    chosen block only. Rows whose weight off ``x`` is zero return ``x``. ``sums``: :func:`block_sums` of ``w``
+    if the caller has them (they are updated in place).
+    """
+    n, s = w.shape
+    x = x.long()
+    sums = block_sums(w, block) if sums is None else sums                               # (N, blocks)
     rows = torch.arange(n, device=w.device)
     wx = w[rows, x].double()
     bx = torch.div(x, block, rounding_mode="floor")
@@ -107,6 +116,8 @@ class PosteriorMixture(TorchDistribution):
         log_pi: :math:`\log\pi` ``(S,)``.
         w_off: optional :math:`\sum_{y \ne x} w_y` ``(*batch)`` where ``c_w > 0``, if the caller has it (saves
             a read of ``w``).
+        blocks: optional :func:`block_sums` of ``w`` (flattened to ``(N, S)``), if the caller has them (saves
+            the draw's read of ``w``).
 
     ``batch_shape == x.shape``, ``event_shape == ()``; samples are ``torch.long``.
     """
@@ -114,8 +125,9 @@ class PosteriorMixture(TorchDistribution):
     arg_constraints = {}
     has_enumerate_support = False
 
-    def __init__(self, w, x, c_w, c_pi, d, log_pi, w_off=None, validate_args=None):
+    def __init__(self, w, x, c_w, c_pi, d, log_pi, w_off=None, blocks=None, validate_args=None):
         self.w, self.x = w, x.long()
+        self.blocks = blocks
         self.w_off = None if w_off is None else w_off.double()
         self.c_w, self.c_pi, self.d = c_w.double(), c_pi.double(), d.double()
         self.log_pi = log_pi
@@ -157,7 +169,9 @@ class PosteriorMixture(TorchDistribution):
         shape = self.x.shape
         u = torch.rand((3,) + tuple(shape), generator=generator, dtype=torch.float64, device=self.w.device)
         pick = u[0] * total
-        from_w = sample_excluding(self.w.reshape(-1, s), self.x.reshape(-1), u[1].reshape(-1)).reshape(shape)
+        sums = None if self.blocks is None else self.blocks.clone()
+        from_w = sample_excluding(self.w.reshape(-1, s), self.x.reshape(-1), u[1].reshape(-1),
+                                  sums=sums).reshape(shape)
         from_pi = self._sample_pi_excluding(generator)
         out = torch.where(pick < self.d + model, from_w, from_pi)
         return torch.where(pick < self.d, self.x, out)
