@@ -9,7 +9,16 @@ where the draws happen:
 * original (Santos et al., "Blackout Diffusion", ICML 2023, reference code): per step the model output is
   copied to the host (``.cpu().numpy()``), births are drawn with ``numpy.random.binomial`` and copied back.
 
-Usage: ``python benchmarks/blackout.py [--device cuda] [--steps 200] [--repeats 3] [--threads 1]``. Prints a
+``--elbo`` runs the second benchmark instead: the per-draw spread of the continuous-time Blackout ELBO
+(:func:`probdiff.likelihood.blackout_elbo`), every estimator at two network evaluations per draw: the logit
+estimator of Santos et al. (``time=LogitTime(), fold_decoder=False``), probdiff's default (mixed time proposal,
+decoder folded into the draws) and a proposal fitted to the model (:class:`probdiff.likelihood.FittedBlackoutTime`,
+its pilot evaluations listed), on the 3-point set of issue 16 with the exact oracle and on the digits with a
+network trained for ``--minutes``. It prints mean ± SE (the oracle's bound is log(1/3) up to a 3e-4 prior KL),
+the standard deviation of one draw, quantiles, the minimum and the ratio of spreads to the logit estimator.
+
+Usage: ``python benchmarks/blackout.py [--device cuda] [--steps 200] [--repeats 3] [--threads 1]``
+or ``python benchmarks/blackout.py --elbo [--minutes 3]``. Prints a
 table of samples per second and the ratio. The goal is a ratio >= 2 on a GPU, where the per-step copies and
 synchronisations of the original approach dominate; on a CPU the copies are free and the ratio measures
 only the binomial samplers (torch vs numpy).
@@ -23,6 +32,7 @@ bookkeeping), whose ratio compares the two samplers without the shared model cos
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -101,14 +111,74 @@ def best_time(fn, device, repeats):
     return min(times)
 
 
+ESTIMATORS = (("logit (Santos et al.)", dict(time=pd.LogitTime(), fold_decoder=False)),
+              ("default (mixed, folded)", {}))
+
+
+def spread_rows(name, process, model, points, reps, fitted, pilot_evals, want=None):
+    """One row per estimator: mean ± SE, per-draw std, quantiles and minimum over all points' draws."""
+    rows = list(ESTIMATORS) + [(f"fitted ({pilot_evals} pilot evals)", dict(time=fitted))]
+    x = points.repeat_interleave(reps, 0)
+    base = None
+    print(f"\n{name}: {len(points)} points x {reps} draws, 2 network evaluations per draw"
+          + ("" if want is None else f"; target log(1/N) = {want:.4f}"))
+    print(f"{'estimator':34s} {'mean':>9s} {'SE':>7s} {'std/draw':>9s} {'ratio':>6s} {'q0.1%':>8s} {'q1%':>8s}"
+          f" {'q50%':>8s} {'min':>8s}" + ("" if want is None else f" {'|err|/SE':>8s}"))
+    for label, options in rows:
+        with torch.no_grad():
+            e = pd.elbo(process, model, x, generator=torch.Generator().manual_seed(0), **options).reshape(-1, reps)
+        sd = float(e.std(1).pow(2).mean().sqrt())         # rms over points of the per-point std of one draw
+        se = float(e.std(1).pow(2).mean().sqrt() / math.sqrt(e.numel()))
+        base = sd if base is None else base
+        # quantiles of the draws centred on their point's mean, plus the overall mean (points differ in level)
+        q = torch.quantile(e.flatten() - e.mean(1, keepdim=True).expand_as(e).flatten() + e.mean(),
+                           torch.tensor([0.001, 0.01, 0.5]))
+        err = "" if want is None else f" {float((e.mean(1) - want).abs().max() / (e.std(1).max() / math.sqrt(reps))):8.2f}"
+        print(f"{label:34s} {float(e.mean()):9.4f} {se:7.4f} {sd:9.3f} {base / sd:6.2f} {float(q[0]):8.2f}"
+              f" {float(q[1]):8.2f} {float(q[2]):8.3f} {float(e.min()):8.1f}" + err)
+
+
+def elbo_spread(args):
+    """The ELBO spread benchmark (``--elbo``)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from blackout_digits import CountNet, train
+    from probdiff.likelihood import FittedBlackoutTime
+    from probdiff.losses import BlackoutLoss
+    from probdiff.oracles import Empirical
+
+    torch.set_default_dtype(torch.float64)
+    data3 = torch.tensor([[8, 0], [3, 5], [1, 1]])
+    b3 = pd.Blackout(max_count=8, t_max=10.0)
+    oracle = Empirical(data3).model(b3)
+    fit3 = FittedBlackoutTime.fit(b3, oracle, data3, pilot=2000, generator=torch.Generator().manual_seed(9))
+    spread_rows("3-point set [[8,0],[3,5],[1,1]], Blackout(8, t_max=10), exact oracle", b3, oracle, data3, 20000,
+                fit3, 3 * 2000, want=math.log(1 / 3))
+    x, _ = load_digits(return_X_y=True)
+    train_x, test_x = train_test_split(torch.tensor(x, dtype=torch.long), test_size=0.2, random_state=0)
+    b = pd.Blackout(max_count=16, t_max=10.0)
+    torch.manual_seed(0)
+    model = pd.BlackoutModel(CountNet(16, b.t_max, 256, 3), b)
+    print(f"\ntraining a BlackoutModel (MLP 256 x 3) on the digits for {args.minutes} min")
+    its = train(model, BlackoutLoss(b), train_x, args.minutes, 0)
+    model.net.eval()
+    fitted = FittedBlackoutTime.fit(b, model, train_x[:40], pilot=32, generator=torch.Generator().manual_seed(9))
+    print(f"{its} iterations; proposal fitted on 40 training images x 32 draws")
+    spread_rows("digits, 40 test images (bits/dim = -mean / (64 ln 2))", b, model, test_x[:40], 400, fitted, 40 * 32)
+
+
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--elbo", action="store_true", help="the ELBO spread benchmark instead of throughput")
+    parser.add_argument("--minutes", type=float, default=3.0, help="--elbo: training time of the digits model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.elbo:
+        return elbo_spread(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     configs = [

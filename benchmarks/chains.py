@@ -13,7 +13,12 @@ Setup:
   ancestral step (the dense mixture-of-posteriors kernel and a categorical draw, ``ChainReverse``).
 * Table 1: small ``S`` (8, 64, 256), closed form vs generic, ratio = generic / closed form.
 * Table 2: ``S`` = 1024 ... 50,257 (GPT-2's vocabulary), closed forms only, with time / S to show that the cost
-  grows at most linearly in ``S``; the goal is every query under 0.5 s at S = 50,257.
+  grows at most linearly in ``S``; the goal is every query under 0.5 s at S = 50,257. Two floors are timed in
+  the same run: writing one fresh ``(8, 1024, S)`` float32 tensor (the least a query with a dense output can
+  cost) and reading one (``sum(-1)``, the least a query that reads the model's output can cost).
+* ``kernel.log_prob`` and ``kernel.draw`` score and draw the step's law given the dense model output without
+  forming a dense result (:class:`probdiff.processes.posterior_mixture.PosteriorMixture`); the ancestral step
+  uses the same law.
 
 Run: ``python benchmarks/chains.py [--quick]`` (``--quick``: fewer sizes, one repeat).
 """
@@ -31,9 +36,13 @@ import probdiff as pd
 BATCH, LENGTH = 8, 1024
 
 
+VALIDATE = None      # the chains' argument checks: None = probdiff's default (on); --no-validate turns them off
+
+
 def chains(s: int):
-    return {"uniform": pd.UniformChain(s), "masking": pd.AbsorbingChain(s),
-            "mixture": pd.UniformAbsorbingChain(s, uniform_rate=0.2, mask_rate=0.8)}
+    v = VALIDATE
+    return {"uniform": pd.UniformChain(s, validate_args=v), "masking": pd.AbsorbingChain(s, validate_args=v),
+            "mixture": pd.UniformAbsorbingChain(s, uniform_rate=0.2, mask_rate=0.8, validate_args=v)}
 
 
 class Probs(pd.CategoricalModel):
@@ -47,8 +56,10 @@ class Probs(pd.CategoricalModel):
         return self.probs
 
 
-#: Queries whose input (the model's output) or output is a dense (batch, length, S) tensor.
-DENSE = ("reverse_rates", "reverse_kernel", "ancestral step")
+#: Queries whose output is a dense (batch, length, S) tensor (floor: writing one such tensor).
+DENSE_OUT = ("reverse_rates", "reverse_kernel")
+#: Queries that read the model's dense (batch, length, S) output but write O(1) per token (floor: reading it).
+DENSE_IN = ("kernel.log_prob", "kernel.draw", "ancestral step")
 
 
 def queries(chain, data, probs):
@@ -66,10 +77,20 @@ def queries(chain, data, probs):
         "posterior.sample": lambda: chain.posterior(data, xt, s, t).sample(),
         "reverse_rates": lambda: chain.reverse_rates(probs, xt, t),
         "reverse_kernel": lambda: chain.reverse_kernel_log_probs(probs, xt, s, t),
+        # the step's law given the dense model output, without forming (8, 1024, S): structured for the
+        # interpolating chains (PosteriorMixture), the dense categorical for the generic chain
+        "kernel.log_prob": lambda: kernel_law(chain, probs, xt, s, t).log_prob(xs),
+        "kernel.draw": lambda: chain.sample_reverse_kernel(probs, xt, s, t, generator=g),
         "prior_kl": lambda: chain.prior_kl(data),
         "sample_prior": lambda: chain.sample_prior(b, data.shape[1:], generator=g),
         "ancestral step": lambda: rev.ancestral_step(xt, t, s, 1.0, g),
     }
+
+
+def kernel_law(chain, probs, xt, s, t):
+    if isinstance(chain, pd.InterpolatingChain):
+        return chain.reverse_kernel(probs, xt, s, t)
+    return torch.distributions.Categorical(logits=chain.reverse_kernel_log_probs(probs, xt, s, t))
 
 
 def best_time(fn, repeat: int) -> float:
@@ -114,37 +135,52 @@ def large_table(sizes, repeat):
     for s in sizes:
         for name, chain in chains(s).items():
             data, probs = inputs(chain, BATCH, LENGTH)
-            if name == "uniform":       # the floor of a dense query: allocating and writing one (8, 1024, S) output
+            if name == "uniform":       # the floors of a dense query: writing one (8, 1024, S) output, reading one
                 rows.setdefault(("(floor)", "write one output"), []).append(
                     best_time(lambda p=probs: torch.empty_like(p).fill_(1.0), repeat))
+                rows.setdefault(("(floor)", "read one input"), []).append(
+                    best_time(lambda p=probs: p.sum(-1), repeat))
             for q, fn in queries(chain, data, probs).items():
                 rows.setdefault((name, q), []).append(best_time(fn, repeat))
             del data, probs
             gc.collect()
-    worst = 0.0
-    floor = rows[("(floor)", "write one output")]
-    worst, worst_sparse = 0.0, 0.0
+    floor, read = rows[("(floor)", "write one output")], rows[("(floor)", "read one input")]
+    worst, worst_in, worst_sparse = 0.0, 0.0, 0.0
     for (name, q), times in rows.items():
         per = [1e9 * tm / (BATCH * LENGTH * s) for tm, s in zip(times, sizes)]
-        if q in DENSE:
+        note = ""
+        if q in DENSE_OUT:
             worst = max(worst, times[-1] / floor[-1])
+            note = f"   x write floor {times[-1] / floor[-1]:.2f}"
+        elif q in DENSE_IN:
+            worst_in = max(worst_in, times[-1])
+            note = f"   x read floor {times[-1] / read[-1]:.2f}"
         elif name != "(floor)":
             worst_sparse = max(worst_sparse, times[-1])
         print(f"{name:8s} {q:20s}" + "".join(f" {tm:9.4f}" for tm in times) + "   " +
-              " ".join(f"{p:.3g}" for p in per) + (f"   x floor {times[-1] / floor[-1]:.2f}" if q in DENSE else ""))
-    print(f"\nS = {sizes[-1]}: slowest O(1)-per-token query {worst_sparse:.3f} s (goal < 0.5 s); dense queries (the "
-          f"model's (8, 1024, S) output in, one such tensor out) at most {worst:.2f} x the floor of writing one "
-          f"output ({floor[-1]:.3f} s)")
+              " ".join(f"{p:.3g}" for p in per) + note)
+    print(f"\nS = {sizes[-1]}: slowest O(1)-per-token query {worst_sparse:.3f} s; slowest query reading the dense "
+          f"model output {worst_in:.3f} s (goal < 0.5 s); dense outputs (reverse_rates, reverse_kernel: the model's "
+          f"(8, 1024, S) output in, one such tensor out) at most {worst:.2f} x the floor of writing one output "
+          f"({floor[-1]:.3f} s, itself {'above' if floor[-1] > 0.5 else 'below'} 0.5 s)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--large-only", type=int, nargs="*", default=None,
+                        help="only Table 2, at these sizes (e.g. --large-only 50257)")
+    parser.add_argument("--no-validate", action="store_true", help="chains built with validate_args=False")
     args = parser.parse_args()
+    global VALIDATE
+    VALIDATE = False if args.no_validate else None
     torch.set_num_threads(1)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, 1 thread")
     repeat = 1 if args.quick else args.repeat
+    print(f"argument validation: {'off' if args.no_validate else 'on (the default)'}")
+    if args.large_only:
+        return large_table(tuple(args.large_only), repeat)
     small_table((8, 64) if args.quick else (8, 64, 256), repeat)
     large_table((1024, 50_257) if args.quick else (1024, 4096, 16_384, 50_257), repeat)
 

@@ -294,7 +294,7 @@ class MarkovChain(ForwardProcess):
         tmax = torch.full((b,), self.t_max, dtype=torch.float64, device=x0.device)
         logq = self._from_data(tmax, log=True).rows(self._index(x0)).double()
         logpi = torch.log(self.prior_probs(device=x0.device, dtype=torch.float64))
-        return xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).reshape(b, -1).sum(1)
+        return xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).flatten(1).sum(1)
 
     def _mixture_weights(self, x0_probs: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         r"""Log of :math:`w(x_0)/q_t(x_t|x_0)` with the weights restricted to the :math:`x_0` that can

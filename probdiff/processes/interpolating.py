@@ -36,6 +36,7 @@ import torch
 
 from .._util import check_finite, check_positive, check_positive_int, expand_like, to_event
 from .atomic import AtomicCategorical, sample_base
+from .posterior_mixture import PosteriorMixture, block_sums, fill_rows
 from .base import ForwardProcess
 from .chain import MarkovChain
 from .schedules import ChainSchedule, ConstantRate, DeclaredRate
@@ -89,11 +90,6 @@ class InterpolatingChain(MarkovChain):
         check_positive("rate", rate)
         self.rate_scale = float(rate)
         self._log_pi = torch.log(pi)
-        # pi = (its most common value) + a few exceptions (none: uniform; one: masking; one: the mixture), so
-        # that c_w w + c_pi pi is one pass over the dense tensor plus a scatter into the exceptions
-        values, counts = torch.unique(pi, return_counts=True)
-        self._pi_common = float(values[counts.argmax()])
-        self._pi_except = torch.nonzero(pi != self._pi_common)[:, 0]
         if declared:
             self._set_schedule(beta, integrated_beta)                 # validates the pair
             schedule = DeclaredRate(beta, integrated_beta)
@@ -283,37 +279,41 @@ class InterpolatingChain(MarkovChain):
         return per.reshape(x0.shape[0], -1).sum(1)
 
     # ---------------------------------------------------------------- reverse time
-    def _restricted(self, w: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+    def _restricted(self, w: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, wsum: torch.Tensor | None = None):
         r"""Per-token pieces of :math:`v(k) = \tilde w(k)/q_t(x_t|k)`, :math:`\tilde w` the model's weights
         restricted to the :math:`x_0` that reach :math:`x_t` and renormalised.
 
         Returns ``(g, W - w_x, w_x, Wr, a_t, pi_x)`` in float64: ``g`` says whether every :math:`x_0` reaches
         :math:`x_t` (:math:`(1-a_t)\pi_{x_t} > 0`; otherwise only :math:`x_0 = x_t` does), ``W`` is the total
-        weight, ``w_x`` the weight of :math:`x_t` and ``Wr`` the reachable weight.
+        weight (``wsum`` if the caller has it), ``w_x`` the weight of :math:`x_t` and ``Wr`` the reachable weight.
         """
         lat, lbt = self._keep(xt, torch.full_like(t, self.t_min), t, torch.float64)
         pi_x = torch.exp(self._log_pi.to(xt.device)[xt.long()])
         g = torch.isfinite(lbt) & (pi_x > 0)
-        wsum = w.sum(-1).double()                  # torch sums pairwise: float32 is accurate, and needs no copy
+        if wsum is None:
+            wsum = w.sum(-1).double()              # torch sums pairwise: float32 is accurate, and needs no copy
         wx = w.gather(-1, xt.long()[..., None])[..., 0].double()
         wr = torch.where(g, wsum, wx).clamp_min(torch.finfo(torch.float64).tiny)
         rest = torch.where(g, wsum - wx, torch.zeros_like(wsum))
         return g, rest, wx, wr, torch.exp(lat), pi_x, lbt
 
-    def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t) -> torch.Tensor:
-        r"""Log of :math:`p(x_s|x_t) = \sum_{x_0} p(x_0|x_t)\,q(x_s|x_t,x_0)` in closed form (O(S) per token).
+    def reverse_kernel(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t) -> PosteriorMixture:
+        r"""The mixture of posteriors :math:`p(x_s|x_t) = \sum_{x_0} p(x_0|x_t)\,q(x_s|x_t,x_0)` as a structured
+        law (:class:`~probdiff.processes.posterior_mixture.PosteriorMixture`, O(1) per token plus a reference to
+        ``x0_probs``): ``log_prob`` O(1) per token, ``draw`` one read of ``x0_probs``, dense ``probs`` on demand.
 
         Off :math:`x_t` it is :math:`c_w\,p(x_0 = x_s|x_t) + c_\pi\,\pi_{x_s}` with
         :math:`c_w = a_s\frac{1-a_{st}}{1-a_t}/W_r` and
         :math:`c_\pi = (1-a_s)\big(\frac{1-a_{st}}{1-a_t}(W - w_{x_t})
         + \frac{(1-a_{st})\pi_{x_t} w_{x_t}}{q_t(x_t|x_t)}\big)/W_r`;
         the entry at :math:`x_t` is :math:`P_{st}[x_t,x_t]\big(a_s\frac{w_{x_t}}{q_t(x_t|x_t)} +
-        (1-a_s)\pi_{x_t}V\big)/W_r`, :math:`V = \sum_k v(k)` (see :meth:`_restricted`). Shape and dtype of
-        ``x0_probs``.
+        (1-a_s)\pi_{x_t}V\big)/W_r`, :math:`V = \sum_k v(k)` (see :meth:`_restricted`).
         """
         self.check_x0_probs(x0_probs, xt)
         s, t = self.check_times(s, t, xt)
-        g, rest, wx, wr, a_t, pi_x, lbt = self._restricted(x0_probs, xt, t)
+        blocks = block_sums(x0_probs.reshape(-1, self.num_states))      # one read: W, and the draw's first level
+        wsum = blocks.sum(-1).reshape(xt.shape)
+        g, rest, wx, wr, a_t, pi_x, lbt = self._restricted(x0_probs, xt, t, wsum)
         las, lbs = self._keep(xt, torch.full_like(s, self.t_min), s, torch.float64)
         last, lbst = self._keep(xt, s, t, torch.float64)
         a_s, b_s, b_st = torch.exp(las), torch.exp(lbs), torch.exp(lbst)
@@ -325,35 +325,17 @@ class InterpolatingChain(MarkovChain):
         # pi_x V = (W - w_x)/(1 - a_t) + pi_x w_x / q_t(x_t|x_t)  (the first term only when every x_0 reaches x_t)
         pi_v = torch.where(g, rest / torch.exp(lbt).clamp_min(1e-300), torch.zeros_like(rest)) + pi_x * wx / d1
         diag = e1 * (a_s * wx / d1 + b_s * pi_v) / wr
-        return self._fused(x0_probs, c_w, c_pi, xt, diag, log=True)
+        return PosteriorMixture(x0_probs, xt, c_w, c_pi, diag, self.log_pi_on(xt.device, torch.float64), w_off=rest,
+                                blocks=blocks)
+
+    def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t) -> torch.Tensor:
+        """Log of :meth:`reverse_kernel`'s probabilities, dense ``(batch, *event, S)`` in the dtype of
+        ``x0_probs`` (one fused pass over the model's output)."""
+        return self.reverse_kernel(x0_probs, xt, s, t).dense(log=True)
 
     def sample_reverse_kernel(self, x0_probs, xt, s, t, generator=None) -> torch.Tensor:
-        r"""A draw from the mixture of posteriors without forming it: :math:`x_0 \sim p(x_0|x_t)` restricted to
-        the states that reach :math:`x_t` (one cumulative sum and a binary search per token; no draw where only
-        :math:`x_0 = x_t` does), then :math:`x_s \sim q(x_s|x_t,x_0)` (O(1) per token)."""
-        s, t = self.check_times(s, t, xt)
-        lbt = self._keep(xt, torch.full_like(t, self.t_min), t, torch.float64)[1]
-        g = torch.isfinite(lbt) & torch.isfinite(self._log_pi.to(xt.device)[xt.long()])
-        cdf = torch.cumsum(x0_probs, -1)
-        u = torch.rand(xt.shape, generator=generator, dtype=cdf.dtype, device=xt.device) * cdf[..., -1]
-        x0 = torch.searchsorted(cdf, u[..., None], right=True)[..., 0].clamp_max(self.num_states - 1)
-        x0 = torch.where(g, x0, xt.long())
-        atoms, weights, base, _ = self._posterior_parts(x0, xt, s, t)
-        law = AtomicCategorical(atoms, weights, base, self._log_pi.to(xt.device), validate_args=False)
-        return law.sample(generator=generator)
-
-    def _fused(self, w, c_w, c_pi, x, at_x, *, log: bool):
-        """``c_w * w + c_pi * pi`` in one pass over ``w`` (``pi`` as a constant plus its exceptions), with ``at_x``
-        at state ``x``."""
-        dt = w.dtype
-        c_w, c_pi = c_w.to(dt)[..., None], c_pi.to(dt)[..., None]
-        out = torch.addcmul(c_pi * self._pi_common, w, c_w)
-        if self._pi_except.numel():
-            idx = self._pi_except.to(w.device)
-            extra = (torch.exp(self.log_pi_on(w.device, dt))[idx] - self._pi_common) * c_pi
-            out[..., idx] += extra
-        out.scatter_(-1, x.long()[..., None], at_x.to(dt)[..., None])
-        return out.log_() if log else out
+        """A draw from :meth:`reverse_kernel` without forming it (one read of ``x0_probs``, ``torch.long``)."""
+        return self.reverse_kernel(x0_probs, xt, s, t).draw(generator)
 
     def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
         r"""Reverse rates :math:`\hat R_t(x \to y) = r\beta(t)\pi_x\,(a_t v(y) + (1-a_t)\pi_y V)` in closed form.
@@ -370,8 +352,8 @@ class InterpolatingChain(MarkovChain):
         odds = torch.where(g, a_t / torch.exp(lbt).clamp_min(1e-300), torch.zeros_like(a_t))
         c_w = rb * odds / wr
         c_pi = rb * (rest + torch.exp(lbt) * pi_x * wx / d1) / wr
-        out = self._fused(x0_probs, c_w, c_pi, x, torch.zeros_like(c_w), log=False)
-        return out.scatter_(-1, x.long()[..., None], -out.sum(-1, keepdim=True))      # rows sum to 0, in place
+        off = c_w * rest + c_pi * (1 - pi_x)                      # the row's total off x, in closed form
+        return fill_rows(x0_probs, c_w, c_pi, self.log_pi_on(x.device, torch.float64), x, -off, log=False)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_states={self.num_states}, rate={self.rate_scale:g}, "

@@ -26,11 +26,25 @@ from .._util import expand_like
 from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
+from ..processes.interpolating import InterpolatingChain
 from .base import ReverseProcess, build_reverse
 from .jumps import clamped_jump_probs, draw_clamped_jumps
-from .kernels import CappedPoisson, CategoricalKernel, RoundedBinomialKernel
+from .kernels import CappedPoisson, CategoricalKernel, MixtureKernel, RoundedBinomialKernel
 
-__all__ = ["ChainReverse", "BlackoutReverse"]
+__all__ = ["ChainReverse", "BlackoutReverse", "step_kernel"]
+
+
+@functools.singledispatch
+def step_kernel(process: MarkovChain, x0_probs: torch.Tensor, x: torch.Tensor, t, s):
+    """The exact step's law :math:`p(x_s|x_t) = \\sum_{x_0} p(x_0|x_t)\\,q(x_s|x_t,x_0)` as a
+    :class:`~probdiff.reverse.kernels.StepKernel`: dense categorical in general, registered per chain family
+    (an :class:`~probdiff.InterpolatingChain` gives a :class:`~probdiff.reverse.kernels.MixtureKernel`)."""
+    return CategoricalKernel(process.reverse_kernel_log_probs(x0_probs, x, s, t), x.dtype)
+
+
+@step_kernel.register(InterpolatingChain)
+def _interpolating_step_kernel(process, x0_probs, x, t, s):
+    return MixtureKernel(process.reverse_kernel(x0_probs, x, s, t), x.dtype)
 
 
 class ChainReverse(ReverseProcess):
@@ -69,13 +83,14 @@ class ChainReverse(ReverseProcess):
         return kernel.draw(generator), denoised
 
     def ancestral_kernel(self, x, t, s, eta=1.0):
-        """The law of :meth:`ancestral_step`: a :class:`~probdiff.reverse.kernels.CategoricalKernel` with
-        probabilities :math:`p(x_s|x_t)` per element, and :math:`E[x_0|x_t]`. Returns ``(kernel, denoised)``."""
+        """The law of :meth:`ancestral_step`: :func:`step_kernel` of the process (a
+        :class:`~probdiff.reverse.kernels.CategoricalKernel` with probabilities :math:`p(x_s|x_t)` per element,
+        structured for interpolating chains), and :math:`E[x_0|x_t]`. Returns ``(kernel, denoised)``."""
         if eta != 1.0:
             raise ValueError(f"eta must be 1 (or None with noise 1) for a Markov chain, got {eta}")
-        log_probs, probs = self.kernel_log_probs(x, t, s)
+        probs = self.x0_probs(x, t)
         denoised = probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
-        return CategoricalKernel(log_probs, x.dtype), denoised
+        return step_kernel(self.process, probs, x, t, s), denoised
 
     def _step_times(self, x: torch.Tensor, t, s, dtype):
         s, t = self.process.check_times(s, t, x)

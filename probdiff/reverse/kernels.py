@@ -14,6 +14,9 @@ is a product over the event and its ``log_prob`` sums the per-element terms.
   ancestral (DDPM / DDIM with :math:`\eta > 0`) steps of Gaussian processes.
 * :class:`CategoricalKernel` — per-element categorical over ``0 .. S-1``: the exact step of a Markov chain
   (mixture of posteriors, Austin et al. 2021, Eq. (4)).
+* :class:`MixtureKernel` — the same step of an interpolating chain (uniform noise, masking, their mixture) as a
+  :class:`~probdiff.processes.posterior_mixture.PosteriorMixture`: O(1) per element plus a reference to the
+  model's output; the dense probabilities only when asked.
 * :class:`BinomialKernel` — :math:`x_t + \mathrm{Bin}(n, p)`: Blackout's binomial bridge.
 * :class:`CappedPoisson` — :math:`x_t + \min(\mathrm{Poisson}(r), c)`: Blackout tau-leaping with the
   births capped at ``max_count``; the cap collects the Poisson tail,
@@ -33,7 +36,7 @@ from torch.distributions import constraints
 from ..processes.blackout import ShiftedBinomial
 from ..processes.matrices import sample_categorical
 
-__all__ = ["StepKernel", "GaussianKernel", "CategoricalKernel", "BinomialKernel", "CappedPoisson", "RoundedBinomialKernel"]
+__all__ = ["StepKernel", "GaussianKernel", "CategoricalKernel", "MixtureKernel", "BinomialKernel", "CappedPoisson", "RoundedBinomialKernel"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -165,6 +168,40 @@ class CategoricalKernel(StepKernel):
         if self.sampler is not None:
             return self.sampler(generator)
         return sample_categorical(self.probs, generator).to(self.state_dtype)
+
+
+class MixtureKernel(StepKernel):
+    """The mixture-of-posteriors step of an interpolating chain, per element a
+    :class:`~probdiff.processes.posterior_mixture.PosteriorMixture` (``log_prob`` O(1) per element, ``draw``
+    one read of the model's output); :attr:`probs` and :attr:`logits` are dense, formed when asked.
+
+    Args:
+        law: the per-element law, batch shape ``(batch, *event)``.
+        dtype: dtype of the drawn states (that of the chain's state tensor).
+    """
+
+    def __init__(self, law, dtype: torch.dtype = torch.long, validate_args=None):
+        self.law = law
+        self.state_dtype = dtype
+        super().__init__(law.batch_shape)
+
+    @property
+    def support(self):
+        return self.law.support
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.law.probs
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.law.logits
+
+    def element_log_prob(self, value):
+        return self.law.log_prob(value)
+
+    def draw(self, generator=None):
+        return self.law.draw(generator).to(self.state_dtype)
 
 
 class BinomialKernel(StepKernel):

@@ -22,8 +22,7 @@ import abc
 import torch
 
 from ..models.chain import SUBSModel
-from ..reverse.chain import BlackoutReverse
-from ..reverse.kernels import CategoricalKernel
+from ..reverse.chain import BlackoutReverse, step_kernel
 from .base import CTMCSolver, HasKernel, Step
 
 __all__ = ["TauLeaping", "BinomialBridge", "Rounding", "StochasticRounding", "NearestRounding", "MaskedAncestral"]
@@ -164,13 +163,10 @@ class MaskedAncestral(CTMCSolver, HasKernel):
         return Step(x_new, denoised, (x, probs), nfe)
 
     def kernel_and_denoised(self, reverse, x, t, s):
-        """The step's law given ``x``: the mixture of posteriors as a
-        :class:`~probdiff.reverse.kernels.CategoricalKernel` (the same law as :class:`~probdiff.solvers.Ancestral`'s
-        kernel), drawn as the step draws it (:meth:`~probdiff.MarkovChain.sample_reverse_kernel`), and
-        :math:`E[x_0|x_t]`. It evaluates the network (no cache: a kernel is a function of ``x`` alone)."""
+        """The step's law given ``x``: the mixture of posteriors, the same law as
+        :class:`~probdiff.solvers.Ancestral`'s kernel (:func:`probdiff.reverse.chain.step_kernel`), which draws
+        as the step draws, and :math:`E[x_0|x_t]`. It evaluates the network (no cache: a kernel is a function
+        of ``x`` alone)."""
         probs = reverse.x0_probs(x, t)
-        process = reverse.process
-        logits = process.reverse_kernel_log_probs(probs, x, s, t)
-        kernel = CategoricalKernel(logits, x.dtype, sampler=lambda g: process.sample_reverse_kernel(
-            probs, x, s, t, g).to(x.dtype))
+        kernel = step_kernel(reverse.process, probs, x, t, s)
         return kernel, probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
