@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .._util import expand_like
+from ..models.gaussian import noiseless
 from ..processes.gaussian import GaussianProcess
 from .base import ReverseProcess, build_reverse
 from .kernels import GaussianKernel
@@ -42,32 +43,27 @@ class GaussianReverse(ReverseProcess):
         (the noise is independent of :math:`x_0 = x_t/\alpha_t`), so the probability flow is
         :math:`(\alpha_t'/\alpha_t)\,x` there; also below :math:`\sigma_t = \sqrt{\varepsilon}` of the
         dtype (:meth:`noiseless`), where the rounding of :math:`x - \alpha_t D` divided by :math:`\sigma_t`
-        exceeds :math:`\hat\epsilon` itself (:math:`O(\sigma_t)` for a smooth data density).
+        exceeds :math:`\hat\epsilon` itself (:math:`O(\sigma_t)` for a smooth data density). Both come
+        from the model (:meth:`GaussianModel.denoise_and_epsilon
+        <probdiff.GaussianModel.denoise_and_epsilon>`): a :class:`~probdiff.VelocityModel`
+        gives its own finite :math:`\hat\epsilon` there, so its drift is its network's velocity at both ends.
 
         Returns:
             ``(drift, denoised)``, both shaped like ``x``.
         """
         t = self.process.check_time(t, x)
-        alpha, sigma, a_dot, s_dot = self._coefficients(t)
+        _, _, a_dot, s_dot = self._coefficients(t)
         if not bool(torch.isfinite(s_dot).all()):
             raise ValueError(
                 f"the reverse SDE's drift is infinite at t = {float(torch.as_tensor(t).max()):g} for noise = {self.noise:g}: "
                 f"there alpha_t = 0 and g(t) = inf ({self.process!r}); the samplers step out of such a time "
                 "exactly (GaussianReverse.frozen_denoiser_kernel); the probability flow (noise 0) is finite there")
-        denoised = self.model.denoise(x, t)
-        # At sigma = 0 (the data's end of a process such as LinearBlend(t_min=0)) x_t = alpha x_0 carries no
-        # noise, so E[eps | x_t] = 0: the limit, written with a safe divisor so that gradients stay finite.
-        live = expand_like(~self.noiseless(t, x.dtype), x)
-        safe = expand_like(torch.where(sigma > 0, sigma, torch.ones_like(sigma)), x)
-        eps = torch.where(live, (x - expand_like(alpha, x) * denoised) / safe, torch.zeros_like(x))
+        denoised, eps = self.model.denoise_and_epsilon(x, t)
         return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
 
     def noiseless(self, t, dtype) -> torch.Tensor:
-        r"""Where the drift takes its :math:`\sigma \to 0` limit: :math:`\sigma_t < \sqrt{\varepsilon}` of
-        ``dtype`` (1.5e-8 in float64, 3.5e-4 in float32), a noise level no built-in default reaches; there
-        :math:`\hat\epsilon = (x - \alpha_t D)/\sigma_t` is rounding, e.g. ``inf`` at a solver's stage
-        5e-324 from ``LinearBlend(t_min=0)``'s end. Shaped like ``t``."""
-        return self.process.sigma(t) < torch.finfo(dtype).eps ** 0.5
+        """Where the drift takes its sigma -> 0 limit (:func:`probdiff.models.gaussian.noiseless`)."""
+        return noiseless(self.process, t, dtype)
 
     def _coefficients(self, t):
         r""":math:`\alpha_t, \sigma_t, \alpha_t'` and the noise-adjusted :math:`\sigma_t'` of the drift."""

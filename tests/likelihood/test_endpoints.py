@@ -53,6 +53,29 @@ def test_drift_limits_at_both_ends(noise):
             rev.drift(x, 1.0)
 
 
+def test_velocity_model_drift_is_its_own_velocity_at_both_ends():
+    """A VelocityModel determines eps at sigma = 0 and D at alpha = 0 (the 2x2 system has determinant 1 on the
+    blend), so the flow's drift is the network's output at t = 0 and t = 1, whatever the network."""
+    process = pd.LinearBlend(**UNIT)
+    model = pd.VelocityModel(lambda x, t: 0.3 * x + 1.0 + t[:, None], process)
+    x = torch.randn(4, 2, generator=_gen(), dtype=torch.float64)
+    flow = pd.probability_flow(process, model)
+    for t in (0.0, 1.0):
+        assert torch.allclose(flow.drift(x, t), 0.3 * x + 1.0 + t)
+    assert torch.allclose(model.denoise(x, torch.ones(4, dtype=torch.float64)), 0.7 * x - 2.0)   # D = x - t v
+
+
+@pytest.mark.parametrize("kind", [pd.EpsilonModel, pd.ScoreModel])
+def test_noise_and_score_models_refuse_alpha_zero(kind):
+    """At alpha = 0 x_t = eps: an epsilon or score prediction carries no information about x_0 (no NaN)."""
+    process = pd.LinearBlend(**UNIT)
+    model = kind(lambda x, t: torch.zeros_like(x), process)
+    x = torch.randn(3, 2, generator=_gen(), dtype=torch.float64)
+    with pytest.raises(ValueError, match="alpha_t = 0"):
+        pd.probability_flow(process, model).drift(x, 1.0)
+    assert torch.isfinite(pd.probability_flow(process, model).drift(x, 0.5)).all()
+
+
 SOLVERS = [(pd.solvers.Euler(), 0.0), (pd.solvers.Heun(), 0.0), (pd.solvers.DPMSolver2M(), 0.0),
            (pd.solvers.UniPC(), 0.0), (pd.solvers.Deblend(), 0.0), (pd.solvers.TorchDiffEq(), 0.0),
            (pd.solvers.Ancestral(eta=0.0), 1.0), (pd.solvers.Ancestral(), 1.0), (pd.solvers.EulerMaruyama(), 1.0),
@@ -120,12 +143,12 @@ def test_continuous_elbo_on_unit_interval(dim):
     process, mix = pd.LinearBlend(**UNIT), mixture(dim)
     x = data(mix, 4)
     g = _gen()
-    reps = torch.stack([pd.elbo(process, mix.model(process), x, num_samples=32, generator=g) for _ in range(8)])
+    reps = torch.stack([pd.elbo(process, mix.model(process), x, num_samples=16, generator=g) for _ in range(6)])
     assert torch.isfinite(reps).all()
     se = reps.std(0) / math.sqrt(reps.shape[0])
     assert ((reps.mean(0) - mix.log_prob(x)).abs() <= 4 * se + 1e-3).all()
     wrong = mixture(dim, seed=5).model(process)                         # another mixture's exact model
-    bound = torch.stack([pd.elbo(process, wrong, x, num_samples=32, generator=g) for _ in range(8)])
+    bound = torch.stack([pd.elbo(process, wrong, x, num_samples=16, generator=g) for _ in range(6)])
     exact = pd.log_likelihood(process, wrong, x, rtol=1e-7, atol=1e-7)
     assert torch.isfinite(bound).all()
     assert (bound.mean(0) <= exact + 4 * bound.std(0) / math.sqrt(bound.shape[0])).all()
@@ -153,8 +176,7 @@ def test_point_mass_at_a_noiseless_time():
     assert torch.equal(post.mean, x0) and (post.variance == 0).all()
 
 
-@pytest.mark.parametrize("process", [pd.LinearBlend(t_max=1.0), pd.LinearBlend(**UNIT), pd.LinearBlend(t_min=0.0)],
-                         ids=repr)
+@pytest.mark.parametrize("process", [pd.LinearBlend(**UNIT), pd.LinearBlend(t_min=0.0)], ids=repr)
 def test_check_process_passes_with_exact_endpoints(process):
     pd.testing.check_process(process, skip=[SIMULATION, REVERSE_MARGINALS])
 
@@ -175,8 +197,8 @@ def test_the_result_says_which_density_and_a_decoder_completes_it():
     log_p, stats = pd.log_likelihood(blurred, model, x, rtol=1e-7, atol=1e-7, return_stats=True)
     assert not stats.is_log_p0 and stats.density_time == 0.02
     g = _gen()
-    reps = torch.stack([decoder_bound(blurred, model, x, num_samples=16, generator=g, rtol=1e-6, atol=1e-6)
-                        for _ in range(4)])
+    reps = torch.stack([decoder_bound(blurred, model, x, num_samples=8, generator=g, rtol=1e-5, atol=1e-5)
+                        for _ in range(3)])
     gap = mix.log_prob(x) - reps.mean(0)
     se = reps.std(0) / math.sqrt(reps.shape[0])
     assert gap.mean() >= -3 * se.pow(2).mean().sqrt() / math.sqrt(x.shape[0])      # below log p_0 on average
