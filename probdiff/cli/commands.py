@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import recipes
-from ..likelihood import bits_per_dim, elbo, log_likelihood
+from ..likelihood import (BitsPerDim, ExactTrace, Hutchinson, bits_per_dim, bits_per_dim_summary, elbo,
+                          log_likelihood)
 from ..processes import GaussianProcess
 from ..train import (EMA, AdamW, CheckpointError, Run, Trainer, WarmupCosine, distributed_map, init_distributed,
                      load_checkpoint, world)
@@ -21,7 +23,8 @@ from ..train.checkpoint import derive_seed
 from ..train.trainer import seed_globals
 from .runs import RUN_KEYS, Setup, build, device_of, draw, from_checkpoint, image_grid, save_png, say
 
-__all__ = ["train", "sample", "likelihood", "Summary", "mean_ci", "run_methods", "METHODS", "CHANGEABLE"]
+__all__ = ["train", "sample", "likelihood", "Summary", "Scores", "run_methods", "scored_likelihood",
+           "trace_of", "METHODS", "CHANGEABLE"]
 
 
 #: ``--allow-change`` names: the training options a resumed run may change, and the Trainer setting each is.
@@ -98,72 +101,110 @@ def sample(a) -> str:
 
 
 class Summary(str):
-    """A command's one-line summary that also carries its numbers (``values``: method -> per-image bits/dim)."""
+    """A command's one-line summary that also carries its numbers: ``values`` (method -> per-image bits/dim)
+    and ``summaries`` (method -> :class:`~probdiff.BitsPerDim`, the mean with both uncertainties)."""
 
-    def __new__(cls, text: str, values: dict):
+    def __new__(cls, text: str, values: dict, summaries: dict | None = None):
         obj = super().__new__(cls, text)
         obj.values = values
+        obj.summaries = summaries or {}
         return obj
 
 
-def mean_ci(bpd: torch.Tensor) -> tuple[float, float]:
-    """Mean and half-width of its 95% normal confidence interval."""
-    half = 1.96 * float(bpd.std()) / math.sqrt(bpd.numel()) if bpd.numel() > 1 else float("nan")
-    return float(bpd.mean()), half
+@dataclass
+class Scores:
+    """Per-image results of one likelihood method: ``log_prob`` (nats, ``(n,)``), its ``se`` from the trace
+    estimator (nats; 0 for the exact trace, NaN where unknown), and what :func:`probdiff.bits_per_dim` needs
+    (``event_shape``; ``options``: ``levels`` and ``data_range`` for a dequantised density, none for a
+    log-probability)."""
 
+    log_prob: torch.Tensor
+    se: torch.Tensor | None
+    event_shape: tuple
+    options: dict
 
-def _bits_summary(name: str, bpd: torch.Tensor, note: str) -> str:
-    mean, half = mean_ci(bpd)
-    return f"{name}: {mean:.4f} ± {half:.4f} bits/dim (95% CI, n={bpd.numel()}, {note})"
+    def bits(self) -> torch.Tensor:
+        return bits_per_dim(self.log_prob, self.event_shape, **self.options)
+
+    def summary(self) -> BitsPerDim:
+        return bits_per_dim_summary(self.log_prob, self.se, self.event_shape, **self.options)
+
+    @classmethod
+    def from_bits(cls, bits: torch.Tensor, event_shape) -> "Scores":
+        """A lossless code length (bits/dim per image) with no trace estimate (``se`` unknown)."""
+        dim = math.prod(int(s) for s in event_shape)
+        return cls(-bits.double() * dim * math.log(2.0), torch.full_like(bits.double(), float("nan")),
+                   tuple(event_shape), {})
 
 
 def run_methods(table: dict, names, compute, head: str) -> Summary:
     """Run the likelihood ``names`` of ``table`` (name -> ``(function, note)``), each by ``compute(function)``
-    giving per-image bits/dim; print one summary line per method as it finishes and return them all, the
-    line prefixed by ``head`` and the elapsed time."""
-    t0, lines, values = time.time(), [], {}
+    giving its :class:`Scores`; print one line per method as it finishes, "``name``: bits/dim ± SE(trace) ±
+    95% CI(data) (``note``)" (:func:`probdiff.bits_per_dim_summary`), and return them all, the lines prefixed
+    by ``head`` and the elapsed time."""
+    t0, lines, values, summaries = time.time(), [], {}, {}
     for name in names:
         method, note = table[name]
-        values[name] = compute(method)
-        lines.append(_bits_summary(name, values[name], note))
+        scores = compute(method)
+        values[name], summaries[name] = scores.bits(), scores.summary()
+        lines.append(f"{name}: {summaries[name]} ({note})")
         say(lines[-1])
-    return Summary(f"{head}, {time.time() - t0:.0f}s: " + "; ".join(lines), values)
+    return Summary(f"{head}, {time.time() - t0:.0f}s: " + "; ".join(lines), values, summaries)
 
 
-def _exact_bits(setup: Setup, counts: torch.Tensor, a, device) -> torch.Tensor:
+def trace_of(a):
+    """The divergence estimator ``--probes`` asks for: the exact trace by default, else Hutchinson's."""
+    probes = getattr(a, "probes", None)
+    return ExactTrace() if not probes else Hutchinson(num_probes=probes)
+
+
+def scored_likelihood(log_density, x: torch.Tensor, a, desc: str, event_shape, options: dict) -> Scores:
+    """:class:`Scores` of ``log_density(xb) -> (log_prob, stats)`` over ``x`` in batches, sharded over ranks."""
+    def batch(xb):
+        lp, stats = log_density(xb)
+        return torch.stack([lp, stats.se.to(lp.dtype)], 1).cpu()
+
+    out = distributed_map(batch, x, batch_size=a.batch_size, progress=not a.quiet, desc=desc)
+    return Scores(out[:, 0], out[:, 1], tuple(event_shape), options)
+
+
+def _exact_bits(setup: Setup, counts: torch.Tensor, a, device) -> Scores:
     """Held-out bits/dim by the probability-flow ODE with uniform dequantisation (THEORY.md §4)."""
     if not isinstance(setup.process, GaussianProcess):
         raise ValueError(f"--method exact needs a Gaussian process (a probability-flow ODE); "
                          f"{type(setup.process).__name__} is discrete: use --method elbo (lossless bits/dim)")
     x = setup.transform(counts, torch.Generator().manual_seed(a.seed))
+    g = torch.Generator(device=device).manual_seed(a.seed + 3 + world()[0])   # probes, independent per shard
+    trace = trace_of(a)
 
-    def batch_bits(xb):
-        lp = log_likelihood(setup.process, setup.model, xb.to(device), rtol=a.rtol, atol=a.rtol)
-        return bits_per_dim(lp, xb.shape[1:], **setup.transform.bits_options()).cpu()
+    def log_density(xb):
+        return log_likelihood(setup.process, setup.model, xb.to(device), trace=trace, rtol=a.rtol, atol=a.rtol,
+                              generator=g, return_stats=True)
 
-    return distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="exact likelihood")
+    return scored_likelihood(log_density, x, a, "exact likelihood", x.shape[1:], setup.transform.bits_options())
 
 
-def _elbo_bits(setup: Setup, counts: torch.Tensor, a, device) -> torch.Tensor:
+def _elbo_bits(setup: Setup, counts: torch.Tensor, a, device) -> Scores:
     """Bits/dim from the ELBO (dequantised density bound for Gaussian processes, lossless for chains)."""
     x = setup.transform(counts, torch.Generator().manual_seed(a.seed))
     g = torch.Generator(device=device).manual_seed(a.seed + 1 + world()[0])  # independent draws per shard
     name = a.elbo_grid or setup.family.elbo_grid
     grid = None if name is None else recipes.grid(name, a.elbo_steps)
 
-    def batch_bits(xb):
+    def batch_bound(xb):
         with torch.no_grad():
-            bound = elbo(setup.process, setup.model, xb.to(device), grid=grid, num_samples=a.elbo_samples,
-                         generator=g)
-        return bits_per_dim(bound, xb.shape[1:], **setup.transform.bits_options()).cpu()
+            return elbo(setup.process, setup.model, xb.to(device), grid=grid, num_samples=a.elbo_samples,
+                        generator=g).cpu()
 
-    return distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="ELBO")
+    bound = distributed_map(batch_bound, x, batch_size=a.batch_size, progress=not a.quiet, desc="ELBO")
+    # no trace here: the bound's Monte-Carlo noise is part of the spread over the images (the CI)
+    return Scores(bound, torch.full_like(bound, float("nan")), tuple(x.shape[1:]), setup.transform.bits_options())
 
 
 #: What ``likelihood --method`` computes — name -> (function ``f(setup, counts, options, device)``, note).
 METHODS = {
     "exact": (_exact_bits, "exact, probability-flow ODE, dequantised"),
-    "elbo": (_elbo_bits, "ELBO, an upper bound"),
+    "elbo": (_elbo_bits, "ELBO, an upper bound; its Monte-Carlo noise is inside the CI"),
 }
 
 

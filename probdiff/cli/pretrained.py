@@ -15,11 +15,11 @@ import torch
 from .. import data as datalib
 from .. import recipes
 from ..integrations import diffusers as pdd
-from ..likelihood import Hutchinson, bits_per_dim, ddpm_vlb, dequantize, log_likelihood
+from ..likelihood import Hutchinson, ddpm_vlb, dequantize, log_likelihood
 from ..reverse import reverse
 from ..sampling import sample
 from ..train import distributed_map, init_distributed, world
-from .commands import Summary, run_methods
+from .commands import Scores, Summary, run_methods, scored_likelihood
 from .runs import device_of, image_grid, save_png
 
 __all__ = ["load_model", "sample_pretrained", "likelihood_pretrained", "PRETRAINED", "LATTICE", "PRETRAINED_METHODS"]
@@ -60,14 +60,15 @@ def sample_pretrained(a) -> str:
 
 def _exact(model, counts, a, device):
     x = dequantize(counts, 256, LATTICE, generator=torch.Generator().manual_seed(a.seed))
-    g = torch.Generator(device=device).manual_seed(a.seed + 1)
+    g = torch.Generator(device=device).manual_seed(a.seed + 1 + world()[0])
+    trace = Hutchinson(num_probes=a.probes or PRETRAINED_PROBES)
 
-    def batch_bits(xb):
-        xb = xb.to(device)
-        lp = log_likelihood(model, xb, trace=Hutchinson(1), rtol=a.rtol, atol=a.rtol, generator=g)
-        return bits_per_dim(lp, xb.shape[1:], 256, LATTICE).cpu()
+    def log_density(xb):
+        return log_likelihood(model, xb.to(device), trace=trace, rtol=a.rtol, atol=a.rtol, generator=g,
+                              return_stats=True)
 
-    return distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="exact likelihood")
+    return scored_likelihood(log_density, x, a, "exact likelihood", x.shape[1:],
+                             {"levels": 256, "data_range": LATTICE})
 
 
 def _vlb(model, counts, a, device):
@@ -77,8 +78,13 @@ def _vlb(model, counts, a, device):
     def batch_bits(xb):
         return ddpm_vlb(model, xb.to(device), generator=g).cpu()
 
-    return distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="DDPM bound")
+    bits = distributed_map(batch_bits, x, batch_size=a.batch_size, progress=not a.quiet, desc="DDPM bound")
+    return Scores.from_bits(bits, x.shape[1:])
 
+
+#: Hutchinson probes per image of ``--method exact`` with ``--diffusers`` (the exact trace costs one backward
+#: pass per pixel there); two is the fewest that give a standard error.
+PRETRAINED_PROBES = 2
 
 #: ``likelihood --diffusers`` methods: name -> (function, note).
 PRETRAINED_METHODS = {

@@ -6,8 +6,9 @@ from .blackout_times import FittedBlackoutTime
 from .bpd import BitsPerDim, bits_per_dim, bits_per_dim_summary, dequantize
 from .chain import blackout_elbo, chain_elbo, chain_elbo_integrand, prior_kl
 from .ddpm import VLBTerms, ddpm_vlb
-from .dequantization import Dequantizer, TruncatedNormalDequantizer, UniformDequantizer, dequantized_log_prob
-from .decoders import Decoder, DiscretizedGaussian, DiscretizedNormal, GaussianDecoder
+from .dequantization import (Dequantizer, TruncatedNormalDequantizer, UniformDequantizer, dequantized_bound,
+                             dequantized_log_prob)
+from .decoders import Decoder, DiscretizedGaussian, DiscretizedNormal, GaussianDecoder, decoder_bound
 from .elbo import elbo, family_elbo
 from .exact import LikelihoodStats, log_likelihood
 from .gaussian import gaussian_elbo
@@ -20,4 +21,5 @@ __all__ = ["elbo", "family_elbo", "ddpm_vlb", "VLBTerms", "gaussian_elbo", "chai
            "PhysicalTime", "LogSNRTime", "Decoder", "GaussianDecoder", "DiscretizedGaussian", "DiscretizedNormal",
            "Quantization", "bits_per_dim", "dequantize", "TimeSampler", "UniformLogSNR", "UniformTime",
            "HutchPlusPlus", "GaussianControlVariate", "probe_vjps", "BitsPerDim", "bits_per_dim_summary",
-           "Dequantizer", "UniformDequantizer", "TruncatedNormalDequantizer", "dequantized_log_prob"]
+           "Dequantizer", "UniformDequantizer", "TruncatedNormalDequantizer", "dequantized_log_prob", "decoder_bound",
+           "dequantized_bound"]

@@ -111,7 +111,7 @@ class BitsPerDim:
     Attributes:
         value: the mean over the images of the per-image bits/dim.
         se_trace: standard error of ``value`` from the trace estimator alone (0 for the exact trace,
-            ``NaN`` when an image's SE is unknown, e.g. one Hutchinson probe).
+            ``NaN`` when an image's SE is unknown, e.g. one Hutchinson probe; printed as ``n/a``).
         ci95_data: half-width of the 95% confidence interval of ``value`` over the data (normal
             approximation, ``1.96 s/sqrt(n)`` with ``s`` the images' sample deviation; ``NaN`` for one image).
         num: number of images.
@@ -123,8 +123,9 @@ class BitsPerDim:
     num: int
 
     def __str__(self) -> str:
-        return (f"{self.value:.4f} bits/dim ± {self.se_trace:.4f} (SE, trace) ± {self.ci95_data:.4f} "
-                f"(95% CI, data; n = {self.num})")
+        se = "n/a" if math.isnan(self.se_trace) else f"{self.se_trace:.4f}"
+        ci = "n/a" if math.isnan(self.ci95_data) else f"{self.ci95_data:.4f}"
+        return f"{self.value:.4f} bits/dim ± {se} (SE, trace) ± {ci} (95% CI, data; n = {self.num})"
 
 
 def bits_per_dim_summary(log_prob: torch.Tensor, se: torch.Tensor | None, event_shape, levels: int | None = None,

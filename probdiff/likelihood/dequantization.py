@@ -39,7 +39,7 @@ import torch
 from .._util import check_positive, check_positive_int
 from ..lattice import Quantization
 
-__all__ = ["Dequantizer", "UniformDequantizer", "TruncatedNormalDequantizer", "dequantized_log_prob"]
+__all__ = ["Dequantizer", "UniformDequantizer", "TruncatedNormalDequantizer", "dequantized_log_prob", "dequantized_bound"]
 
 
 class Dequantizer(abc.ABC):
@@ -132,6 +132,26 @@ def dequantized_log_prob(log_density, n: torch.Tensor, quantization: Quantizatio
         generator: source of the dequantisation noise.
         dtype: floating dtype of the dequantised data.
     """
+    return dequantized_bound(lambda x: (log_density(x), None), n, quantization, dequantizer=dequantizer,
+                             num_samples=num_samples, generator=generator, dtype=dtype)[0]
+
+
+def dequantized_bound(log_density, n: torch.Tensor, quantization: Quantization, *,
+                      dequantizer: Dequantizer | None = None, num_samples: int = 1,
+                      generator: torch.Generator | None = None, dtype=torch.float64):
+    r""":func:`dequantized_log_prob` with its standard error from an estimated log-density: ``(bound, se)``.
+
+    ``log_density(x)`` returns ``(log_p, se)``: the estimates of :math:`\log p(x_k)` and their standard errors
+    (``stats.se`` of :func:`probdiff.log_likelihood`; ``None`` for exact values). The bound
+    :math:`\log\frac1K\sum_k e^{a_k}` has gradient :math:`\mathrm{softmax}(a)` in the :math:`a_k`, so with
+    independent estimates its standard error is, to first order (the delta method),
+
+    .. math:: \mathrm{SE} = \Big(\sum_k \mathrm{softmax}(a)_k^2\,\mathrm{se}_k^2\Big)^{1/2},
+
+    ``se`` itself for ``K = 1``. With a noisy estimate and ``K > 1`` the log-mean-exp is also biased upwards by
+    up to :math:`\mathrm{se}^2/2` (Jensen's inequality for :math:`e^x`): use an SE well below one nat there.
+    Returns two ``(batch,)`` tensors; ``se`` is zeros for exact values.
+    """
     if not isinstance(quantization, Quantization):
         raise ValueError(f"quantization must be a Quantization, got {quantization!r}")
     dequantizer = UniformDequantizer() if dequantizer is None else dequantizer
@@ -143,6 +163,11 @@ def dequantized_log_prob(log_density, n: torch.Tensor, quantization: Quantizatio
     reps = n.unsqueeze(0).expand(k, *n.shape).reshape(k * b, *n.shape[1:])
     u, log_q = dequantizer.sample(reps.shape, generator=generator, dtype=dtype, device=n.device)
     x = quantization.lo + quantization.width * (reps.to(dtype) + u)
-    log_p = torch.as_tensor(log_density(x)).reshape(k, b).to(dtype)
+    log_p, se = log_density(x)
+    log_p = torch.as_tensor(log_p).reshape(k, b).to(dtype)
     weights = log_p - log_q.reshape(k, b) + dim * math.log(quantization.width)   # q(x|n) = q_u(u) / w^D
-    return torch.logsumexp(weights, 0) - math.log(k)
+    bound = torch.logsumexp(weights, 0) - math.log(k)
+    if se is None:
+        return bound, torch.zeros_like(bound)
+    share = torch.softmax(weights, 0)
+    return bound, (share**2 * torch.as_tensor(se).reshape(k, b).to(dtype) ** 2).sum(0).sqrt()

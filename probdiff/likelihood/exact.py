@@ -80,6 +80,12 @@ class LikelihoodStats:
         completed: ``False`` when ``max_nfe`` ran out: then ``endpoint``, ``delta_log_prob`` and
             ``estimates`` are the state at ``t_end`` and the log-likelihood is ``NaN``.
         t_end: the time the integration reached (``t_max`` when completed).
+        density_time: the time whose marginal the result is a log-density of, :math:`t_{min}`: the answer is
+            :math:`\log p_{t_{min}}(x)` of the model's flow.
+        is_log_p0: ``True`` when that is the data density itself, :math:`\log p_0`
+            (:math:`\sigma_{t_{min}} = 0` and :math:`\alpha_{t_{min}} = 1`: ``LinearBlend(t_min=0)``); else it
+            is the density of data blurred by :math:`\sigma_{t_{min}}`, which
+            :func:`~probdiff.likelihood.decoders.decoder_bound` completes into a bound on :math:`\log p_0`.
     """
 
     nfe: int
@@ -91,6 +97,8 @@ class LikelihoodStats:
     matvecs: int = 0
     completed: bool = True
     t_end: float | None = None
+    density_time: float | None = None
+    is_log_p0: bool = False
 
 
 class _OverBudget(Exception):
@@ -168,7 +176,7 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         empty = x.new_zeros(0)
         stats = LikelihoodStats(nfe=0, endpoint=x, delta_log_prob=empty, prior_log_prob=empty, se=empty,
                                 estimates=x.new_zeros(trace.num_estimates, 0), matvecs=trace.matvecs(x[:1]),
-                                t_end=float(process.t_max))
+                                t_end=float(process.t_max), **_density_of(process))
         return (empty, stats) if return_stats else empty
 
     flow = build_reverse(process, model, 0.0)
@@ -186,7 +194,7 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         t = t.to(y.dtype)
         # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D is estimated.
         field, div_d = trace.estimates(lambda z: flow.drift_and_denoised(z, t), y, probes, process=process, t=t)
-        if bool(process.sigma(t) == 0):
+        if bool(flow.noiseless(t, y.dtype).all()):
             # x_t = alpha x_0: the flow is (alpha'/alpha) x and div eps -> 0 for a data density that is smooth
             # and positive at x, so the divergence is d alpha'/alpha (LinearBlend(t_min=0): -d at t = 0).
             div = (dim * process.alpha_dot(t) / process.alpha(t)).to(y.dtype).expand_as(div_d)
@@ -235,5 +243,13 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         return log_prob, LikelihoodStats(nfe=nfe, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp,
                                          se=trace.standard_error(estimates), estimates=estimates,
                                          matvecs=trace.matvecs(x), completed=completed,
-                                         t_end=float(time.time(process, torch.tensor(reached, dtype=torch.float64))))
+                                         t_end=float(time.time(process, torch.tensor(reached, dtype=torch.float64))),
+                                         **_density_of(process))
     return log_prob
+
+
+def _density_of(process) -> dict:
+    """:class:`LikelihoodStats`' ``density_time`` and ``is_log_p0`` for ``process``."""
+    t = torch.tensor(process.t_min, dtype=torch.float64)
+    exact = bool(process.sigma(t) == 0) and bool(process.alpha(t) == 1)
+    return {"density_time": float(process.t_min), "is_log_p0": exact}

@@ -32,13 +32,15 @@ equality up to the prior's mismatch with :math:`p_{t_{max}}` and the decoder at 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import kl_divergence
 
 from .._util import check_positive_int, expand_like
 from ..placement import Grid
 from ..processes.gaussian import GaussianProcess
-from ..timevars import LogSNRTime, TimeVariable
+from ..timevars import LogSNRTime, PhysicalTime, TimeVariable
 from .decoders import Decoder, GaussianDecoder
 from .elbo import family_elbo
 
@@ -75,12 +77,39 @@ def _control(lam: torch.Tensor) -> torch.Tensor:
 def _control_integral(lam_lo: float, lam_hi: float) -> float:
     r""":math:`\int_{lam\_lo}^{lam\_hi} \mathrm{sigmoid}(\lambda)^2 d\lambda`, from
     :math:`\tfrac{d}{d\lambda}[\mathrm{softplus} - \mathrm{sigmoid}] = \mathrm{sigmoid}^2`."""
-    f = lambda v: torch.nn.functional.softplus(v) - torch.sigmoid(v)  # noqa: E731
-    ends = torch.tensor([lam_lo, lam_hi], dtype=torch.float64)
-    return float(f(ends[1]) - f(ends[0]))
+    return float(_antiderivative(torch.tensor(lam_hi, dtype=torch.float64))
+                 - _antiderivative(torch.tensor(lam_lo, dtype=torch.float64)))
 
 
-def _diffusion_loss(process, model, x, t, weight, generator):
+def _antiderivative(lam: torch.Tensor) -> torch.Tensor:
+    r""":math:`F(\lambda) = \mathrm{softplus}(\lambda) - \mathrm{sigmoid}(\lambda)`, 0 at :math:`-\infty`."""
+    return torch.nn.functional.softplus(lam) - torch.sigmoid(lam)
+
+
+def _gaussian_decoder_minus_control(process, dim: int) -> float:
+    r"""The Gaussian decoder's term minus the control variate's exact integral, in one finite form.
+
+    :math:`-\tfrac D2(\log 2\pi + 1 - \lambda_{min}) - \tfrac D2[F(\lambda_{min}) - F(\lambda_{max})]
+    = -\tfrac D2[\log 2\pi + G(\lambda_{min}) - F(\lambda_{max})]` with
+    :math:`G(\lambda) = F(\lambda) - \lambda + 1 = \mathrm{softplus}(-\lambda) + \mathrm{sigmoid}(-\lambda)`.
+    Each term alone is infinite where :math:`\sigma_{t_{min}} = 0` (:math:`\lambda_{min} = +\infty`: the
+    decoder is a point mass, the control's integral diverges); their sum tends to
+    :math:`-\tfrac D2[\log 2\pi - F(\lambda_{max})]`, so ``LinearBlend(t_min=0)`` gets a finite bound.
+    """
+    ends = process.log_snr(torch.tensor([process.t_max, process.t_min], dtype=torch.float64))
+    g = torch.nn.functional.softplus(-ends[1]) + torch.sigmoid(-ends[1])
+    return float(-0.5 * dim * (math.log(2 * math.pi) + g - _antiderivative(ends[0])))
+
+
+def _open_interval(process, t: torch.Tensor, dtype) -> torch.Tensor:
+    """Draws moved off an end of time where the weight is infinite (``LinearBlend`` on [0, 1] with
+    :class:`~probdiff.PhysicalTime`), by the data dtype's resolution: a set of probability about
+    ``eps`` of a bounded integrand, so no visible bias, and no ``inf * 0``."""
+    eps = torch.finfo(dtype).eps * (process.t_max - process.t_min)
+    return t.clamp(process.t_min + eps, process.t_max - eps)
+
+
+def _diffusion_loss(process, model, x, t, weight, generator, exact: bool = True):
     r"""Monte-Carlo :math:`\mathcal L_\infty` per data point, with a control variate.
 
     Per draw: :math:`w\,\tfrac12\big(e^{\lambda}\|x_0 - D(x_t, t)\|^2 - c(\lambda)\|\epsilon\|^2\big)`,
@@ -88,7 +117,8 @@ def _diffusion_loss(process, model, x, t, weight, generator):
     The control variate is the loss of a standard-normal data law's denoiser at high SNR, where
     :math:`e^\lambda\|x_0 - D\|^2 \approx \|\epsilon\|^2` for any data with a density; it removes the
     :math:`\chi^2_D` noise that otherwise dominates the estimate (its expectation is exact, so the
-    estimator stays unbiased for every model). ``t``, ``weight``: float64 ``(K, B)``.
+    estimator stays unbiased for every model). ``t``, ``weight``: float64 ``(K, B)``. ``exact=False``
+    leaves the subtracted term's integral out (the caller adds it, combined with the decoder's term).
     """
     k, b = t.shape
     total = torch.zeros(b, dtype=x.dtype, device=x.device)
@@ -104,9 +134,10 @@ def _diffusion_loss(process, model, x, t, weight, generator):
         err = (x0 - model.denoise(xt, tt)).reshape(x0.shape[0], -1).pow(2).sum(1)
         noise = eps.reshape(x0.shape[0], -1).pow(2).sum(1)
         total = total + (w * (snr * err - ctrl * noise)).reshape(hi - lo, b).sum(0)
+    if not exact:
+        return total / k
     ends = process.log_snr(torch.tensor([process.t_max, process.t_min], dtype=torch.float64))
-    exact = 0.5 * x[0].numel() * _control_integral(float(ends[0]), float(ends[1]))
-    return total / k + exact
+    return total / k + 0.5 * x[0].numel() * _control_integral(float(ends[0]), float(ends[1]))
 
 
 def _grid_loss(process, model, x, ts, num_samples, generator):
@@ -134,7 +165,7 @@ def _draw(process, x0, t, generator):
 @family_elbo.register
 def gaussian_elbo(process: GaussianProcess, model, x: torch.Tensor, *, grid: Grid | None = None,
                   num_samples: int = 1, generator: torch.Generator | None = None,
-                  decoder: Decoder = GaussianDecoder(), sampler: TimeVariable = LogSNRTime()) -> torch.Tensor:
+                  decoder: Decoder = GaussianDecoder(), sampler: TimeVariable | None = None) -> torch.Tensor:
     r"""Per-sample lower bound on :math:`\log p(x_0)` in nats, shape ``(batch,)`` (see the module docstring).
 
     Unbiased Monte-Carlo estimate, differentiable in the model's parameters (train on its negation).
@@ -153,22 +184,47 @@ def gaussian_elbo(process: GaussianProcess, model, x: torch.Tensor, *, grid: Gri
             :class:`~probdiff.likelihood.decoders.DiscretizedGaussian` (``K``-level data: a bound on a
             log-probability, lossless bits/dim with :func:`probdiff.bits_per_dim` without ``levels``).
         sampler: the :class:`~probdiff.TimeVariable` in which :math:`t` is drawn uniformly for the continuous
-            bound (:class:`~probdiff.LogSNRTime`, the default, or :class:`~probdiff.PhysicalTime`).
+            bound: :class:`~probdiff.LogSNRTime` or :class:`~probdiff.PhysicalTime`. Default ``None``:
+            :class:`~probdiff.LogSNRTime` where the log-SNR is finite at both ends, else
+            :class:`~probdiff.PhysicalTime` (``LinearBlend(t_min=0, t_max=1)``, whose log-SNR runs over the
+            whole real line).
+
+    *Exact endpoints.* ``LinearBlend(t_min=0, t_max=1)`` has :math:`\sigma_{t_{min}} = 0` and
+    :math:`\alpha_{t_{max}} = 0`. The prior KL is then 0, and the Gaussian decoder's term and the control
+    variate's integral, each infinite, are added in one finite form
+    (:func:`_gaussian_decoder_minus_control`); the integrand is bounded in :math:`t` at both ends, and draws
+    of :math:`t` are kept a dtype's resolution inside the interval. The bound is then on :math:`\log p_0`
+    itself. A noiseless data end needs the Gaussian decoder and the continuous bound: the discrete-time
+    bound's last step and a discretised decoder would be point masses there (``ValueError``).
     """
     _check(process, model, x, num_samples, decoder)
     num_samples = int(num_samples)
+    noiseless = not bool(process.sigma(torch.tensor(process.t_min, dtype=torch.float64)) > 0)
+    if noiseless and (grid is not None or not isinstance(decoder, GaussianDecoder)):
+        raise ValueError(f"{process!r} has no noise at t_min (sigma = 0): its ELBO needs grid=None (the continuous "
+                         f"bound) and the GaussianDecoder, got grid={grid!r}, decoder={decoder!r}; the discrete-time "
+                         "bound's last step would be a point mass")
     kl_prior = _prior_kl(process, x)
-    recon = decoder.expected_log_prob(process, x, num_samples=num_samples, generator=generator)
     if grid is None:
+        ends = process.log_snr(torch.tensor([process.t_min, process.t_max], dtype=torch.float64))
+        finite_ends = bool(torch.isfinite(ends).all())
+        if sampler is None:
+            sampler = LogSNRTime() if finite_ends else PhysicalTime()
         if not isinstance(sampler, TimeVariable):
             raise ValueError(f"sampler must be a TimeVariable (LogSNRTime() or PhysicalTime()), got {sampler!r}")
         t, _ = sampler.sample(process, (num_samples, x.shape[0]), generator=generator, device=x.device,
                               stratified=True)
+        if not finite_ends:
+            t = _open_interval(process, t, x.dtype)
         weight = sampler.weight(process, t)
+        if isinstance(decoder, GaussianDecoder):
+            loss = _diffusion_loss(process, model, x, t, weight, generator, exact=False)
+            return _gaussian_decoder_minus_control(process, x[0].numel()) - kl_prior - loss
         loss = _diffusion_loss(process, model, x, t, weight, generator)
     else:
         if not isinstance(grid, Grid):
             raise ValueError(f"grid must be None (continuous time) or a Grid, got {grid!r}")
         ts = grid.times(process).to(x.device)
         loss = _grid_loss(process, model, x, ts, num_samples, generator)
+    recon = decoder.expected_log_prob(process, x, num_samples=num_samples, generator=generator)
     return recon - kl_prior - loss

@@ -29,7 +29,17 @@ from .._util import expand_like
 from ..processes.gaussian import GaussianProcess
 from .base import Model
 
-__all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel"]
+__all__ = ["GaussianModel", "DenoiserModel", "EpsilonModel", "ScoreModel", "VelocityModel", "noiseless"]
+
+
+def noiseless(process: GaussianProcess, t, dtype) -> torch.Tensor:
+    r"""Where a Gaussian process is taken as noiseless, a mask shaped like ``t``: :math:`\sigma_t <
+    \sqrt{\varepsilon}` of ``dtype`` (1.5e-8 in float64, 3.5e-4 in float32), a noise level no built-in default
+    reaches. Below it :math:`\hat\epsilon = (x - \alpha_t D)/\sigma_t` is rounding (the error of
+    :math:`x - \alpha_t D`, :math:`\varepsilon|x|`, over :math:`\sigma_t` exceeds the value itself,
+    :math:`O(\sigma_t)` for a smooth data density; ``inf`` at a solver's stage 5e-324 from
+    ``LinearBlend(t_min=0)``'s end), so the drift takes its :math:`\sigma \to 0` limit there."""
+    return process.sigma(t) < torch.finfo(dtype).eps ** 0.5
 
 
 class GaussianModel(Model, abc.ABC):
@@ -61,6 +71,16 @@ class GaussianModel(Model, abc.ABC):
     def _coefs(self, x: torch.Tensor, t: torch.Tensor):
         p = self.process
         return expand_like(p.alpha(t), x), expand_like(p.sigma(t), x)
+
+    def _signal(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """:math:`\alpha_t` like ``x``, refusing 0: where :math:`x_t = \sigma_t\epsilon` carries no trace of
+        :math:`x_0` a noise or score prediction cannot give the denoiser (``LinearBlend(t_max=1.0)`` at 1)."""
+        alpha = expand_like(self.process.alpha(t), x)
+        if bool((alpha == 0).any()):
+            raise ValueError(f"{type(self).__name__} has no denoiser where alpha_t = 0 (t = "
+                             f"{float(t.max()):g} of {self.process!r}): x_t is pure noise there; use a DenoiserModel "
+                             "or VelocityModel, or t_max < 1")
+        return alpha
 
     # ---------------------------------------------------------------- the space the model is trained in
     def prediction(self, x: torch.Tensor, t) -> torch.Tensor:
@@ -96,13 +116,27 @@ class GaussianModel(Model, abc.ABC):
         return (alpha * self.denoise(x, t) - x) / sigma**2
 
     def velocity(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Velocity :math:`E[dx_t/dt | x_t = x] = \\alpha_t' D + \\sigma_t' \\epsilon`."""
+        r"""Velocity :math:`E[dx_t/dt | x_t = x] = \alpha_t' D + \sigma_t' \epsilon`."""
+        t = self._prepare(x, t)
+        d, eps = self.denoise_and_epsilon(x, t)
+        p = self.process
+        return expand_like(p.alpha_dot(t), x) * d + expand_like(p.sigma_dot(t), x) * eps
+
+    def denoise_and_epsilon(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`D(x, t)` and :math:`\hat\epsilon` from one network evaluation (the drift of the reverse
+        process is :math:`\alpha_t' D + \sigma_t'\hat\epsilon` plus a noise term).
+
+        Default: :math:`\hat\epsilon = (x - \alpha_t D)/\sigma_t`, and its limit 0 where the process is
+        noiseless (:func:`noiseless`: :math:`\sigma_t = 0`, e.g. ``LinearBlend(t_min=0)`` at 0, or below the
+        dtype's resolution of that quotient), written with a safe divisor so that gradients stay finite. A
+        model whose output determines :math:`\hat\epsilon` there (:class:`VelocityModel`) overrides it.
+        """
         t = self._prepare(x, t)
         alpha, sigma = self._coefs(x, t)
         d = self.denoise(x, t)
-        eps = (x - alpha * d) / sigma
-        p = self.process
-        return expand_like(p.alpha_dot(t), x) * d + expand_like(p.sigma_dot(t), x) * eps
+        live = expand_like(~noiseless(self.process, t, x.dtype), x)
+        safe = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+        return d, torch.where(live, (x - alpha * d) / safe, torch.zeros_like(x))
 
 
 class DenoiserModel(GaussianModel):
@@ -131,7 +165,7 @@ class EpsilonModel(GaussianModel):
 
     def denoise(self, x, t):
         t = self._prepare(x, t)
-        alpha, sigma = self._coefs(x, t)
+        alpha, sigma = self._signal(x, t), expand_like(self.process.sigma(t), x)
         return (x - sigma * self._net(x, t)) / alpha
 
     def score(self, x, t):
@@ -157,7 +191,7 @@ class ScoreModel(GaussianModel):
 
     def denoise(self, x, t):
         t = self._prepare(x, t)
-        alpha, sigma = self._coefs(x, t)
+        alpha, sigma = self._signal(x, t), expand_like(self.process.sigma(t), x)
         return (x + sigma**2 * self._net(x, t)) / alpha
 
     def epsilon(self, x, t):
@@ -201,3 +235,14 @@ class VelocityModel(GaussianModel):
         alpha, sigma = self._coefs(x, t)
         a_dot, s_dot = expand_like(p.alpha_dot(t), x), expand_like(p.sigma_dot(t), x)
         return (alpha * self._net(x, t) - a_dot * x) / (alpha * s_dot - sigma * a_dot)
+
+    def denoise_and_epsilon(self, x, t):
+        r"""Both from one network evaluation by inverting the 2×2 system: finite wherever
+        :math:`\alpha\sigma' - \sigma\alpha' \ne 0` — for :class:`~probdiff.LinearBlend` everywhere on [0, 1]
+        (it is 1), so the drift is the network's own velocity at both ends."""
+        t = self._prepare(x, t)
+        p = self.process
+        alpha, sigma = self._coefs(x, t)
+        a_dot, s_dot = expand_like(p.alpha_dot(t), x), expand_like(p.sigma_dot(t), x)
+        v, det = self._net(x, t), alpha * s_dot - sigma * a_dot
+        return (s_dot * x - sigma * v) / det, (alpha * v - a_dot * x) / det

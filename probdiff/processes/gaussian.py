@@ -32,7 +32,7 @@ from torch import nn
 from .._util import as_tensor, check_positive, check_positive_int, check_real, expand_like, to_event
 from .base import ForwardProcess
 
-__all__ = ["GaussianProcess", "ForwardSDE", "VESDE", "LinearBlend", "as_gaussian", "time_derivative",
+__all__ = ["GaussianProcess", "ForwardSDE", "PointMassNormal", "VESDE", "LinearBlend", "as_gaussian", "time_derivative",
            "d_log_snr_via_diffusion", "DECLARED", "DERIVED"]
 
 #: The declared schedule — each method and the half of the schedule it declares.
@@ -185,7 +185,9 @@ class GaussianProcess(ForwardProcess):
     # ---------------------------------------------------------------- distributions
     def _normal(self, loc: torch.Tensor, scale: torch.Tensor, event_dims: int):
         kwargs = {} if self._validate else {"validate_args": False}
-        return to_event(dist.Normal(loc, scale, **kwargs), event_dims)
+        # scale 0: a time without noise (LinearBlend(t_min=0) at t = 0, a posterior onto it) is a point mass
+        family = PointMassNormal if bool((scale == 0).any()) else dist.Normal
+        return to_event(family(loc, scale, **kwargs), event_dims)
 
     def marginal(self, x0: torch.Tensor, t):
         """q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) with batch shape ``(batch,)``."""
@@ -239,6 +241,31 @@ class GaussianProcess(ForwardProcess):
     def sde(self) -> "ForwardSDE":
         """A torchsde module simulating ``dx = f(t) x dt + g(t) dW`` on flattened 2-D state."""
         return ForwardSDE(self)
+
+
+class PointMassNormal(dist.Normal):
+    r"""A Normal whose scale may be 0, where it is the point mass :math:`\delta_{loc}`.
+
+    Where ``scale > 0`` everything is the Normal's; where ``scale == 0`` a draw is ``loc`` and ``log_prob``
+    is 0 at ``loc`` and :math:`-\infty` elsewhere (the density with respect to the point's counting measure,
+    the convention under which Bayes' rule and Chapman–Kolmogorov still hold term by term). Returned by the
+    queries of a :class:`GaussianProcess` at a noiseless time, e.g. ``LinearBlend(t_min=0)``'s
+    :math:`q(x_0 \mid x_0)` and its posteriors onto :math:`t = 0`.
+    """
+
+    arg_constraints = {"loc": dist.constraints.real, "scale": dist.constraints.nonnegative}
+
+    def log_prob(self, value):
+        point = self.scale == 0
+        safe = torch.where(point, torch.ones_like(self.scale), self.scale)
+        normal = dist.Normal(self.loc, safe, validate_args=False).log_prob(value)
+        at_point = torch.where(value == self.loc, torch.zeros_like(normal), torch.full_like(normal, -math.inf))
+        return torch.where(point, at_point, normal)
+
+    def entropy(self):
+        return torch.where(self.scale == 0, torch.full_like(self.scale, -math.inf),
+                           dist.Normal(self.loc, torch.where(self.scale == 0, torch.ones_like(self.scale), self.scale),
+                                       validate_args=False).entropy())
 
 
 class ForwardSDE(nn.Module):
@@ -345,7 +372,10 @@ class LinearBlend(GaussianProcess):
         t = as_tensor(t)
         return torch.sqrt(2.0 * t / (1.0 - t))
 
-    d_log_snr = d_log_snr_via_diffusion
+    def d_log_snr(self, t) -> torch.Tensor:
+        r""":math:`\lambda_t' = -2/(t(1-t))`: :math:`-\infty` (not :math:`-g^2/\sigma^2 = 0/0`) at both ends."""
+        t = as_tensor(t)
+        return -2.0 / (t * (1.0 - t))
 
     def time_of_log_snr(self, log_snr) -> torch.Tensor:
         # lambda = 2 log((1 - t) / t)  <=>  t = sigmoid(-lambda / 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .._util import expand_like
+from ..models.gaussian import noiseless
 from ..processes.gaussian import GaussianProcess
 from .base import ReverseProcess, build_reverse
 from .kernels import GaussianKernel
@@ -40,20 +41,29 @@ class GaussianReverse(ReverseProcess):
         this form stays finite where :math:`\alpha_t = 0` and gives the denoising trajectory for free.
         Where :math:`\sigma_t = 0` (``LinearBlend(t_min=0)``) it takes the limit :math:`\hat\epsilon = 0`
         (the noise is independent of :math:`x_0 = x_t/\alpha_t`), so the probability flow is
-        :math:`(\alpha_t'/\alpha_t)\,x` there.
+        :math:`(\alpha_t'/\alpha_t)\,x` there; also below :math:`\sigma_t = \sqrt{\varepsilon}` of the
+        dtype (:meth:`noiseless`), where the rounding of :math:`x - \alpha_t D` divided by :math:`\sigma_t`
+        exceeds :math:`\hat\epsilon` itself (:math:`O(\sigma_t)` for a smooth data density). Both come
+        from the model (:meth:`GaussianModel.denoise_and_epsilon
+        <probdiff.GaussianModel.denoise_and_epsilon>`): a :class:`~probdiff.VelocityModel`
+        gives its own finite :math:`\hat\epsilon` there, so its drift is its network's velocity at both ends.
 
         Returns:
             ``(drift, denoised)``, both shaped like ``x``.
         """
         t = self.process.check_time(t, x)
-        denoised = self.model.denoise(x, t)
-        alpha, sigma, a_dot, s_dot = self._coefficients(t)
-        # At sigma = 0 (the data's end of a process such as LinearBlend(t_min=0)) x_t = alpha x_0 carries no
-        # noise, so E[eps | x_t] = 0: the limit, written with a safe divisor so that gradients stay finite.
-        live = expand_like(sigma > 0, x)
-        safe = expand_like(torch.where(sigma > 0, sigma, torch.ones_like(sigma)), x)
-        eps = torch.where(live, (x - expand_like(alpha, x) * denoised) / safe, torch.zeros_like(x))
+        _, _, a_dot, s_dot = self._coefficients(t)
+        if not bool(torch.isfinite(s_dot).all()):
+            raise ValueError(
+                f"the reverse SDE's drift is infinite at t = {float(torch.as_tensor(t).max()):g} for noise = {self.noise:g}: "
+                f"there alpha_t = 0 and g(t) = inf ({self.process!r}); the samplers step out of such a time "
+                "exactly (GaussianReverse.frozen_denoiser_kernel); the probability flow (noise 0) is finite there")
+        denoised, eps = self.model.denoise_and_epsilon(x, t)
         return expand_like(a_dot, x) * denoised + expand_like(s_dot, x) * eps, denoised
+
+    def noiseless(self, t, dtype) -> torch.Tensor:
+        """Where the drift takes its sigma -> 0 limit (:func:`probdiff.models.gaussian.noiseless`)."""
+        return noiseless(self.process, t, dtype)
 
     def _coefficients(self, t):
         r""":math:`\alpha_t, \sigma_t, \alpha_t'` and the noise-adjusted :math:`\sigma_t'` of the drift."""
@@ -61,7 +71,7 @@ class GaussianReverse(ReverseProcess):
         alpha, sigma = p.alpha(t), p.sigma(t)
         a_dot, s_dot = p.alpha_dot(t), p.sigma_dot(t)
         if self.noise != 0.0:
-            s_dot = s_dot + (0.5 * self.noise**2) * p.diffusion(t) ** 2 / sigma
+            s_dot = s_dot + (0.5 * self.noise**2) * _g2_over_sigma(p, t, sigma, s_dot)
         return alpha, sigma, a_dot, s_dot
 
     def drift_coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +95,49 @@ class GaussianReverse(ReverseProcess):
         return self.drift_and_denoised(x, t)[0]
 
     def diffusion(self, t) -> torch.Tensor:
-        return self.noise * self.process.diffusion(t)
+        r""":math:`\eta\,g(t)`; exactly 0 for the probability flow (also where :math:`g = \infty`)."""
+        g = self.process.diffusion(t)
+        return torch.zeros_like(g) if self.noise == 0.0 else self.noise * g
+
+    def singular(self, t) -> bool:
+        r"""Whether the reverse SDE's coefficients are infinite at ``t`` (a scalar time): :math:`\eta > 0`
+        and :math:`g(t) = \infty`, which happens where :math:`\alpha_t = 0` (``LinearBlend(t_max=1.0)`` at
+        :math:`t = 1`, where :math:`f = -1/(1-t)`). The Euler–Maruyama samplers step out of such a time
+        with :meth:`frozen_denoiser_kernel` instead of evaluating the drift there."""
+        if self.noise == 0.0:
+            return False
+        g = self.process.diffusion(torch.as_tensor(t, dtype=torch.float64))
+        return not bool(torch.isfinite(g).all())
+
+    def frozen_denoiser_kernel(self, x, t, s):
+        r"""The exact law of the reverse SDE from ``t`` to ``s < t`` with the denoiser held at
+        :math:`\hat x_0 = D(x_t, t)` over the step (the first-order exponential integrator), and
+        :math:`\hat x_0`:
+
+        .. math::
+
+            x_s \sim \mathcal N\big(\alpha_s\hat x_0 + \sigma_s e^{-\eta^2 h/2}\,\hat\epsilon,\
+            \sigma_s^2(1 - e^{-\eta^2 h}) I\big),\qquad h = \lambda_s - \lambda_t,\
+            \hat\epsilon = \frac{x_t - \alpha_t\hat x_0}{\sigma_t}.
+
+        Derivation: with :math:`x = \alpha\hat x_0 + \sigma e` and the score :math:`-e/\sigma` of
+        :math:`\mathcal N(\alpha\hat x_0, \sigma^2)`, the reverse family of THEORY.md §3 reduces (using
+        :math:`g^2 = -\sigma^2\lambda'`) to :math:`de = -\tfrac{\eta^2}2 e\,d\rho + \eta\,dW_\rho` in
+        :math:`\rho = \lambda` run forward from :math:`\lambda_t` to :math:`\lambda_s`: an
+        Ornstein–Uhlenbeck process with unit stationary variance. At :math:`\eta = 1` this is DDPM's
+        posterior step (:meth:`ancestral_kernel`). It stays finite where the drift is not: at
+        :math:`\alpha_t = 0` (:math:`\lambda_t = -\infty`) the OU process has run for infinite time,
+        :math:`x_t` carries no information, and the step is :math:`\mathcal N(\alpha_s\hat x_0, \sigma_s^2 I)`
+        with :math:`\hat x_0 = D(x_t, t) = E[x_0]` — exact for an exact model, whatever the step.
+        Returns ``(kernel, denoised)``.
+        """
+        denoised, alpha_s, sigma_s, eps, _ = self._posterior_parts(x, t, s)
+        p = self.process
+        h = p.log_snr(p.check_time(s, x, "s")) - p.log_snr(p.check_time(t, x, "t"))
+        decay = expand_like(torch.exp(-0.5 * self.noise**2 * h), x)
+        var = expand_like(-torch.expm1(-self.noise**2 * h), x) * sigma_s**2
+        # decay * eps: eps is finite, and decay = 0 exactly where h = inf (alpha_t = 0)
+        return GaussianKernel(alpha_s * denoised + sigma_s * decay * eps, torch.sqrt(var)), denoised
 
     def ancestral_step(self, x, t, s, eta, generator):
         r"""DDPM and DDIM in one rule: with :math:`\hat x_0 = D(x_t, t)`,
@@ -158,6 +210,15 @@ class GaussianReverse(ReverseProcess):
         # 1 - r with r = exp(lambda_t - lambda_s) < 1, in expm1 form so that small steps keep their digits.
         one_minus_r = expand_like(-torch.expm1(p.log_snr(t) - p.log_snr(s)), x)
         return denoised, alpha_s, sigma_s, eps, one_minus_r
+
+
+def _g2_over_sigma(process, t, sigma, sigma_dot):
+    r""":math:`g(t)^2/\sigma_t`, finite where :math:`\sigma_t = 0` as :math:`2(\sigma_t' - f\sigma_t)`
+    (from :math:`g^2 = d\sigma^2/dt - 2f\sigma^2`; ``LinearBlend(t_min=0)`` at t = 0 gives 2)."""
+    live = sigma > 0
+    safe = torch.where(live, sigma, torch.ones_like(sigma))
+    at_zero = 2.0 * (sigma_dot - process.drift_coef(t) * sigma)
+    return torch.where(live, process.diffusion(t) ** 2 / safe, at_zero)
 
 
 @build_reverse.register

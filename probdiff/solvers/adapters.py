@@ -201,7 +201,9 @@ class TorchSDE(SDESolver):
     (:class:`_Increments`); the solver's extra state (``reversible_heun``'s history) travels in ``state``
     from one interval to the next, so the run equals one fixed-step integration on the grid. Methods
     needing Davie/Foster Lévy areas (``log_ode``) are rejected by torchsde itself. ``order`` is the method's
-    strong order for additive noise (euler: 1).
+    strong order for additive noise (euler: 1). Out of a time where the SDE's coefficients are infinite
+    (``LinearBlend(t_max=1.0)`` at t = 1) the step is the exact frozen-denoiser step of
+    :class:`~probdiff.solvers.EulerMaruyama`, and torchsde takes over from the next grid time.
 
     Args:
         method: a torchsde method name (``euler``, ``milstein``, ``srk``, ``midpoint``, ``heun``,
@@ -243,6 +245,11 @@ class TorchSDE(SDESolver):
         return self.ORDERS[self.method]
 
     def step(self, reverse, x, t, s, state, generator) -> Step:
+        if reverse.singular(t):
+            # infinite coefficients at t (alpha_t = 0): the exact frozen-denoiser step, as EulerMaruyama takes;
+            # torchsde then starts afresh from s
+            kernel, denoised = reverse.frozen_denoiser_kernel(x, t, s)
+            return Step(kernel.draw(generator), denoised, None, 1)
         if state is None:
             rhs = _Recorder(reverse, x.shape)
             sde = _FlatSDE(rhs, reverse, self.SDE_TYPES[self.method])

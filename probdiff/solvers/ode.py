@@ -95,7 +95,9 @@ def _update_2m(p, x, t, s, ell_t, denoised, previous):
     or :math:`\hat D = D_t` when ``previous`` is None (see :class:`DPMSolver2M`)."""
     h = 0.5 * p.log_snr(s) - ell_t
     d_hat = denoised
-    if previous is not None:
+    # h = inf (sigma_s = 0, a process with a noiseless data end): the extrapolation in ell diverges, so that
+    # step is first order, as k-diffusion's DPM-Solver++(2M) does when the next sigma is 0
+    if previous is not None and bool(torch.isfinite(h).all()):
         d_prev, ell_prev = previous
         d_hat = denoised + expand_like(0.5 * h / (ell_t - ell_prev), x) * (denoised - d_prev)
     ratio = expand_like(torch.exp(p.log_sigma(s) - p.log_sigma(t)), x)
@@ -185,13 +187,15 @@ class UniPC(ODESolver):
         hh = -h
         phi_1 = torch.expm1(hh)                      # B(h) of bh2 equals phi_1
         phi_2 = phi_1 / hh - 1.0
-        if len(history) > 1:
+        if len(history) > 1 and bool(torch.isfinite(history[1][0]).all()):
             ell_m1, d_m1 = history[1][0], history[1][1]
             r = (ell_m1 - ell_0) / h
             phi_3 = phi_2 / hh - 0.5
             b1, b2 = phi_2 / phi_1, 2.0 * phi_3 / phi_1
             rho_1, rho_2 = (b1 - b2) / (1.0 - r), (b2 - r * b1) / (1.0 - r)
             corr = expand_like(rho_1 / r, x_0) * (d_m1 - d_0) + expand_like(rho_2, x_0) * (d_t - d_0)
+        elif len(history) > 1:       # ell_{-1} = -inf (alpha = 0 there): the limit r -> -inf of the above
+            corr = expand_like(phi_2 / phi_1, x_0) * (d_t - d_0)
         else:
             corr = 0.5 * (d_t - d_0)
         alpha_t = expand_like(p.alpha(t_b), x_0)

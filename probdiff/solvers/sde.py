@@ -24,6 +24,14 @@ class EulerMaruyama(SDESolver, HasKernel):
     ``reverse.drift`` is) so that the step also reports :math:`D(x_t,t)`. The noise is state-independent
     (additive), so the strong order is 1, and the weak order is 1: ``order = 1``. At ``noise = 0`` it is
     :class:`~probdiff.solvers.Euler`. One model evaluation per step; noise drawn from ``generator``.
+
+    *Out of a singular time.* Where the SDE's coefficients are infinite (:math:`\eta > 0` and
+    :math:`g(t) = \infty`, i.e. :math:`\alpha_t = 0`: ``LinearBlend(t_max=1.0)`` at :math:`t = 1`) the
+    Euler–Maruyama step is undefined; the step out of such a time draws from
+    :meth:`~probdiff.reverse.GaussianReverse.frozen_denoiser_kernel` instead, the exact solution over the
+    step with the denoiser frozen, which there is :math:`\mathcal N(\alpha_s D(x_t, t), \sigma_s^2 I)`
+    (:math:`x_t` carries no information about :math:`x_0` at :math:`\alpha_t = 0`). :meth:`kernel` reports
+    the same law. Every other step is Euler–Maruyama.
     """
 
     order = 1
@@ -44,11 +52,14 @@ class EulerMaruyama(SDESolver, HasKernel):
 def gaussian_increment_kernel(solver, reverse, x, t, s, noise_coefficient):
     r"""``(kernel, denoised)`` of a step :math:`x_s = x + (s - t)\,b_\eta(x, t) + c\,\sqrt{t - s}\,z`:
     :math:`\mathcal N\big(x + (s-t)\,b_\eta(x,t),\ c^2 (t - s) I\big)` with ``c = noise_coefficient`` (the
-    diffusion coefficient the scheme uses over the step). ``ValueError`` naming ``solver`` at
-    ``reverse.noise == 0``, where the step is deterministic."""
+    diffusion coefficient the scheme uses over the step). At a singular ``t`` (no data left, as the blend's
+    t = 1) the step is :meth:`~probdiff.reverse.gaussian.GaussianReverse.frozen_denoiser_kernel`. ``ValueError``
+    naming ``solver`` at ``reverse.noise == 0``, where the step is deterministic."""
     if reverse.noise == 0.0:
         raise ValueError(f"{solver!r} at noise 0 takes the deterministic Euler step: it has no kernel "
                          "(use pd.reverse(model, noise) with noise > 0)")
+    if reverse.singular(t):
+        return reverse.frozen_denoiser_kernel(x, t, s)
     drift, denoised = reverse.drift_and_denoised(x, t)
     scale = expand_like(noise_coefficient * torch.sqrt(t - s), x)
     return GaussianKernel(x + (s - t) * drift, scale), denoised

@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["derivative", "integral_residual", "simulation_grid", "refine", "halving_error", "sample_with", "seed_from"]
+__all__ = ["derivative", "integral_residual", "simulation_grid", "refine", "halving_error", "sample_with", "seed_from",
+           "last_regular_time", "singular_times"]
 
 
 def derivative(fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor, lo: float, hi: float
@@ -165,3 +166,19 @@ def sample_with(distribution, generator: torch.Generator, sample_shape=()) -> to
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return distribution.sample(torch.Size(sample_shape))
+
+
+def last_regular_time(process) -> float:
+    r"""``t_max``, or where the SDE's coefficients are infinite there (:math:`\alpha_{t_{max}} = 0`:
+    ``LinearBlend(t_max=1.0)``, :math:`f = -1/(1-t)`) the time 1e-3 of the span before it: the simulations
+    run on the regular part of the domain; the singular end itself is the prior (checked in closed form by
+    the prior check, and sampled out of exactly by the samplers' first step)."""
+    t_max = torch.tensor(process.t_max, dtype=torch.float64)
+    if bool(torch.isfinite(process.drift_coef(t_max)) & torch.isfinite(process.diffusion(t_max))):
+        return process.t_max
+    return process.t_max - 1e-3 * (process.t_max - process.t_min)
+
+
+def singular_times(process, t: torch.Tensor) -> torch.Tensor:
+    r"""Where a Gaussian process' schedule is singular (:math:`\alpha_t = 0` or :math:`\sigma_t = 0`), a mask."""
+    return ~(torch.isfinite(process.log_alpha(t)) & torch.isfinite(process.log_sigma(t)))

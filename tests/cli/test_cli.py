@@ -49,8 +49,8 @@ def test_train_sample_likelihood_plot(trained, tmp_path, capsys):
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(trained), "--limit", "3", "--rtol", "1e-3",
                        "--method", "exact", "elbo", "--elbo-samples", "2", "--quiet")
     assert code == 0
-    exact = float(re.search(r"exact: ([0-9.]+) ± ([0-9.]+) bits/dim", out).group(1))
-    bound = float(re.search(r"elbo: ([0-9.]+) ± ([0-9.]+) bits/dim", out).group(1))
+    exact = float(re.search(r"exact: ([0-9.]+) bits/dim ± 0\.0000 \(SE, trace\) ± [0-9.]+ \(95% CI", out).group(1))
+    bound = float(re.search(r"elbo: ([0-9.]+) bits/dim ± n/a \(SE, trace\) ± [0-9.]+ \(95% CI", out).group(1))
     assert 0 < exact < 20 and 0 < bound < 20
 
     code, out, _ = run(capsys, "plot", "--checkpoint", str(trained), "--steps", "4", "--num", "3",
@@ -73,7 +73,7 @@ def test_exact_likelihood_of_a_zero_network_matches_closed_form(tmp_path, capsys
                      "--lr", "1e-12", "--t-min", "1e-4", "--model", "epsilon", "--quiet"]) == 0
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(path), "--limit", "4", "--rtol", "1e-6", "--quiet")
     assert code == 0
-    got = float(re.search(r"exact: ([0-9.]+) ±", out).group(1))
+    got = float(re.search(r"exact: ([0-9.]+) bits/dim ±", out).group(1))
     counts = data.digits().split(0.2, seed=0).test.counts[:4]
     x = (-1 + 2 * (counts.double() + torch.rand(counts.shape, generator=torch.Generator().manual_seed(0),
                                                  dtype=torch.float32).double()) / 17).reshape(4, -1)
@@ -109,7 +109,7 @@ def test_default_lattice_model_of_a_zero_network_matches_closed_form(tmp_path, c
     assert s / a == pytest.approx(cli.NOISE_FLOOR * 2 / 17, rel=1e-6)  # the floor, in bin widths
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(path), "--limit", "4", "--rtol", "1e-6", "--quiet")
     assert code == 0
-    got = float(re.search(r"exact: ([0-9.]+) ±", out).group(1))
+    got = float(re.search(r"exact: ([0-9.]+) bits/dim ±", out).group(1))
     counts = data.digits().split(0.2, seed=0).test.counts[:4]
     x = (-1 + 2 * (counts.double() + torch.rand(counts.shape, generator=torch.Generator().manual_seed(0),
                                                  dtype=torch.float32).double()) / 17).reshape(4, -1).numpy()
@@ -239,15 +239,16 @@ def test_torchrun_train_and_sharded_likelihood(tmp_path, capsys):
     done = subprocess.run([*torchrun, "likelihood", "--checkpoint", str(ckpt), "--limit", "5", "--rtol", "1e-4",
                            "--quiet"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    sharded = float(re.search(r"exact: ([0-9.]+) ±", done.stdout).group(1))
+    sharded = float(re.search(r"exact: ([0-9.]+) bits/dim ±", done.stdout).group(1))
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--limit", "5", "--rtol", "1e-4", "--quiet")
-    assert code == 0 and float(re.search(r"exact: ([0-9.]+) ±", out).group(1)) == pytest.approx(sharded, abs=2e-4)
+    assert code == 0 and float(re.search(r"exact: ([0-9.]+) bits/dim ±", out).group(1)) == pytest.approx(sharded, abs=2e-4)
 
 
 def test_quickstart_smoke(tmp_path, capsys):
     code, out, _ = run(capsys, "quickstart", "--steps", "2", "--limit", "2", "--out-dir", str(tmp_path), "--quiet")
     assert code == 0
-    assert re.search(r"held-out [0-9.]+ ± [0-9.]+ bits/dim \(exact, dequantised", out), out
+    assert re.search(r"held-out [0-9.]+ bits/dim ± 0\.0000 \(SE, trace\) ± [0-9.]+ \(95% CI, data; n = 2\) "
+                     r"\(exact, dequantised", out), out
     assert valid_png(tmp_path / "samples.png") and (tmp_path / "digits.pt").exists()
 
 
@@ -263,7 +264,7 @@ def test_discrete_processes_end_to_end(process, tmp_path, capsys):
     assert counts.min() >= 0 and counts.max() <= 16
     code, out, _ = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--method", "elbo", "--limit", "2",
                        "--elbo-samples", "1", "--elbo-steps", "10", "--quiet")
-    assert code == 0 and float(re.search(r"elbo: ([0-9.]+) ±", out).group(1)) > 0  # lossless: no negative bits
+    assert code == 0 and float(re.search(r"elbo: ([0-9.]+) bits/dim ±", out).group(1)) > 0  # lossless: no negative bits
     code, _, err = run(capsys, "likelihood", "--checkpoint", str(ckpt), "--method", "exact", "--limit", "2")
     assert code == 1 and "use --method elbo" in err
 

@@ -91,3 +91,38 @@ def test_bad_arguments():
         dequantized_log_prob(log_density, N + 10, Q)
     with pytest.raises(ValueError, match="scale"):
         TruncatedNormalDequantizer(0.0)
+
+
+def test_bound_with_standard_error_k1_and_exact():
+    """K = 1: the bound's SE is the density's own; exact densities give SE 0 and the same bound as
+    dequantized_log_prob (same draws)."""
+    from probdiff.likelihood import dequantized_bound
+
+    n = torch.tensor([[1, 2], [3, 3], [0, 5]])
+    se_in = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    bound, se = dequantized_bound(lambda x: (log_density(x), se_in), n, Q, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(se, se_in)
+    exact, zero = dequantized_bound(lambda x: (log_density(x), None), n, Q, num_samples=3,
+                                    generator=torch.Generator().manual_seed(1))
+    plain = dequantized_log_prob(log_density, n, Q, num_samples=3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(exact, plain) and torch.equal(zero, torch.zeros(3, dtype=torch.float64))
+
+
+def test_bound_standard_error_matches_the_spread_of_noisy_estimates():
+    """The delta-method SE of the log-mean-exp over K draws against the spread of the bound when the K
+    log-densities carry independent N(0, se_k^2) noise (4000 repeats; within 10%)."""
+    from probdiff.likelihood import dequantized_bound
+
+    k, n = 6, torch.tensor([[2, 3]])
+    se_k = torch.linspace(0.02, 0.08, k, dtype=torch.float64)
+    seen = {}
+
+    def recorded(x):
+        seen["log_p"] = log_density(x)
+        return seen["log_p"], se_k
+
+    _, se = dequantized_bound(recorded, n, Q, num_samples=k, generator=torch.Generator().manual_seed(2))
+    a = seen["log_p"] + 2 * math.log(Q.width)               # uniform dequantiser: log q_u = 0
+    noise = torch.randn(4000, k, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * se_k
+    spread = (torch.logsumexp(a + noise, 1) - math.log(k)).std()
+    assert abs(float(se) / float(spread) - 1) < 0.1
