@@ -43,6 +43,7 @@ from ..reverse.base import build_reverse
 from ..solvers.adapters import TorchDiffEq, check_odeint_options
 from ..timevars import PhysicalTime, TimeVariable
 from .adaptive import StepUnderflow, solve_per_sample
+from .lattice_trace import denoiser_divergence
 from .traces import ExactTrace, Trace
 
 __all__ = ["LikelihoodStats", "log_likelihood"]
@@ -180,7 +181,7 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
     check_positive_int("segments", segments)
     if max_nfe is not None:
         check_positive_int("max_nfe", max_nfe)
-    if per_sample not in (True, False):
+    if not isinstance(per_sample, bool):
         raise ValueError(f"per_sample must be True or False, got {per_sample!r}")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor of shape (batch, *event), got {type(x).__name__}")
@@ -198,6 +199,7 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
     probes = trace.prepare(x, generator)
     u0, u1 = time.bounds(process)
     b, dim, n_est = x.shape[0], x[0].numel(), trace.num_estimates
+    fast = isinstance(trace, ExactTrace) and not trace.replicate
     nfe = 0
 
     def rhs(u, y, rows):
@@ -210,12 +212,20 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         t = t.to(y.dtype)
         t_row = t.expand(y.shape[0]) if t.dim() == 0 else t
         scale = time.dt_du(process, t_row).to(y.dtype)
-        # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D is estimated.
-        field, div_d = trace.estimates(lambda z: flow.drift_and_denoised(z, t_row.repeat(z.shape[0] // y.shape[0])),
-                                       y, _rows(probes, rows), process=process, t=t_row)
         sigma, alpha = process.sigma(t_row), process.alpha(t_row)
         live = sigma > 0
         a, c = flow.drift_coefficients(torch.where(live, t_row, torch.full_like(t_row, float(process.t_max))))
+        known = denoiser_divergence(model, y, t_row) if fast else None
+        if known is not None:             # D and div D by the model's structure (lattice_trace.py)
+            denoised, div_d = known
+            affine = expand_like(torch.where(live, a, process.alpha_dot(t_row) / alpha).to(y.dtype), y) * y
+            field = affine + expand_like(torch.where(live, c, torch.zeros_like(c)).to(y.dtype), y) * denoised
+            div_d = div_d[None]
+        else:
+            # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D estimated.
+            field, div_d = trace.estimates(
+                lambda z: flow.drift_and_denoised(z, t_row.repeat(z.shape[0] // y.shape[0])), y,
+                _rows(probes, rows), process=process, t=t_row)
         # Where sigma = 0 (x_t = alpha x_0) the flow is (alpha'/alpha) x and div eps -> 0 for a data density that
         # is smooth and positive at x, so the divergence is d alpha'/alpha (LinearBlend(t_min=0): -d at t = 0).
         div = torch.where(live, a.to(y.dtype) * dim + c.to(y.dtype) * div_d,
