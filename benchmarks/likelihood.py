@@ -13,12 +13,11 @@ by the oracle's exact ``log p_{t_max}`` at each method's own endpoint (same corr
 
 Errors are in nats per dimension (mean and max over the batch); NFE counts right-hand-side evaluations per
 image (``solution.nfev`` for the peer, whose every image is evaluated at each of them; the mean of
-``stats.nfe_per_sample`` for probdiff, whose default gives each image its own steps). The peer's error is dominated by its one-probe Hutchinson estimate, so
-the comparison at *equal or better accuracy* is against our cheapest setting whose error is still below
-the peer's; the fair reference for the exact trace is the peer with the exact trace (its error is the
-ODE's alone), against which the last table gives the NFE ratio (issue 15's goal: <= 0.5x at equal or
-better error). Part 2 reports the cost of the exact divergence against dimension
-(one right-hand side: drift + divergence) for an MLP score network.
+``stats.nfe_per_sample`` for probdiff, whose default gives each image its own steps). The peer's error
+is dominated by its one-probe Hutchinson estimate; the fair reference for the exact trace is the peer
+with the exact trace (its error is the ODE's alone), against which the last table gives the NFE ratio
+(issue 15's goal: <= 0.5x at equal or better error). Part 2 reports the cost of the exact divergence
+against dimension (one right-hand side: drift + divergence) for an MLP score network.
 
 Part 3 (issue 15) compares divergence estimators on a low-rank Gaussian-mixture oracle (4 components of
 rank 4 over an isotropic floor of variance 1e-4, the case of THEORY.md §13) in dimensions 16 to 3072: each

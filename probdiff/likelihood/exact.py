@@ -283,8 +283,9 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         prior_lp = prior.log_prob(end)
     log_prob = prior_lp + delta if completed else torch.full_like(delta, float("nan"))
     if return_stats:
-        return log_prob, LikelihoodStats(nfe=nfe, nfe_per_sample=per_row, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp,
+        return log_prob, LikelihoodStats(nfe=nfe, endpoint=end, delta_log_prob=delta, prior_log_prob=prior_lp,
                                          se=trace.standard_error(estimates), estimates=estimates,
                                          matvecs=trace.matvecs(x), completed=completed,
-                                         t_end=float(time.time(process, torch.tensor(reached, dtype=torch.float64))))
+                                         t_end=float(time.time(process, torch.tensor(reached, dtype=torch.float64))),
+                                         nfe_per_sample=per_row)
     return log_prob

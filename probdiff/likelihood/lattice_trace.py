@@ -14,15 +14,15 @@ where the logits :math:`\ell` come from the network and the bin masses :math:`Z_
     + \mathrm{tr}\,\frac{\partial u}{\partial x},\qquad
     c_{ik} = w_{ik}(\mu_{ik} - D_i),\quad u_i(x) = \sum_k c_{ik}\,\ell_{ik}(x)\ \ (c\ \text{held fixed}).
 
-The first two sums are elementwise derivatives, all taken by one forward-mode product of
-:func:`~probdiff.lattice.bin_posterior` with the tangent of ones (each output depends on its own
-coordinate only). Only the last term needs the network's Jacobian: the trace of the ``D x D`` Jacobian of
+The first two sums are elementwise derivatives, all taken by one backward pass per output of
+:func:`~probdiff.lattice.bin_posterior` evaluated on one copy of :math:`x_i` per bin (``per_bin=True``:
+each output then depends on its own input element only). Only the last term needs the network's Jacobian: the trace of the ``D x D`` Jacobian of
 ``u``, from one forward pass of the network and ``D`` vector-Jacobian products mapped over the basis
 (:func:`~probdiff.likelihood.traces.linearized_forms`). When the logits end in a linear layer,
 :math:`\ell = W h(x) + \beta` (:func:`last_linear`; :class:`~probdiff.nn.MLP`), the layer is contracted in
 closed form — the cotangent of :math:`h` for basis vector :math:`i` is :math:`\sum_k c_{ik}W_{(i,k)}` — so
-the ``D`` products run through the trunk :math:`h` only, not through the ``D·K``-wide output layer. The replicated route
-(``ExactTrace(replicate=True)``) instead runs the network *and* the head ``D`` times per evaluation.
+the ``D`` products run through the trunk :math:`h` only, not through the ``D·K``-wide output layer. The
+replicated route (``ExactTrace(replicate=True)``) instead runs the network *and* the head ``D`` times per evaluation.
 """
 
 from __future__ import annotations
@@ -86,9 +86,14 @@ def _(net: LatticeDenoiser, x, t):
             hidden, vjp_fn = torch.func.vjp(lambda z: features(z, t), x.detach())
             logits = linear(hidden.detach())
     logits = logits.detach().double().reshape(*x.shape, k)
-    # log Z, mu and their derivatives in x_i (elementwise, hence one product with the tangent of ones)
-    (log_mass, mean), (d_log_mass, d_mean) = torch.func.jvp(
-        lambda z: bin_posterior(net.quantization, z, alpha, sigma), (x,), (torch.ones_like(x),))
+    # log Z, mu and their derivatives in x_i: one copy of x_i per bin, so each output depends on its own input
+    # element and one backward pass per output gives every derivative
+    per_bin = x.detach().double()[..., None].expand(*x.shape, k).clone().requires_grad_(True)
+    with torch.enable_grad():
+        log_mass, mean = bin_posterior(net.quantization, per_bin, alpha[..., None], sigma[..., None], per_bin=True)
+        d_log_mass, = torch.autograd.grad(log_mass.sum(), per_bin, retain_graph=True)
+        d_mean, = torch.autograd.grad(mean.sum(), per_bin)
+    log_mass, mean = log_mass.detach(), mean.detach()
     weights = torch.softmax(logits + log_mass, dim=-1)
     denoised = (weights * mean).sum(-1)
     c = weights * (mean - denoised[..., None])
