@@ -4,11 +4,12 @@ Old: the route of the first likelihood release — ``ExactTrace(replicate=True)`
 head run on the batch replicated once per pixel, one backward pass) under torchdiffeq's dopri5 with one step
 for the whole batch (``per_sample=False``). New: the default of ``pd.log_likelihood`` — the head's divergence
 in closed form, the network's Jacobian trace from one forward pass and vectorised vector-Jacobian products
-(``torch.func``; probdiff/likelihood/lattice_trace.py), and per-sample steps (probdiff/likelihood/adaptive.py).
+(``torch.func``; probdiff/nn/lattice.py), and per-sample steps (probdiff/likelihood/adaptive.py).
 Both at the quickstart's ``rtol = atol = 1e-3`` and batch 16 on the held-out digits (uniform dequantisation,
 seed 0); a last row runs the new route in batches of 64 (the quickstart chose 16 because one step per
 batch follows the hardest image; with per-sample steps a larger batch costs no extra steps). Each route
-is warmed up on one image first (one-time compilation is not counted). The answers are compared per image: the same solver with either trace (the fast trace must equal
+is warmed up on one image first (one-time compilation is not counted). The answers are compared per image: the
+same solver with either trace (the fast trace must equal
 the replicated one to 1e-6 relative; checked in float64, where rounding cannot flip a step decision), and
 the two complete routes (which differ by the ODE error, as ``rtol`` allows).
 

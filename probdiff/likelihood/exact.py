@@ -43,7 +43,7 @@ from ..reverse.base import build_reverse
 from ..solvers.adapters import TorchDiffEq, check_odeint_options
 from ..timevars import PhysicalTime, TimeVariable
 from .adaptive import StepUnderflow, solve_per_sample
-from .lattice_trace import denoiser_divergence
+from .structured_trace import denoiser_divergence
 from .traces import ExactTrace, Trace
 
 __all__ = ["LikelihoodStats", "log_likelihood"]
@@ -216,7 +216,7 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         live = sigma > 0
         a, c = flow.drift_coefficients(torch.where(live, t_row, torch.full_like(t_row, float(process.t_max))))
         known = denoiser_divergence(model, y, t_row) if fast else None
-        if known is not None:             # D and div D by the model's structure (lattice_trace.py)
+        if known is not None:             # D and div D by the model's structure (structured_trace.py)
             denoised, div_d = known
             affine = expand_like(torch.where(live, a, process.alpha_dot(t_row) / alpha).to(y.dtype), y) * y
             field = affine + expand_like(torch.where(live, c, torch.zeros_like(c)).to(y.dtype), y) * denoised

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .._util import check_memory, check_positive_int
+from ..likelihood.structured_trace import last_linear
 from .embedding import FourierFeatures, FourierTime
 
 __all__ = ["MLP", "TimeMLP", "as_time"]
@@ -120,3 +121,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         out = self.out(self.features(x, t)).reshape(x.shape[0], *self.out_shape)
         return out.to(x.dtype) if x.is_floating_point() else out
+
+
+@last_linear.register
+def _(net: MLP):
+    """The MLP is ``out(features(x, t))``: the lattice trace contracts ``out`` analytically."""
+    return net.features, net.out

@@ -1,4 +1,5 @@
-"""The lattice head's exact divergence in closed form (issue 15, item 7): probdiff/likelihood/lattice_trace.py.
+"""The lattice head's exact divergence in closed form (issue 15, item 7): probdiff/nn/lattice.py, registered
+with probdiff/likelihood/structured_trace.py.
 
 Reference: ``ExactTrace(replicate=True)``, which differentiates the whole denoiser (network and head) by
 reverse mode on the batch replicated once per coordinate — an independent computation of the same trace."""
@@ -8,7 +9,7 @@ import torch
 
 import probdiff as pd
 from probdiff.likelihood import Quantization
-from probdiff.likelihood.lattice_trace import denoiser_divergence, last_linear, network_divergence
+from probdiff.likelihood.structured_trace import denoiser_divergence, last_linear, network_divergence
 from probdiff.nn import MLP, FourierLogSNR, LatticeDenoiser
 
 
