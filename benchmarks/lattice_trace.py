@@ -6,12 +6,11 @@ for the whole batch (``per_sample=False``). New: the default of ``pd.log_likelih
 in closed form, the network's Jacobian trace from one forward pass and vectorised vector-Jacobian products
 (``torch.func``; probdiff/nn/lattice.py), and per-sample steps (probdiff/likelihood/adaptive.py).
 Both at the quickstart's ``rtol = atol = 1e-3`` and batch 16 on the held-out digits (uniform dequantisation,
-seed 0); a last row runs the new route in batches of 64 (the quickstart chose 16 because one step per
-batch follows the hardest image; with per-sample steps a larger batch costs no extra steps). Each route
-is warmed up on one image first (one-time compilation is not counted). The answers are compared per image: the
-same solver with either trace (the fast trace must equal
-the replicated one to 1e-6 relative; checked in float64, where rounding cannot flip a step decision), and
-the two complete routes (which differ by the ODE error, as ``rtol`` allows).
+seed 0). Each route is warmed up on one image first (one-time compilation is not counted), and the routes
+take turns batch by batch (the machine is shared: its load drifts over all routes alike). The answers
+are compared per image: the same solver with either trace (the fast trace must equal the replicated one
+to 1e-6 relative; checked in float64, where rounding cannot flip a step decision, and on a fixed grid in
+float32), and the two complete routes (which differ by the ODE error, as ``rtol`` allows).
 
 Usage: ``python benchmarks/lattice_trace.py --checkpoint digits.pt [--images 32] [--threads 1]``; without
 ``--checkpoint`` it first trains the quickstart's recipe for ``--train-steps`` steps into a temporary folder.
@@ -32,15 +31,20 @@ from probdiff.cli.app import dispatch
 from probdiff.cli.runs import from_checkpoint
 
 
-def run(setup, x, batch, **kwargs):
-    """Per-image log p and the wall time of the whole held-out set in batches of ``batch``."""
-    t0, out, nfe = time.perf_counter(), [], []
+def run_interleaved(setup, x, rows, batch):
+    """Per-image log p, wall time and mean NFE of every route: every route runs each batch before the next
+    batch, so that the load of the shared machine drifts over all routes alike."""
+    out = {label: ([], [], 0.0) for label, _ in rows}
     for xb in x.split(batch):
-        lp, st = pd.log_likelihood(setup.process, setup.model, xb, rtol=1e-3, atol=1e-3, return_stats=True,
-                                   **kwargs)
-        out.append(lp)
-        nfe.append(st.nfe_per_sample.double())
-    return torch.cat(out), time.perf_counter() - t0, float(torch.cat(nfe).mean())
+        for label, kwargs in rows:
+            lps, nfes, wall = out[label]
+            t0 = time.perf_counter()
+            lp, st = pd.log_likelihood(setup.process, setup.model, xb, rtol=1e-3, atol=1e-3, return_stats=True,
+                                       **kwargs)
+            lps.append(lp)
+            nfes.append(st.nfe_per_sample.double())
+            out[label] = (lps, nfes, wall + time.perf_counter() - t0)
+    return {label: (torch.cat(lps), wall, float(torch.cat(nfes).mean())) for label, (lps, nfes, wall) in out.items()}
 
 
 def main():
@@ -64,8 +68,7 @@ def main():
     rows = [("old: ExactTrace(replicate=True), one step per batch", {"trace": pd.ExactTrace(replicate=True),
                                                                      "per_sample": False}),
             ("fast trace, one step per batch", {"per_sample": False}),
-            ("new: default (fast trace, per-sample steps)", {}),
-            ("new, batch 64 (per-sample steps make the batch free)", {"batch": 64})]
+            ("new: default (fast trace, per-sample steps)", {})]
     print(f"\n## Exact-trace likelihood of the lattice model ({args.images} held-out digits, batch {args.batch}, "
           f"rtol = atol = 1e-3, {args.threads} thread(s))\n")
     print("| route | wall s | images/s | speed-up vs old | NFE / image | mean bits/dim |")
@@ -73,12 +76,12 @@ def main():
     results = {}
     for trace in (pd.ExactTrace(replicate=True), pd.ExactTrace()):           # warm-up, not timed
         pd.log_likelihood(setup.process, setup.model, x[:1], method="rk4", steps=2, trace=trace)
-    for label, kwargs in rows:
-        kwargs = dict(kwargs)
-        lp, wall, nfe = run(setup, x, kwargs.pop("batch", args.batch), **kwargs)
+    measured = run_interleaved(setup, x, rows, args.batch)
+    old_wall = measured[rows[0][0]][1]
+    for label, _ in rows:
+        lp, wall, nfe = measured[label]
         results[label] = lp
-        old = results[rows[0][0]], wall if label == rows[0][0] else old[1]
-        print(f"| {label} | {wall:.1f} | {args.images / wall:.2f} | {old[1] / wall:.1f}x | {nfe:.1f} "
+        print(f"| {label} | {wall:.1f} | {args.images / wall:.2f} | {old_wall / wall:.1f}x | {nfe:.1f} "
               f"| {float(bits(lp).mean()):.4f} |")
 
     def rel(a, b):

@@ -160,7 +160,10 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
             accept/reject decision (:func:`probdiff.likelihood.adaptive.solve_per_sample`, vectorised over the
             batch), so that each sample's answer and cost are those of solving it alone; ``False`` uses
             torchdiffeq's one step for the whole batch (the error norm is still per sample). Other methods,
-            and ``options`` for torchdiffeq, always use torchdiffeq.
+            and ``options`` for torchdiffeq, always use torchdiffeq. A tabulated schedule
+            (:class:`~probdiff.DiscreteVP`) has kinks at its steps, across which the error estimate is
+            unreliable: there per-sample steps need a smaller ``rtol`` for the same error (1e-8 where one
+            batch step, which every sample takes at the smallest size, was within 1e-4 nats at 1e-7).
 
     Returns:
         ``log_prob`` of shape ``(batch,)``, or ``(log_prob, stats)`` with ``return_stats=True``.

@@ -4,7 +4,7 @@ r"""The exact divergence by a model's structure: extension points of :class:`~pr
 for :math:`(D, \nabla\!\cdot D)` computed by the model's own structure, and differentiates the whole
 denoiser only when it returns ``None``. For a :class:`~probdiff.DenoiserModel` the question goes to its
 network (:func:`network_divergence`); :class:`~probdiff.nn.LatticeDenoiser` answers it with its head's
-divergence in closed form (:mod:`probdiff.nn.lattice`), and :func:`last_linear` lets such a route
+divergence in closed form (``probdiff/nn/lattice.py``), and :func:`last_linear` lets such a route
 contract a network's last linear layer analytically (:class:`~probdiff.nn.MLP` registers it). A
 registration must give the same trace as ``ExactTrace(replicate=True)`` (the tests compare them).
 """
