@@ -126,6 +126,8 @@ def solve_per_sample(rhs, y0: torch.Tensor, u0: float, u1: float, *, rtol: float
     h = _initial_step(lambda uu, yy: call(everyone, uu, yy), u, y, f, direction, rtol, atol, weights,
                       tab.order).to(torch.float64)
     h = torch.minimum(h, torch.full_like(h, span))
+    if not bool(torch.all(h > 0)):                 # NaN or zero: the field is not finite at y0
+        raise StepUnderflow(f"no finite starting step (the field at u0 = {u0} is not finite)")
     active = everyone
     for _ in range(max_steps):
         if active.numel() == 0:

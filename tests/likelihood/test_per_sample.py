@@ -102,6 +102,12 @@ def test_per_sample_steps_cost_fewer_evaluations_per_image():
     assert float(err.mean()) < 1e-4
 
 
+def test_a_field_that_is_not_finite_is_reported():
+    with pytest.raises(StepUnderflow):
+        solve_per_sample(lambda u, y, rows: y / 0.0 * 0.0, torch.ones(2, 1, dtype=torch.float64), 0.0, 1.0,
+                         rtol=1e-6, atol=1e-6)
+
+
 def test_per_sample_must_be_a_bool():
     process, mix = pd.VPSDE(), mixture(2)
     with pytest.raises(ValueError, match="per_sample"):
