@@ -133,13 +133,17 @@ def truncated_normal(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, to
     return log_mass, torch.where(flip, -mean, mean)
 
 
-def bin_posterior(quantization, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
+def bin_posterior(quantization, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, *,
+                  per_bin: bool = False):
     r"""For every coordinate of ``x`` = :math:`x_t` and every bin ``k``: :math:`\log Z_k` and :math:`\mu_k`.
 
     Args:
         quantization: the :class:`~probdiff.Quantization` of the data.
         x: :math:`x_t`, ``(batch, *event)``.
         alpha, sigma: :math:`\alpha_t`, :math:`\sigma_t` broadcastable against ``x``.
+        per_bin: ``x`` already carries a last axis of size ``K``, one copy of :math:`x_t` per bin (each
+            output then depends on its own input element only: the likelihood's lattice trace takes all
+            derivatives :math:`\partial/\partial x_i` in one backward pass this way).
 
     Returns:
         ``(log_mass, mean)``, each ``(batch, *event, K)`` in float64: the log-probability that
@@ -148,8 +152,10 @@ def bin_posterior(quantization, x: torch.Tensor, alpha: torch.Tensor, sigma: tor
     """
     q = quantization
     edges = q.lo + q.width * torch.arange(q.levels + 1, dtype=torch.float64, device=x.device)
-    m = (x.double() / alpha.double())[..., None]
-    s = (sigma.double() / alpha.double())[..., None]
+    m = x.double() / alpha.double()
+    s = sigma.double() / alpha.double()
+    if not per_bin:
+        m, s = m[..., None], s[..., None]
     return truncated_moments(edges[:-1], edges[1:], m, s)
 
 

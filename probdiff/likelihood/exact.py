@@ -36,12 +36,14 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .._util import check_positive, check_positive_int
+from .._util import check_positive, check_positive_int, expand_like
 from ..models.base import bind
 from ..processes.gaussian import as_gaussian
 from ..reverse.base import build_reverse
 from ..solvers.adapters import TorchDiffEq, check_odeint_options
 from ..timevars import PhysicalTime, TimeVariable
+from .adaptive import StepUnderflow, solve_per_sample
+from .structured_trace import denoiser_divergence
 from .traces import ExactTrace, Trace
 
 __all__ = ["LikelihoodStats", "log_likelihood"]
@@ -64,8 +66,11 @@ class LikelihoodStats:
     r"""Diagnostics of :func:`log_likelihood`: the cost, the uncertainty and the pieces of the answer.
 
     Attributes:
-        nfe: evaluations of the augmented ODE's right-hand side (each one drift and one divergence). Every
-            sample of the batch is evaluated at each of them, so this is also the per-sample count.
+        nfe: calls of the augmented ODE's right-hand side (each one drift and one divergence) on the batch.
+            With one step for the whole batch (torchdiffeq methods) every sample is evaluated at each call, so
+            this is also the per-sample count; with per-sample steps (the default) a call evaluates only the
+            samples still running, each at its own time, and ``nfe`` is the largest per-sample count plus the
+            calls shared by the first step's selection.
         endpoint: :math:`x(t_{max})`, the ODE's end, ``(batch, *event)``.
         delta_log_prob: :math:`\int_{t_{min}}^{t_{max}} \nabla\cdot h\,dt`, ``(batch,)``.
         prior_log_prob: :math:`\log p_{ref}(x(t_{max}))`, ``(batch,)``.
@@ -86,6 +91,8 @@ class LikelihoodStats:
             (:math:`\sigma_{t_{min}} = 0` and :math:`\alpha_{t_{min}} = 1`: ``LinearBlend(t_min=0)``); else it
             is the density of data blurred by :math:`\sigma_{t_{min}}`, which
             :func:`~probdiff.likelihood.decoders.decoder_bound` completes into a bound on :math:`\log p_0`.
+        nfe_per_sample: each sample's own number of evaluations, ``(batch,)`` int64 (its cost in network
+            evaluations; equal to ``nfe`` for every sample with one step for the batch).
     """
 
     nfe: int
@@ -99,6 +106,16 @@ class LikelihoodStats:
     t_end: float | None = None
     density_time: float | None = None
     is_log_p0: bool = False
+    nfe_per_sample: torch.Tensor | None = None
+
+
+def _rows(state, rows):
+    """The rows ``rows`` of a trace's per-trajectory state: probes ``(P, B, ...)``, a tuple of them, or None."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(_rows(part, rows) for part in state)
+    return state[:, rows]
 
 
 class _OverBudget(Exception):
@@ -108,7 +125,7 @@ class _OverBudget(Exception):
 def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, *, trace: Trace = ExactTrace(),
                    time: TimeVariable = PhysicalTime(), rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
                    options: dict | None = None, generator: torch.Generator | None = None, return_stats: bool = False,
-                   steps: int = 64, max_nfe: int | None = None, segments: int = 8):
+                   steps: int = 64, max_nfe: int | None = None, segments: int = 8, per_sample: bool = True):
     r"""Log-density :math:`\log p_{t_{min}}(x)` of the model's probability flow, in nats, shape ``(batch,)``.
 
     Integrates :math:`(x, \Delta)` forward from :math:`t_{min}` to :math:`t_{max}` in the variable ``time``
@@ -147,6 +164,14 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
             with the state at ``stats.t_end``, the last of ``segments`` equal pieces of the span that was
             finished. Setting a budget costs a few evaluations per piece (an adaptive solver restarts).
         segments: pieces of the span when ``max_nfe`` is set.
+        per_sample: with ``method="dopri5"``, give every sample its own step size, error control and
+            accept/reject decision (:func:`probdiff.likelihood.adaptive.solve_per_sample`, vectorised over the
+            batch), so that each sample's answer and cost are those of solving it alone; ``False`` uses
+            torchdiffeq's one step for the whole batch (the error norm is still per sample). Other methods,
+            and ``options`` for torchdiffeq, always use torchdiffeq. A tabulated schedule
+            (:class:`~probdiff.DiscreteVP`) has kinks at its steps, across which the error estimate is
+            unreliable: there per-sample steps need a smaller ``rtol`` for the same error (1e-8 where one
+            batch step, which every sample takes at the smallest size, was within 1e-4 nats at 1e-7).
 
     Returns:
         ``log_prob`` of shape ``(batch,)``, or ``(log_prob, stats)`` with ``return_stats=True``.
@@ -167,6 +192,8 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
     check_positive_int("segments", segments)
     if max_nfe is not None:
         check_positive_int("max_nfe", max_nfe)
+    if not isinstance(per_sample, bool):
+        raise ValueError(f"per_sample must be True or False, got {per_sample!r}")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor of shape (batch, *event), got {type(x).__name__}")
     process.check_data("x", x)
@@ -176,41 +203,51 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         empty = x.new_zeros(0)
         stats = LikelihoodStats(nfe=0, endpoint=x, delta_log_prob=empty, prior_log_prob=empty, se=empty,
                                 estimates=x.new_zeros(trace.num_estimates, 0), matvecs=trace.matvecs(x[:1]),
-                                t_end=float(process.t_max), **_density_of(process))
+                                t_end=float(process.t_max), nfe_per_sample=torch.zeros(0, dtype=torch.int64),
+                                **_density_of(process))
         return (empty, stats) if return_stats else empty
 
     flow = build_reverse(process, model, 0.0)
     probes = trace.prepare(x, generator)
     u0, u1 = time.bounds(process)
-    dim = x[0].numel()
+    b, dim, n_est = x.shape[0], x[0].numel(), trace.num_estimates
+    fast = isinstance(trace, ExactTrace) and not trace.replicate
     nfe = 0
 
-    def rhs(u, state):
+    def rhs(u, y, rows):
+        """The augmented field at rows ``rows`` of the batch, each at its own ``u`` (a scalar or ``(n,)``)."""
         nonlocal nfe
-        nfe += 1
-        y = state[0]
-        t = time.time(process, u)
-        scale = time.dt_du(process, t).to(y.dtype)
-        t = t.to(y.dtype)
-        # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D is estimated.
-        field, div_d = trace.estimates(lambda z: flow.drift_and_denoised(z, t), y, probes, process=process, t=t)
-        if bool(flow.noiseless(t, y.dtype).all()):
-            # x_t = alpha x_0: the flow is (alpha'/alpha) x and div eps -> 0 for a data density that is smooth
-            # and positive at x, so the divergence is d alpha'/alpha (LinearBlend(t_min=0): -d at t = 0).
-            div = (dim * process.alpha_dot(t) / process.alpha(t)).to(y.dtype).expand_as(div_d)
-        else:
-            a, b = (c.to(y.dtype) for c in flow.drift_coefficients(t))
-            div = a * dim + b * div_d
-        return field * scale, div * scale
-
-    def budgeted(u, state):
         if max_nfe is not None and nfe >= max_nfe:
             raise _OverBudget
-        return rhs(u, state)
+        nfe += 1
+        t = time.time(process, u)
+        t = t.to(y.dtype)
+        t_row = t.expand(y.shape[0]) if t.dim() == 0 else t
+        scale = time.dt_du(process, t_row).to(y.dtype)
+        alpha = process.alpha(t_row)
+        live = ~flow.noiseless(t_row, y.dtype)
+        a, c = flow.drift_coefficients(torch.where(live, t_row, torch.full_like(t_row, float(process.t_max))))
+        known = denoiser_divergence(model, y, t_row) if fast else None
+        if known is not None:             # D and div D by the model's structure (structured_trace.py)
+            denoised, div_d = known
+            affine = expand_like(torch.where(live, a, process.alpha_dot(t_row) / alpha).to(y.dtype), y) * y
+            field = affine + expand_like(torch.where(live, c, torch.zeros_like(c)).to(y.dtype), y) * denoised
+            div_d = div_d[None]
+        else:
+            # The one drift, split as a x + b D: the affine part's divergence a d is exact, only div D estimated.
+            field, div_d = trace.estimates(
+                lambda z: flow.drift_and_denoised(z, t_row.repeat(z.shape[0] // y.shape[0])), y,
+                _rows(probes, rows), process=process, t=t_row)
+        # Where the process is noiseless (sigma below sqrt(eps): x_t = alpha x_0) the flow is (alpha'/alpha) x and div eps -> 0 for a data density that
+        # is smooth and positive at x, so the divergence is d alpha'/alpha (LinearBlend(t_min=0): -d at t = 0).
+        div = torch.where(live, a.to(y.dtype) * dim + c.to(y.dtype) * div_d,
+                          (dim * process.alpha_dot(t_row) / alpha).to(y.dtype))
+        return field * expand_like(scale, field), div * scale
 
     pieces = segments if max_nfe is not None else 1
     # A budget splits the span into pieces so that the state at the last finished piece can be returned.
     cuts = torch.linspace(u0, u1, pieces + 1, dtype=torch.float64, device=x.device)
+    own = per_sample and method == "dopri5" and not options
     if method in TorchDiffEq.ADAPTIVE:
         options.setdefault("norm", _per_sample_norm(x))
     elif not {"step_size", "grid_points", "grid_constructor"} & set(options):
@@ -219,21 +256,39 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
         cuts = grid[torch.linspace(0, steps, min(pieces, steps) + 1).round().long().unique()]
         options["grid_constructor"] = lambda f, y0, t: torch.cat([t[:1], grid[(grid > t[0]) & (grid < t[-1])],
                                                                   t[-1:]])
-    state = (x, torch.zeros(trace.num_estimates, x.shape[0], dtype=x.dtype, device=x.device))
+    everyone = torch.arange(b, device=x.device)
+
+    def flat(u, z, rows):                 # (rows, d + P) <-> (x, Delta) for the per-sample solver
+        field, div = rhs(u, z[:, :dim].reshape(z.shape[0], *x.shape[1:]), rows)
+        return torch.cat([field.reshape(z.shape[0], dim), div.transpose(0, 1)], 1)
+
+    def piece(lo, hi, state):
+        if own:
+            z, counts = solve_per_sample(flat, torch.cat([state[0].reshape(b, dim), state[1].transpose(0, 1)], 1),
+                                         float(lo), float(hi), rtol=rtol, atol=atol)
+            return (z[:, :dim].reshape(x.shape), z[:, dim:].transpose(0, 1).contiguous()), counts
+        xs, deltas = odeint(lambda u, st: rhs(u, st[0], everyone), state, torch.stack([lo, hi]), rtol=rtol,
+                            atol=atol, method=method, options=options)
+        return (xs[-1], deltas[-1]), None
+
+    state = (x, torch.zeros(n_est, b, dtype=x.dtype, device=x.device))
+    per_row = torch.zeros(b, dtype=torch.int64, device=x.device)
     reached, completed = u0, True
     with torch.no_grad():
         for lo, hi in zip(cuts[:-1], cuts[1:]):
+            before = nfe
             try:
-                xs, deltas = odeint(budgeted, state, torch.stack([lo, hi]), rtol=rtol, atol=atol, method=method,
-                                    options=options)
+                state, counts = piece(lo, hi, state)
             except _OverBudget:
                 completed = False
+                per_row += nfe - before
                 break
-            except AssertionError as exc:  # torchdiffeq asserts when its step underflows
+            except (AssertionError, StepUnderflow) as exc:  # torchdiffeq asserts when its step underflows
                 raise ValueError(f"x: the probability-flow ODE could not be integrated from this x ({exc}); x has "
                                  f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]; check x, or loosen "
                                  "rtol/atol") from None
-            state, reached = (xs[-1], deltas[-1]), float(hi)
+            per_row += counts if counts is not None else nfe - before
+            reached = float(hi)
         end, estimates = state
         delta = estimates.mean(0)
         prior = process.prior(x.shape[1:], device=x.device, dtype=x.dtype)
@@ -244,7 +299,7 @@ def log_likelihood(process_or_model, model=None, x: torch.Tensor | None = None, 
                                          se=trace.standard_error(estimates), estimates=estimates,
                                          matvecs=trace.matvecs(x), completed=completed,
                                          t_end=float(time.time(process, torch.tensor(reached, dtype=torch.float64))),
-                                         **_density_of(process))
+                                         nfe_per_sample=per_row, **_density_of(process))
     return log_prob
 
 

@@ -24,7 +24,7 @@ import torch
 
 from .._util import check_positive_int
 
-__all__ = ["probe_forms", "probe_vjps", "Trace", "ExactTrace", "ProbeKind", "Hutchinson"]
+__all__ = ["probe_forms", "probe_vjps", "linearized_forms", "Trace", "ExactTrace", "ProbeKind", "Hutchinson"]
 
 
 def _field_and_part(out):
@@ -49,6 +49,22 @@ def probe_vjps(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor,
         field, part = _field_and_part(fn(xr))
         vjp, = torch.autograd.grad(part, xr, grad_outputs=probes.reshape(part.shape))
     return field[:b].detach(), vjp.reshape(probes.shape).detach()
+
+
+def linearized_forms(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""What :func:`probe_forms` returns, from *one* forward pass: ``torch.func.vjp`` linearises ``fn`` at ``x``
+    once and ``torch.func.vmap`` maps the vector-Jacobian product over the ``P`` probes, where
+    :func:`probe_forms` runs ``fn`` on the ``P``-fold replicated batch. Same products, the forward pass (and
+    whatever it computes that does not depend on the probe) paid once instead of ``P`` times."""
+    def split(z):
+        field, part = _field_and_part(fn(z))
+        return part, field
+
+    with torch.enable_grad():
+        _, vjp_fn, field = torch.func.vjp(split, x.detach(), has_aux=True)
+        vjp, = torch.func.vmap(vjp_fn)(probes.reshape(probes.shape[0], *x.shape))
+    p, b = probes.shape[0], x.shape[0]
+    return field.detach(), (vjp.detach() * probes).reshape(p, b, -1).sum(-1)
 
 
 def probe_forms(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,17 +139,23 @@ class Trace(abc.ABC):
 class ExactTrace(Trace):
     r"""Exact divergence :math:`\sum_j \partial f_j/\partial x_j`, batched over basis vectors.
 
-    The ``D`` basis vectors are taken ``chunk_size`` at a time, each chunk in one replicated forward and
-    backward pass (:func:`probe_forms`), so the cost is ``D`` vector-Jacobian products per evaluation with
-    no Python loop over dimensions unless memory demands chunks.
+    The ``D`` basis vectors are taken ``chunk_size`` at a time. By default ``fn`` is linearised once per
+    evaluation and the chunk's vector-Jacobian products are mapped over the basis vectors
+    (:func:`linearized_forms`, ``torch.func``): one forward pass and ``D`` products. ``replicate=True``
+    runs one replicated forward and backward pass per chunk instead (:func:`probe_forms`: ``D`` forward
+    passes), for a model whose operations ``torch.func.vmap`` does not support; both give the same trace.
 
     Args:
         chunk_size: basis vectors per pass; ``None`` takes as many as keep the replicated input below
             ``max_elements`` entries.
         max_elements: memory budget of the replicated input when ``chunk_size`` is ``None``.
+        replicate: use the replicated batch (:func:`probe_forms`) instead of :func:`linearized_forms`.
     """
 
-    def __init__(self, chunk_size: int | None = None, *, max_elements: int = 2**22):
+    def __init__(self, chunk_size: int | None = None, *, max_elements: int = 2**22, replicate: bool = False):
+        if not isinstance(replicate, bool):
+            raise ValueError(f"replicate must be True or False, got {replicate!r}")
+        self.replicate = bool(replicate)
         for name, value in (("chunk_size", chunk_size), ("max_elements", max_elements)):
             if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
                 raise ValueError(f"{name} must be a positive integer{' or None' if name == 'chunk_size' else ''}, "
@@ -155,7 +177,7 @@ class ExactTrace(Trace):
         for start in range(0, d, chunk):
             basis = eye[start:start + chunk]                                   # (c, d)
             probes = basis[:, None, :].expand(basis.shape[0], b, d).reshape(basis.shape[0], *x.shape)
-            out, forms = probe_forms(fn, x, probes)
+            out, forms = (probe_forms if self.replicate else linearized_forms)(fn, x, probes)
             field = out if field is None else field
             div = div + forms.sum(0)
         return field, div[None]
@@ -165,7 +187,7 @@ class ExactTrace(Trace):
         return torch.zeros_like(estimates[0])
 
     def __repr__(self) -> str:
-        return f"ExactTrace(chunk_size={self.chunk_size})"
+        return f"ExactTrace(chunk_size={self.chunk_size}, replicate={self.replicate})"
 
 
 class ProbeKind(enum.Enum):

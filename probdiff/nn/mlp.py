@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .._util import check_memory, check_positive_int
+from ..likelihood.structured_trace import last_linear
 from .embedding import FourierFeatures, FourierTime
 
 __all__ = ["MLP", "TimeMLP", "as_time"]
@@ -104,16 +105,25 @@ class MLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+    def features(self, x: torch.Tensor, t) -> torch.Tensor:
+        """The last hidden layer, ``(batch, hidden)``: the network is ``out(features(x, t))`` reshaped to
+        ``out_shape`` (the likelihood's lattice trace contracts ``out`` analytically)."""
         if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.event_shape:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {shape}")
         t = as_time(t, x)
-        dtype = self.inp.weight.dtype
         c = self.time(t)
-        h = self.inp(x.reshape(x.shape[0], -1).to(dtype))
+        h = self.inp(x.reshape(x.shape[0], -1).to(self.inp.weight.dtype))
         for block in self.blocks:
             h = block(h, c)
-        out = self.out(torch.nn.functional.silu(self.norm(h)))
-        out = out.reshape(x.shape[0], *self.out_shape)
+        return torch.nn.functional.silu(self.norm(h))
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        out = self.out(self.features(x, t)).reshape(x.shape[0], *self.out_shape)
         return out.to(x.dtype) if x.is_floating_point() else out
+
+
+@last_linear.register
+def _(net: MLP):
+    """The MLP is ``out(features(x, t))``: the lattice trace contracts ``out`` analytically."""
+    return net.features, net.out
