@@ -46,9 +46,11 @@ class ChainELBOLoss:
         p = self.process
         p.check_states("x0", x0)
         b = x0.shape[0]
+        if b == 0:                  # (the chains' prior KL cannot reshape an empty batch)
+            return torch.zeros(0, dtype=torch.float64, device=x0.device)
         if self.stratified:
             shift = torch.rand((), generator=generator, dtype=torch.float64, device=x0.device)
-            u = 1 - torch.remainder(shift + torch.arange(b, dtype=torch.float64, device=x0.device) / max(b, 1), 1.0)
+            u = 1 - torch.remainder(shift + torch.arange(b, dtype=torch.float64, device=x0.device) / b, 1.0)
         else:
             u = 1 - torch.rand(b, generator=generator, dtype=torch.float64, device=x0.device)   # in (0, 1]
         t, inverse_density = p.sample_elbo_times(u)
