@@ -1,7 +1,8 @@
 """Training losses derived from the process: denoising score matching for Gaussian processes, Blackout's
-Poisson loss and the categorical cross-entropy for chains."""
+Poisson loss, the categorical cross-entropy and the continuous-time ELBO for chains."""
 
 from ..timevars import LogitTime
+from .chain_elbo import ChainELBOLoss
 from .chain import BlackoutLikelihood, BlackoutLoss, BlackoutOriginal, BlackoutWeight, CategoricalCrossEntropy
 from .gaussian import (
     DenoisingScoreMatching,
@@ -14,4 +15,4 @@ from .gaussian import (
 
 __all__ = ["Weighting", "Natural", "ELBOWeighting", "LikelihoodWeighting", "ImportanceSampled",
            "DenoisingScoreMatching", "BlackoutWeight", "BlackoutLikelihood", "BlackoutOriginal", "BlackoutLoss",
-           "CategoricalCrossEntropy", "LogitTime"]
+           "CategoricalCrossEntropy", "ChainELBOLoss", "LogitTime"]
