@@ -33,6 +33,7 @@ __all__ = [
     "EmptySafeIndependent",
     "available_memory",
     "deprecated_alias",
+    "sum_event",
 ]
 
 
@@ -47,6 +48,12 @@ def expand_like(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         torch.Size([2, 1, 1])
     """
     return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
+def sum_event(v: torch.Tensor) -> torch.Tensor:
+    """The sum of ``v`` (shape ``(batch, *event)``) over its event dimensions, shape ``(batch,)``; an empty
+    batch gives an empty result and a scalar event returns ``v`` (``reshape(batch, -1)`` fails on both)."""
+    return v.reshape(v.shape[0], math.prod(v.shape[1:])).sum(1)
 
 
 def as_tensor(value, *, like: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:

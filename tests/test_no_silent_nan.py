@@ -47,6 +47,11 @@ def test_empty_batches_on_chains(chain):
     assert chain.transition(x, t / 2, t).log_prob(x).shape == (0,)
     assert chain.posterior(x, x, t / 2, t).log_prob(x).shape == (0,)
     assert chain.sample_marginal(x, t).shape == (0, 3)
+    assert chain.prior_kl(x).shape == (0,)
+    data = torch.tensor([[0, 1, 2], [1, 1, 0]]).to(x.dtype)
+    model = pd.oracles.Empirical(data).model(chain)
+    assert pd.elbo(chain, model, x).shape == (0,)                   # continuous time
+    assert pd.elbo(chain, model, x, grid=pd.grids.Uniform(4)).shape == (0,)
 
 
 def test_empty_batches_on_gaussians_and_likelihood():

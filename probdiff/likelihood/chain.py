@@ -37,7 +37,7 @@ import math
 
 import torch
 
-from .._util import check_positive_int
+from .._util import check_positive_int, sum_event
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
 from ..processes.matrices import poisson_kl, xlogy_ratio
@@ -62,7 +62,7 @@ def chain_elbo_integrand(process: MarkovChain, rev, x0: torch.Tensor, xt: torch.
     probs = rev.x0_probs(xt, t.to(torch.get_default_dtype() if not xt.is_floating_point() else xt.dtype)).double()
     model = process.reverse_rates(probs, xt, t).clamp_min(0)           # the diagonal entry (negative) drops out
     cond = process.conditional_reverse_rates(x0, xt, t).double().clamp_min(0)
-    return poisson_kl(cond, model).reshape(x0.shape[0], -1).sum(1)
+    return sum_event(poisson_kl(cond, model))
 
 
 def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,
@@ -101,7 +101,7 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
         logq = logq - torch.logsumexp(logq, dim=-1, keepdim=True)
         probs = rev.x0_probs(xt, t).double()
         logp = process.reverse_kernel_log_probs(probs, xt, s, t)
-        total = total - xlogy_ratio(torch.exp(logq), logq, logp).reshape(b, -1).sum(1)
+        total = total - sum_event(xlogy_ratio(torch.exp(logq), logq, logp))
     return total.reshape(x.shape[0], k).mean(1)
 
 

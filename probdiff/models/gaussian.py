@@ -73,7 +73,7 @@ class GaussianModel(Model, abc.ABC):
         return expand_like(p.alpha(t), x), expand_like(p.sigma(t), x)
 
     def _signal(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """:math:`\alpha_t` like ``x``, refusing 0: where :math:`x_t = \sigma_t\epsilon` carries no trace of
+        r""":math:`\alpha_t` like ``x``, refusing 0: where :math:`x_t = \sigma_t\epsilon` carries no trace of
         :math:`x_0` a noise or score prediction cannot give the denoiser (``LinearBlend(t_max=1.0)`` at 1)."""
         alpha = expand_like(self.process.alpha(t), x)
         if bool((alpha == 0).any()):
