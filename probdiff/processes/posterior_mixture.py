@@ -90,9 +90,15 @@ def fill_rows(w: torch.Tensor, c_w: torch.Tensor, c_pi: torch.Tensor, log_pi: to
               at_x: torch.Tensor, *, log: bool) -> torch.Tensor:
     """A new ``(*batch, S)`` tensor ``c_w * w + c_pi * pi`` with ``at_x`` at state ``x``, in the dtype of ``w``:
     one pass over ``w`` into the output (``pi`` written as its most common value plus the few states that
-    differ, as for uniform noise, masking and their mixture), the logarithm taken in place if ``log``."""
+    differ, as for uniform noise, masking and their mixture), the logarithm taken in place if ``log``. Where a
+    gradient is needed (a network being trained on the bound) the same values are formed out of place."""
     dt = w.dtype
     pi = torch.exp(log_pi.to(device=w.device, dtype=torch.float64))
+    if torch.is_grad_enabled() and any(v.requires_grad for v in (w, c_w, c_pi, at_x)):
+        # training through the bound: the same values out of place (in-place writes into out= break autograd)
+        out = w * c_w.to(dt)[..., None] + (c_pi.double()[..., None] * pi).to(dt)
+        out = out.scatter(-1, x.long()[..., None], at_x.to(dt)[..., None])
+        return out.log() if log else out
     values, counts = torch.unique(pi, return_counts=True)
     common = float(values[counts.argmax()])
     out = torch.empty_like(w)

@@ -110,3 +110,20 @@ def test_ancestral_kernel_of_an_interpolating_chain_is_structured():
     y = kernel.draw(g)
     np.testing.assert_allclose(kernel.log_prob(y).numpy(), other.log_prob(y).numpy(), rtol=1e-10)
     assert torch.equal(denoised, denoised2)
+
+
+def test_dense_probabilities_carry_gradients_to_the_model_output():
+    """Training a network on the chain's bound differentiates the dense reverse kernel through the model's
+    output ``w`` (the coefficients depend on ``w`` too): the out-of-place path gives the fused path's values,
+    and its gradient agrees with finite differences (``torch.autograd.gradcheck``, float64)."""
+    chain = pd.UniformAbsorbingChain(6)
+    torch.manual_seed(0)
+    w = torch.softmax(torch.randn(2, 3, 6, dtype=torch.float64), -1)
+    x = torch.randint(0, 6, (2, 3))
+    t, s = torch.full((2,), 0.7, dtype=torch.float64), torch.full((2,), 0.4, dtype=torch.float64)
+    fused = chain.reverse_kernel(w, x, s, t).dense(log=True)
+    wg = w.clone().requires_grad_(True)
+    torch.testing.assert_close(chain.reverse_kernel(wg, x, s, t).dense(log=True).detach(), fused,
+                               rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda v: chain.reverse_kernel(v, x, s, t).dense(log=True), (wg,))
+    assert torch.autograd.gradcheck(lambda v: chain.reverse_rates(v, x, t), (wg,))
