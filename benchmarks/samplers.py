@@ -321,6 +321,7 @@ def plot(results, path):
 
 
 def main(argv=None):
+    global NFES
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"),
                         help="directory for samplers.png (default: benchmarks/out)")
@@ -330,7 +331,12 @@ def main(argv=None):
     parser.add_argument("--only", choices=["ring", "mixture16"], default=None,
                         help="one data set only (the two can run as separate processes)")
     parser.add_argument("--no-timing", action="store_true", help="skip the torchsde timing comparison")
+    parser.add_argument("--nfes", default=",".join(map(str, NFES)),
+                        help="comma-separated budgets (default: 5,10,20,50; 10 must be among them)")
     args = parser.parse_args(argv)
+    NFES = tuple(int(n) for n in args.nfes.split(","))
+    if 10 not in NFES:
+        parser.error("--nfes must include 10 (the plot and the goal are at 10 evaluations)")
     torch.set_num_threads(1)
     problems = []
     if args.only in (None, "ring"):
