@@ -7,8 +7,8 @@ one :class:`~probdiff.solvers.ExponentialMultistep` with particular coefficients
 the model's previous outputs :math:`D_{i-j} - D_i` each step adds). :class:`MultistepOptimal` minimises the
 endpoint error of the probability flow over the interior times *and* the coefficients, by gradient descent
 through the sampler: a handful of numbers per step, fitted on pilot initial states and checked on held-out
-ones, as Frankel et al. ("S4S: Solving for a Diffusion Model Solver", ICML 2025) and Zhou et al. ("Fast
-ODE-based Sampling for Diffusion Models in Around 5 Steps", CVPR 2024) do for image models.
+ones, as Frankel et al. ("S4S: Solving for a Diffusion Model Solver", ICML 2025) do for image models, following
+Watson et al. (ICLR 2022), who differentiate through the sampler to tune its parameters.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ denoiser (consistent, at least order 1). The coefficients pick the method: :math
 through the last ``order`` outputs exactly against :math:`e^\ell` (exponential Adams–Bashforth, Hochbruck &
 Ostermann, "Exponential integrators", Acta Numerica 2010, §2.5), order ``order``. Coefficients fitted to a
 model on pilot trajectories, together with the times, come from :class:`probdiff.grids.MultistepOptimal`
-(the idea of solving for a solver's coefficients: Frankel et al., "S4S: Solving for a Diffusion Model Solver",
-ICML 2025; Zhou et al., "Fast ODE-based Sampling for Diffusion Models in Around 5 Steps", CVPR 2024).
+(solving for a solver's coefficients and times on a model: Frankel et al., "S4S: Solving for a Diffusion Model
+Solver", ICML 2025).
 """
 
 from __future__ import annotations
