@@ -127,10 +127,14 @@ class MultistepOptimal(Explicit):
                                       line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-14)
         if steps > 1:
             optimiser.step(closure)
-        with torch.no_grad():
-            times = Grid._finish(_times_of(process, best[1]), process)
-            solver = ExponentialMultistep(best[2])
-            fitted_errors = (float(error(times, solver, fit_x, fit_ref)), float(error(times, solver, val_x, val_ref)))
+        try:
+            with torch.no_grad():
+                times = Grid._finish(_times_of(process, best[1]), process)
+                solver = ExponentialMultistep(best[2])
+                fitted_errors = (float(error(times, solver, fit_x, fit_ref)),
+                                 float(error(times, solver, val_x, val_ref)))
+        except ValueError:                 # increments so small that two times coincide in float64
+            fitted_errors = (math.nan, math.nan)
         if not (val_x.shape[0] == 0 or fitted_errors[1] < start_errors[1]) or not math.isfinite(fitted_errors[0]):
             times, solver, fitted_errors = start_times, start_solver, start_errors
         return cls(times, solver=solver, errors={"start": start_errors, "fitted": fitted_errors}, start=start,
