@@ -97,10 +97,11 @@ class Explicit(Grid):
 
 # ==================================================================== Gaussian: by noise level
 def log_snr_ends(grid, process: GaussianProcess) -> tuple[float, float]:
-    """``(lambda(t_max), lambda(t_min))`` as floats; ``ValueError`` naming ``grid`` if either is infinite."""
+    """``(lambda(t_max), lambda(t_min))`` as floats; ``ValueError`` naming ``grid`` (an instance or a class) if
+    either is infinite."""
     ends = process.log_snr(torch.tensor([process.t_max, process.t_min], dtype=torch.float64))
     if not bool(torch.isfinite(ends).all()):
-        raise ValueError(f"{type(grid).__name__} needs a finite log-SNR at t_min and t_max, got "
+        raise ValueError(f"{(grid if isinstance(grid, type) else type(grid)).__name__} needs a finite log-SNR at t_min and t_max, got "
                          f"{ends.tolist()} for {process!r}; choose t_max < 1 (LinearBlend) or use Uniform")
     return float(ends[0]), float(ends[1])
 

@@ -24,12 +24,11 @@ import torch
 
 from ._util import check_finite, check_positive_int, expand_like
 from .models.base import bind
-from .placement import Explicit, Grid, Karras, LogSNR, Uniform, log_snr_ends
+from .placement import Explicit, Grid, Karras, LogSNR, Uniform
 from .processes.gaussian import GaussianProcess, as_gaussian
-from .reverse.gaussian import GaussianReverse
 from .sampling import sample
-from .solvers.adapters import TorchDiffEq
 from .solvers.base import Solver
+from .tuning_multistep import _pilot, _times_of, _weights_of
 
 __all__ = ["ScoreOptimal", "EndpointOptimal"]
 
@@ -305,40 +304,17 @@ class EndpointOptimal(Explicit):
             max_evals: most sampling runs the search may spend (each is ``steps``-ish model evaluations).
             rtol: tolerance of the reference solution.
         """
-        if not isinstance(reverse, GaussianReverse) or reverse.noise != 0:
-            raise ValueError(f"reverse must be the probability flow (noise 0) of a GaussianProcess "
-                             f"(pd.probability_flow(model)); got {reverse!r}")
-        process = reverse.process
         if not isinstance(solver, Solver):
             raise ValueError(f"solver must be a probdiff Solver, got {type(solver).__name__}")
-        steps = check_positive_int("steps", steps)
-        if not isinstance(x_init, torch.Tensor) or x_init.dim() < 2 or x_init.shape[0] < 2:
-            raise ValueError("x_init must be a tensor of shape (batch, *event) with batch >= 2")
-        check_finite("x_init", x_init)
-        if isinstance(validation, bool) or not isinstance(validation, (int, float)) or not 0 <= validation < 1:
-            raise ValueError(f"validation must be a number in [0, 1), got {validation!r}")
         check_positive_int("max_evals", max_evals)
-        if init is not None and (not isinstance(init, Grid) or init.steps != steps):
-            raise ValueError(f"init must be a Grid with steps={steps}, got {init!r}")
-        lam_max_t, lam_min_t = log_snr_ends(cls, process)
-        nfe = 0
+        process, steps, (fit_x, fit_ref), (val_x, val_ref), nfe = _pilot(cls, reverse, steps, x_init, init,
+                                                                          reference, validation, rtol)
 
         def run(grid, x, generator=None):
             nonlocal nfe
             sol = sample(reverse, x_init=x, solver=solver, grid=grid, generator=generator)
             nfe += sol.nfe
             return sol.x
-
-        if reference is None:
-            sol = sample(reverse, x_init=x_init, solver=TorchDiffEq(rtol=rtol, atol=rtol), grid=LogSNR(8))
-            reference, nfe = sol.x, nfe + sol.nfe
-        elif not isinstance(reference, torch.Tensor) or reference.shape != x_init.shape:
-            raise ValueError(f"reference must be a tensor of the shape of x_init {tuple(x_init.shape)}")
-        n_val = int(round(validation * x_init.shape[0]))
-        if validation > 0 and not 1 <= n_val < x_init.shape[0]:
-            raise ValueError(f"validation={validation} leaves no states on one side of {x_init.shape[0]} pilot states")
-        fit_x, val_x = x_init[: x_init.shape[0] - n_val], x_init[x_init.shape[0] - n_val:]
-        fit_ref, val_ref = reference[: fit_x.shape[0]], reference[fit_x.shape[0]:]
 
         def rms(grid, x, ref):
             if x.shape[0] == 0:
@@ -354,29 +330,21 @@ class EndpointOptimal(Explicit):
         if steps == 1:
             return cls(start_times, errors={"start": start_errors, "fitted": start_errors}, start=start, nfe=nfe)
 
-        lam_start = process.log_snr(start_times)
-        increments = (lam_start[1:] - lam_start[:-1]) / (lam_min_t - lam_max_t)
-
-        def times_of(w):
-            u = torch.softmax(torch.cat([torch.as_tensor(w, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)]), 0)
-            lam = lam_max_t + (lam_min_t - lam_max_t) * torch.cat([u.new_zeros(1), u.cumsum(0)])
-            return process.time_of_log_snr(lam)
-
-        w0 = (increments.log() - increments[-1].log())[:-1]
+        w0 = _weights_of(process, start_times)
         penalty = math.log(start_errors[0]) + 10.0 if start_errors[0] > 0 else 10.0
 
         def objective(w):
             try:
-                error = rms(Explicit(Grid._finish(times_of(w), process)), fit_x, fit_ref)
+                error = rms(Explicit(Grid._finish(_times_of(process, w), process)), fit_x, fit_ref)
             except ValueError:             # increments so small that two times coincide in float64
                 return penalty
             return math.log(error) if math.isfinite(error) and error > 0 else penalty
 
         best = scipy.optimize.minimize(objective, w0.numpy(), method="Powell",
                         options=dict(maxfev=int(max_evals), xtol=1e-3, ftol=1e-4))
-        fitted = Explicit(Grid._finish(times_of(best.x), process))
+        fitted = Explicit(Grid._finish(_times_of(process, best.x), process))
         fitted_errors = (rms(fitted, fit_x, fit_ref), rms(fitted, val_x, val_ref))
-        keep = n_val == 0 or fitted_errors[1] < start_errors[1]
+        keep = val_x.shape[0] == 0 or fitted_errors[1] < start_errors[1]
         times = fitted.times(process) if keep else start_times
         return cls(times, errors={"start": start_errors, "fitted": fitted_errors if keep else start_errors},
                    start=start, nfe=nfe)
@@ -387,3 +355,4 @@ def _check_deterministic(run, grid, x, solver) -> None:
     b = run(grid, x, torch.Generator(device=x.device).manual_seed(1))
     if not torch.equal(a, b):
         raise ValueError(f"solver {solver!r} draws random numbers; EndpointOptimal fits deterministic solvers only")
+

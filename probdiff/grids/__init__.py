@@ -6,6 +6,7 @@ in one namespace.
 
 from ..placement import Explicit, Grid, Karras, LogitObservation, LogSNR, ScheduleUniform, Uniform
 from ..tuning import EndpointOptimal, ScoreOptimal
+from ..tuning_multistep import MultistepOptimal
 
 __all__ = ["Grid", "Uniform", "Explicit", "Karras", "LogSNR", "LogitObservation", "ScoreOptimal",
-           "EndpointOptimal", "ScheduleUniform"]
+           "EndpointOptimal", "MultistepOptimal", "ScheduleUniform"]

@@ -10,9 +10,11 @@ from .adapters import TorchDiffEq, TorchSDE
 from .ancestral import Ancestral, CoefficientPreserving
 from .base import CTMCSolver, HasKernel, ODESolver, SDESolver, Solver, Step
 from .ctmc import BinomialBridge, MaskedAncestral, NearestRounding, Rounding, StochasticRounding, TauLeaping
+from .multistep import ExponentialMultistep
 from .ode import Deblend, DPMSolver2M, Euler, Heun, UniPC
 from .sde import EulerMaruyama
 
-__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver", "HasKernel", "Ancestral", "Euler", "Heun", "DPMSolver2M",
-           "UniPC", "Deblend", "EulerMaruyama", "TauLeaping", "BinomialBridge", "TorchSDE", "TorchDiffEq",
-           "CoefficientPreserving", "Rounding", "StochasticRounding", "NearestRounding", "MaskedAncestral"]
+__all__ = ["Solver", "Step", "ODESolver", "SDESolver", "CTMCSolver", "HasKernel", "Ancestral", "Euler", "Heun",
+           "DPMSolver2M", "UniPC", "ExponentialMultistep", "Deblend", "EulerMaruyama", "TauLeaping", "BinomialBridge",
+           "TorchSDE", "TorchDiffEq", "CoefficientPreserving", "Rounding", "StochasticRounding", "NearestRounding",
+           "MaskedAncestral"]
