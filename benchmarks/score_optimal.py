@@ -44,21 +44,12 @@ import probdiff as pd
 from probdiff import data as pdata
 from probdiff.grids import Explicit, Karras, LogSNR, ScoreOptimal, Uniform
 from probdiff.nn import MLP, FourierLogSNR
+from samplers import mixture16                    # the 16-D, 4-component mixture (this folder's samplers.py)
 from probdiff.solvers import Ancestral, DPMSolver2M, Euler, Heun, TorchDiffEq, UniPC
 
 NFE = 10
 SOLVERS = {"Euler": (Euler(), 1), "Heun": (Heun(), 2), "DPMSolver2M": (DPMSolver2M(), 1), "UniPC": (UniPC(), 1),
            "DDIM": (Ancestral(eta=0.0), 1)}
-
-
-def mixture16():
-    """The 16-D, 4-component mixture of benchmarks/samplers.py."""
-    g = torch.Generator().manual_seed(0)
-    k, d = 4, 16
-    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
-    a = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(d, dtype=torch.float64)
-    return pd.oracles.GaussianMixture(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), means, covs)
 
 
 def mixture_problem(mix, n=500):

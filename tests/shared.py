@@ -1,7 +1,9 @@
-"""Inputs shared by the likelihood, ELBO and Pyro tests: the Gaussian processes and mixture oracles they use.
+"""Inputs shared by the tests: the Gaussian processes and mixture oracles they use.
 
 Importable from every test module (``tests/`` is on ``sys.path`` through its conftest).
 """
+
+import math
 
 import torch
 
@@ -27,3 +29,13 @@ def mixture(dim, k=3, seed=0, dtype=torch.float64):
 
 def data(mix, n, seed=1):
     return mix.sample(n, generator=torch.Generator().manual_seed(seed))
+
+
+def mixture16():
+    """The 16-D, 4-component mixture of ``benchmarks/samplers.py`` (the samplers' and schedules' 16-D oracle)."""
+    g = torch.Generator().manual_seed(0)
+    k, d = 4, 16
+    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    a = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(d, dtype=torch.float64)
+    return GaussianMixture(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), means, covs)

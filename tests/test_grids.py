@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import probdiff as pd
+from shared import mixture16
 from probdiff.grids import Karras, LogSNR, ScoreOptimal, Uniform
 from probdiff.solvers import Euler
 
@@ -156,21 +157,12 @@ def test_score_optimal_beats_uniform_at_ten_steps_on_the_ring():
     assert log_density_gap(grid) < log_density_gap(Uniform(10))
 
 
-def _mixture16():
-    """The 16-D, 4-component mixture of benchmarks/samplers.py."""
-    g = torch.Generator().manual_seed(0)
-    means = 2.0 * torch.randn(4, 16, generator=g, dtype=torch.float64)
-    a = torch.randn(4, 16, 16, generator=g, dtype=torch.float64) / 4.0
-    covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(16, dtype=torch.float64)
-    return pd.oracles.GaussianMixture(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), means, covs)
-
-
 def test_score_optimal_in_the_scale_free_frame_on_the_16d_mixture():
     """The 16-D ordering (THEORY.md §6, "Which frame"): in the scale-free frame the fitted grid starts like
     Karras' (small steps at high noise) and gives Euler no more error than the best fixed grid (5 % slack for
     the 400 test trajectories); in the VP frame it front-loads the first step and is the worst grid."""
     process = pd.VPSDE(t_min=1e-3)
-    mix = _mixture16()
+    mix = mixture16()
     model = mix.model(process)
     data = mix.sample(512, generator=torch.Generator().manual_seed(3))
     rev = pd.probability_flow(process, model)
@@ -261,5 +253,5 @@ def test_solver_aware_score_optimal_orderings_at_ten_evaluations():
     ring = _ratios_at_ten_evaluations(process, pd.oracles.GaussianMixture.ring(dtype=torch.float64),
                                       (Euler(), pd.solvers.Heun()))
     assert ring["Euler"] < 0.8 and ring["Heun"] < 0.85, ring
-    mixture = _ratios_at_ten_evaluations(process, _mixture16(), (Euler(), pd.solvers.Heun(), pd.solvers.DPMSolver2M()))
+    mixture = _ratios_at_ten_evaluations(process, mixture16(), (Euler(), pd.solvers.Heun(), pd.solvers.DPMSolver2M()))
     assert mixture["Euler"] < 1.02 and mixture["Heun"] < 1.35 and mixture["DPMSolver2M"] < 1.2, mixture

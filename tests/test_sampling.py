@@ -7,27 +7,17 @@ covers the discretisation bias of Euler–Maruyama on 250 log-SNR steps (measure
 Mode occupancy: sd of a mode's frequency is sqrt(w (1 - w) / n) ~0.007; tolerance 0.035 is 5 sd.
 """
 
-import math
-
 import pytest
 import torch
 
 import probdiff as pd
+from shared import mixture16
 from probdiff.grids import LogSNR, Uniform
 from probdiff.solvers import Ancestral, EulerMaruyama, Heun
 
 
 def _ring():
     return pd.oracles.GaussianMixture.ring(8, radius=3.0, variance=0.1, dtype=torch.float64)
-
-
-def _mixture16():
-    g = torch.Generator().manual_seed(0)
-    k, d = 4, 16
-    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
-    a = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(d, dtype=torch.float64)
-    return pd.oracles.GaussianMixture(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), means, covs)
 
 
 def _occupancy(mix, x):
@@ -65,7 +55,7 @@ def test_reverse_family_reproduces_the_ring_mixture(noise):
 @pytest.mark.parametrize("noise", [0.0, 0.5, 1.0, 2.0])
 def test_reverse_family_reproduces_a_16d_mixture(noise):
     # sd of the per-sample log-density ~3 nats: sd of a difference of means ~0.1 at n = 2000
-    _check_family(_mixture16(), noise, n=2000, steps=1000, lp_tol=0.35)
+    _check_family(mixture16(), noise, n=2000, steps=1000, lp_tol=0.35)
 
 
 def test_ancestral_sampling_reproduces_the_ring_mixture():

@@ -74,6 +74,9 @@ class ExponentialMultistep(ODESolver):
         ell = _ell(process, times)
         c = torch.zeros(ell.shape[0] - 1, max(1, int(history)), dtype=torch.float64)
         c[1:, 0] = -0.5 * (ell[2:] - ell[1:-1]) / (ell[1:-1] - ell[:-2])
+        # a noiseless end (ell = +inf at sigma = 0, -inf at alpha = 0: LinearBlend on [0, 1]): the step into it
+        # is first order (c = 0), as DPMSolver2M's; a step after t_max with ell = -inf already gets c = -0
+        c[~torch.isfinite(c)] = 0.0
         return cls(c, order=2)
 
     @classmethod
@@ -90,9 +93,11 @@ class ExponentialMultistep(ODESolver):
         c = torch.zeros(ell.shape[0] - 1, width, dtype=torch.float64)
         for i in range(ell.shape[0] - 1):
             k = min(order, i + 1)                                      # points available: D_i, ..., D_{i-k+1}
-            if k == 1:
-                continue
+            while k > 1 and not bool(torch.isfinite(ell[i - k + 1])):   # no node at ell = -inf (alpha = 0)
+                k -= 1
             h = float(ell[i + 1] - ell[i])
+            if k == 1 or not math.isfinite(h):                         # first order into a noiseless end
+                continue
             moments = [1.0 - math.exp(-h)]
             for n in range(1, k):
                 moments.append(h**n - n * moments[-1])

@@ -93,12 +93,12 @@ def _update_2m(p, x, t, s, ell_t, denoised, previous):
     r"""The DPM-Solver++(2M) update from ``t`` to ``s``: :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t +
     \alpha_s(1 - e^{-h})\hat D`, with :math:`\hat D` extrapolated from ``previous = (D_prev, ell_prev)``,
     or :math:`\hat D = D_t` when ``previous`` is None (see :class:`DPMSolver2M`)."""
+    h = 0.5 * p.log_snr(s) - ell_t
     d_hat = denoised
     # h = inf (sigma_s = 0, a process with a noiseless data end): the extrapolation in ell diverges, so that
     # step is first order, as k-diffusion's DPM-Solver++(2M) does when the next sigma is 0
     if previous is not None and bool(torch.isfinite(h).all()):
         d_prev, ell_prev = previous
-        h = 0.5 * p.log_snr(s) - ell_t
         d_hat = denoised + expand_like(0.5 * h / (ell_t - ell_prev), x) * (denoised - d_prev)
     return _exponential_step(p, x, t, s, ell_t, d_hat)
 

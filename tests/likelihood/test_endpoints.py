@@ -94,8 +94,18 @@ def test_every_sampler_runs_on_the_unit_interval(solver, noise):
     assert ((sol.x.double().mean(0) - _mean(mix)).abs() <= 5 * se + 0.3).all()
 
 
-@pytest.mark.parametrize("solver", [pd.solvers.DPMSolver2M(), pd.solvers.UniPC(), pd.solvers.UniPC(False)],
-                         ids=repr)
+def _exponential_multistep(rule, *args):
+    """ExponentialMultistep built for each grid of the convergence test (its coefficients belong to a grid)."""
+    def build(process, grid):
+        return rule(process, grid.times(process), *args)
+    build.__name__ = f"ExponentialMultistep.{rule.__name__}{args}"
+    return build
+
+
+@pytest.mark.parametrize("solver", [pd.solvers.DPMSolver2M(), pd.solvers.UniPC(), pd.solvers.UniPC(False),
+                                    _exponential_multistep(pd.solvers.ExponentialMultistep.dpm_solver_2m),
+                                    _exponential_multistep(pd.solvers.ExponentialMultistep.adams, 3)],
+                         ids=lambda v: v.__name__ if callable(v) and not isinstance(v, pd.solvers.Solver) else repr(v))
 def test_multistep_solvers_converge_to_the_flow(solver):
     """Through both singular ends (ell = -inf at t = 1, +inf at t = 0) the multistep solvers converge to the
     flow's solution (torchdiffeq at rtol 1e-9 from the same start)."""
@@ -104,8 +114,9 @@ def test_multistep_solvers_converge_to_the_flow(solver):
     x1 = torch.randn(16, 2, generator=_gen(3), dtype=torch.float64)
     ref = pd.sample(flow, x_init=x1, solver=pd.solvers.TorchDiffEq(rtol=1e-9, atol=1e-9),
                     grid=pd.grids.Uniform(1)).x
-    err = [(pd.sample(flow, x_init=x1, solver=solver, grid=pd.grids.Uniform(n)).x - ref).abs().max().item()
-           for n in (16, 64)]
+    build = solver if not isinstance(solver, pd.solvers.Solver) else (lambda process, grid: solver)
+    err = [(pd.sample(flow, x_init=x1, solver=build(process, pd.grids.Uniform(n)), grid=pd.grids.Uniform(n)).x
+            - ref).abs().max().item() for n in (16, 64)]
     assert all(math.isfinite(e) for e in err)
     assert err[1] < err[0] and err[1] < 0.05
 
