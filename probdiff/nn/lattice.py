@@ -26,7 +26,7 @@ data" (2022, score interpolation), with the within-bin part of dequantised data 
 :func:`bin_posterior` is also the Rao–Blackwellised regression target of
 :class:`probdiff.losses.DenoisingScoreMatching` with ``quantization=``.
 
-**Exact divergence** (issue 15, item 7). :class:`LatticeDenoiser` computes, per coordinate :math:`i`,
+**Exact divergence.** :class:`LatticeDenoiser` computes, per coordinate :math:`i`,
 :math:`D_i = \sum_k w_{ik}\mu_{ik}` with :math:`w_{ik} = \mathrm{softmax}_k(\ell_{ik}(x) + \log Z_{ik}(x_i))`,
 where the logits :math:`\ell` come from the network and the bin masses :math:`Z_{ik}` and truncated means
 :math:`\mu_{ik}` depend on :math:`x_i` alone, in closed form (:func:`probdiff.lattice.bin_posterior`). With
