@@ -207,7 +207,8 @@ def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e
     if p.numel() == 0:
         return
     # reductions only (no boolean tensor of p's size): a NaN or infinity shows in the minimum or the maximum
-    lo, hi = (float(v) for v in torch.aminmax(p.detach()))
+    p = p.detach()                                       # a check, not part of any graph
+    lo, hi = (float(v) for v in torch.aminmax(p))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} must be finite (no NaN or inf), got a tensor with non-finite entries")
     if lo < 0 or hi > 1 + rtol:
