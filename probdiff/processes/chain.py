@@ -86,10 +86,14 @@ class MarkovChain(ForwardProcess):
 
     def _generator_on(self, device, dtype) -> torch.Tensor:
         """:math:`R` on ``device`` in ``dtype``, copied once per (device, dtype) rather than once per step."""
-        key = (torch.device(device), dtype)
-        cache = self.__dict__.setdefault("_generator_cache", {})
+        return self._cached_on("_R", device, dtype)
+
+    def _cached_on(self, name: str, device, dtype) -> torch.Tensor:
+        """The tensor attribute ``name`` on ``device`` in ``dtype``, copied once per (name, device, dtype)."""
+        key = (name, torch.device(device), dtype)
+        cache = self.__dict__.setdefault("_device_cache", {})
         if key not in cache:
-            cache[key] = self._R.to(device=key[0], dtype=dtype)
+            cache[key] = getattr(self, name).to(device=key[1], dtype=dtype)
         return cache[key]
 
     def beta(self, t) -> torch.Tensor:

@@ -134,11 +134,7 @@ class InterpolatingChain(MarkovChain):
 
     def log_pi_on(self, device, dtype) -> torch.Tensor:
         """:math:`\\log\\pi` on ``device`` in ``dtype``, cached."""
-        key = (torch.device(device), dtype)
-        cache = self.__dict__.setdefault("_log_pi_cache", {})
-        if key not in cache:
-            cache[key] = self._log_pi.to(device=key[0], dtype=dtype)
-        return cache[key]
+        return self._cached_on("_log_pi", device, dtype)
 
     def log_keep(self, s, t) -> torch.Tensor:
         """:math:`\\log a(s, t) = -r(B(t) - B(s))`, the log-probability of no jump in :math:`(s, t]` (float64)."""
