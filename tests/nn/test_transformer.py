@@ -1,5 +1,5 @@
 """The sequence transformer: shapes, time conditioning, bidirectional attention, permutation behaviour set by the
-position embeddings, gradients, empty batch, argument checks, and use as the network of the chain models."""
+rotary position embeddings, gradients, empty batch, argument checks, and use as the network of the chain models."""
 
 import math
 
@@ -56,10 +56,25 @@ def test_permutation_equivariant_without_positions_and_not_with_them():
     torch.testing.assert_close(free(x[:, perm], t), free(x, t)[:, perm], rtol=1e-5, atol=1e-5)
     placed = small()
     assert (placed(x[:, perm], t) - placed(x, t)[:, perm]).abs().max() > 1e-3
-    # with positions, a constant sequence still gets position-dependent logits; without, identical ones
+    # rotary positions shape where a token looks, not what it reads: a constant sequence has nothing to tell
+    # apart, so every position gets the same logits, with or without positions
     c = torch.full((1, 12), 3)
-    assert (placed(c, 0.5)[0] - placed(c, 0.5)[0, :1]).abs().max() > 1e-4
+    torch.testing.assert_close(placed(c, 0.5)[0], placed(c, 0.5)[0, :1].expand(12, 5))
     torch.testing.assert_close(free(c, 0.5)[0], free(c, 0.5)[0, :1].expand(12, 5))
+
+
+def test_rotary_scores_depend_on_the_offset_only():
+    from probdiff.nn.transformer import rotary
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+    seq_q, seq_k = q.expand(1, 1, 20, 8), k.expand(1, 1, 20, 8)
+    scores = rotary(seq_q)[0, 0] @ rotary(seq_k)[0, 0].T                 # scores[n, m] = <R_n q, R_m k>
+    for offset in (-5, 0, 3):
+        diagonal = torch.diagonal(scores, offset)
+        torch.testing.assert_close(diagonal, diagonal[:1].expand_as(diagonal))
+    assert (scores[0, 1] - scores[0, 4]).abs() > 1e-3                   # and the offset matters
+    # each rotation keeps the norm: a rotation of coordinate pairs
+    torch.testing.assert_close(rotary(seq_q).norm(dim=-1), q.norm().expand(1, 1, 20))
 
 
 def test_gradients_reach_every_parameter():
@@ -68,10 +83,7 @@ def test_gradients_reach_every_parameter():
     out = net(x, torch.rand(4))
     torch.nn.functional.cross_entropy(out.reshape(-1, 5), torch.randint(0, 5, (48,))).backward()
     for name, p in net.named_parameters():
-        if name.startswith("pos"):
-            continue
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    assert net.pos.grad is not None and net.pos.grad.abs().sum() > 0
 
 
 def test_empty_batch_and_shorter_sequences():
@@ -86,6 +98,7 @@ def test_empty_batch_and_shorter_sequences():
     (dict(num_states=5, length=4, depth=0), "depth"), (dict(num_states=5, length=4, dropout=1.0), "dropout"),
     (dict(num_states=5, length=4, positional=1), "positional"), (dict(num_states=5, length=4, time="t"), "time"),
     (dict(num_states=5, length=4, width=2.5), "width"),
+    (dict(num_states=5, length=4, width=6, heads=2), "even head width"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
