@@ -111,7 +111,10 @@ class InterpolatingChain(MarkovChain):
         noise equally likely), with :math:`1/p(t) = (1 - \alpha_{t_{max}})/(r\beta(t)\alpha_t)`; the weight
         :math:`-\alpha'/(1-\alpha)` of masked diffusion then becomes :math:`(1 - \alpha_{t_{max}})/(1 - \alpha_t)`."""
         a_end = math.exp(float(self.log_keep(self.t_min, self.t_max)))
-        alpha = 1 - (1 - a_end) * u.to(torch.float64)                         # in (a_end, 1]
+        # the ends are kept open (by the spacing of doubles at 1): at u = 1 a schedule with alpha = 0 at t_max
+        # has an infinite rate and a zero alpha, and at u = 0 the masked weight 1/(1 - alpha_t) is infinite
+        u = u.to(torch.float64).clamp(2.0 ** -53, 1 - 2.0 ** -53)
+        alpha = 1 - (1 - a_end) * u                                             # in (a_end, 1)
         t = self.time_of_keep(torch.log(alpha)).clamp(self.t_min, self.t_max)
         density = self.rate_scale * self.beta(t).double() * alpha / (1 - a_end)
         return t, 1 / density

@@ -247,3 +247,13 @@ def test_schedule_uniform_grid_spaces_alpha_evenly():
     np.testing.assert_allclose(torch.exp(-ts).numpy(), np.linspace(a_end, 1, 5), atol=1e-12)
     with pytest.raises(ValueError, match="InterpolatingChain"):
         pd.grids.ScheduleUniform(4).times(pd.Blackout(4))
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
+def test_elbo_times_are_finite_at_the_ends_of_the_uniforms(schedule):
+    # u = 1 maps to alpha = 0 at t_max for the schedules that reach it (an infinite rate times a zero alpha),
+    # u = 0 to alpha = 1 (an infinite masked weight); both ends are kept open, so neither gives NaN or inf
+    for chain in (pd.AbsorbingChain(5, schedule=schedule), pd.UniformChain(5, schedule=schedule)):
+        t, inverse_density = chain.sample_elbo_times(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+        assert torch.isfinite(t).all() and torch.isfinite(inverse_density).all()
+        assert (t >= chain.t_min).all() and (t <= chain.t_max).all() and (inverse_density >= 0).all()
