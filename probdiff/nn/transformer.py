@@ -40,7 +40,7 @@ from .mlp import TimeMLP, as_time
 __all__ = ["Transformer"]
 
 
-def rotary(q: torch.Tensor) -> torch.Tensor:
+def _rotary(q: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding of queries or keys ``(batch, heads, tokens, d)`` (``d`` even, see the module)."""
     n, d = q.shape[-2], q.shape[-1]
     half = d // 2
@@ -73,7 +73,7 @@ class _Block(nn.Module):
         z = self.norm1(h) * (1 + a1) + b1
         q, k, v = self.qkv(z).reshape(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
         if self.positional:
-            q, k = rotary(q), rotary(k)
+            q, k = _rotary(q), _rotary(k)
         att = torch.nn.functional.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0)
         h = h + (1 + g1) * self.drop(self.proj(att.transpose(1, 2).reshape(b, n, w)))

@@ -64,17 +64,17 @@ def test_permutation_equivariant_without_positions_and_not_with_them():
 
 
 def test_rotary_scores_depend_on_the_offset_only():
-    from probdiff.nn.transformer import rotary
+    from probdiff.nn.transformer import _rotary
     g = torch.Generator().manual_seed(3)
     q, k = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
     seq_q, seq_k = q.expand(1, 1, 20, 8), k.expand(1, 1, 20, 8)
-    scores = rotary(seq_q)[0, 0] @ rotary(seq_k)[0, 0].T                 # scores[n, m] = <R_n q, R_m k>
+    scores = _rotary(seq_q)[0, 0] @ _rotary(seq_k)[0, 0].T                 # scores[n, m] = <R_n q, R_m k>
     for offset in (-5, 0, 3):
         diagonal = torch.diagonal(scores, offset)
         torch.testing.assert_close(diagonal, diagonal[:1].expand_as(diagonal))
     assert (scores[0, 1] - scores[0, 4]).abs() > 1e-3                   # and the offset matters
     # each rotation keeps the norm: a rotation of coordinate pairs
-    torch.testing.assert_close(rotary(seq_q).norm(dim=-1), q.norm().expand(1, 1, 20))
+    torch.testing.assert_close(_rotary(seq_q).norm(dim=-1), q.norm().expand(1, 1, 20))
 
 
 def test_gradients_reach_every_parameter():
