@@ -80,7 +80,7 @@ class DefensiveCounts:
         # log(1 - p e^{-delta}) - log(1 - p), with p = e^{-t}: both log1m_exp, exact at small t
         shift = expand_like(torch.log(-torch.expm1(-t - self.delay)) - torch.log(-torch.expm1(-t)), n0)
         per_px = -self.delay * nt + torch.where(deaths > 0, deaths * shift, torch.zeros_like(deaths))
-        log_ratio = per_px.reshape(n0.shape[0], -1).sum(1)
+        log_ratio = per_px.reshape(n0.shape[0], math.prod(n0.shape[1:])).sum(1)
         return -torch.logaddexp(torch.full_like(log_ratio, math.log1p(-self.share)), math.log(self.share) + log_ratio)
 
     def __repr__(self) -> str:
@@ -138,8 +138,8 @@ class CountsControlVariate:
                  weight=1.0) -> torch.Tensor:
         """The centred features :math:`(z_1, z_2)`, float64 ``(batch, 2)``."""
         b = x0.shape[0]
-        n0 = x0.to(torch.float64).reshape(b, -1)
-        m = n0 - nt.to(torch.float64).reshape(b, -1)
+        n0 = x0.to(torch.float64).reshape(b, math.prod(x0.shape[1:]))
+        m = n0 - nt.to(torch.float64).reshape(b, n0.shape[1])
         t = torch.as_tensor(t, dtype=torch.float64, device=x0.device)
         death = -torch.expm1(-t)                                                     # 1 - p_t
         mean1 = (n0 * death[:, None]).sum(1)

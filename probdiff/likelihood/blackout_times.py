@@ -159,7 +159,7 @@ class FittedBlackoutTime(TimeVariable):
 
 
 def _binned_regression(y: torch.Tensor, z: torch.Tensor, w: torch.Tensor, j: torch.Tensor, bins: int) -> torch.Tensor:
-    """Per bin, weighted ridge regression of ``y`` on ``z`` with an intercept, on standardised features (the
+    r"""Per bin, weighted ridge regression of ``y`` on ``z`` with an intercept, on standardised features (the
     intercept dropped): ``(bins, z.shape[1])``. The ridge, a share of the unit diagonal of the
     features' correlation matrix (``RIDGE``), shrinks the coefficients along nearly collinear directions (at small
     :math:`t` almost every :math:`m` is 0 or 1, and the two features nearly coincide), where least squares
