@@ -35,7 +35,7 @@ import torch
 from .._util import check_real, expand_like
 from ..processes.blackout import Blackout
 
-__all__ = ["DefensiveCounts", "CountsControlVariate", "logit_bin"]
+__all__ = ["DefensiveCounts", "CountsControlVariate"]
 
 
 class DefensiveCounts:
@@ -87,7 +87,7 @@ class DefensiveCounts:
         return f"DefensiveCounts(share={self.share:g}, delay={self.delay:g})"
 
 
-def logit_bin(process: Blackout, t: torch.Tensor, bins: int) -> torch.Tensor:
+def _logit_bin(process: Blackout, t: torch.Tensor, bins: int) -> torch.Tensor:
     r"""Index of ``t`` among ``bins`` equal bins of :math:`v = \log(e^t - 1)` on :math:`[-L/2, L/2]`, the
     range of the ELBO's times (``torch.long``)."""
     half = float(process.t_max) + math.log1p(-math.exp(-float(process.t_max)))
@@ -157,7 +157,7 @@ class CountsControlVariate:
     def correction(self, x0: torch.Tensor, nt: torch.Tensor, t: torch.Tensor, weight=1.0) -> torch.Tensor:
         """:math:`c_{j(t)}\\cdot z`, float64 ``(batch,)``: subtract it from the draw's integrand."""
         z = self.features(self.process, x0, nt, t, weight)
-        c = self.coefs.to(z.device)[logit_bin(self.process, t, self.coefs.shape[0])]
+        c = self.coefs.to(z.device)[_logit_bin(self.process, t, self.coefs.shape[0])]
         return (c * z).sum(1)
 
     def __repr__(self) -> str:

@@ -12,7 +12,9 @@ bins of the logit variable :math:`v = \log(e^t - 1)` (bin probabilities :math:`\
 bin's estimated :math:`\int E[I_1^2]\,dt\,dv/dt`), mixed with the process' default proposal (share
 ``defensive``), so that the weight of every draw stays within :math:`1/\text{defensive}` of the default's. The
 fitted proposal is fixed before the draws of the bound, so the bound stays unbiased; its pilot draws cost
-network evaluations (``pilot`` per data point of the fitting batch), which a benchmark must count.
+network evaluations (``pilot`` per data point of the fitting batch), which a benchmark must count. The same
+pilot draws can also choose a proposal of the counts (:class:`~probdiff.likelihood.DefensiveCounts`) and fit a
+control variate of them (:class:`~probdiff.likelihood.CountsControlVariate`), see :meth:`FittedBlackoutTime.fit`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .._util import check_bool, check_positive_int
 from ..processes.blackout import Blackout
 from ..reverse.base import build_reverse
 from ..timevars import TimeVariable
-from .blackout_counts import CountsControlVariate, DefensiveCounts, logit_bin
+from .blackout_counts import CountsControlVariate, DefensiveCounts, _logit_bin
 
 __all__ = ["FittedBlackoutTime"]
 
@@ -100,7 +102,7 @@ class FittedBlackoutTime(TimeVariable):
             integrand, _, nt, _ = _blackout_terms(process, rev, x0, t, dtype, generator, pooled)
         log_omegas = [torch.zeros_like(t) if c is None else c.log_weight(x0, nt, t) for c in candidates]   # q/r_c
         log_pool = torch.logsumexp(-torch.stack(log_omegas), 0) - math.log(len(candidates))                # r_0/q
-        j = logit_bin(process, t, nb).cpu()
+        j = _logit_bin(process, t, nb).cpu()
         # weight of a draw in the integral over a bin of (.)^2 dt/dv (the bins are equal in v): 1 / density
         lsq = (-torch.expm1(-t) * inverse_density).cpu() / max(x0.shape[0], 1)
         best = None
@@ -124,7 +126,7 @@ class FittedBlackoutTime(TimeVariable):
         return fit
 
     def _bin(self, t: torch.Tensor) -> torch.Tensor:
-        return logit_bin(self.process, t, self.bin_probs.numel())
+        return _logit_bin(self.process, t, self.bin_probs.numel())
 
     def bounds(self, process):
         return 0.0, 1.0
