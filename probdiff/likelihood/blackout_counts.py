@@ -136,7 +136,8 @@ class CountsControlVariate:
     @staticmethod
     def features(process: Blackout, x0: torch.Tensor, nt: torch.Tensor, t: torch.Tensor,
                  weight=1.0) -> torch.Tensor:
-        """The centred features :math:`(z_1, z_2)`, float64 ``(batch, 2)``."""
+        """The centred features :math:`(z_1, z_2)`, float64 ``(batch, 2)`` (the exact means take a table of
+        ``batch × S × S`` floats, ``S = max_count + 1``)."""
         b = x0.shape[0]
         n0 = x0.to(torch.float64).reshape(b, math.prod(x0.shape[1:]))
         m = n0 - nt.to(torch.float64).reshape(b, n0.shape[1])

@@ -75,8 +75,8 @@ class FittedBlackoutTime(TimeVariable):
         estimated from draws that miss where it puts its mass), they score each candidate by the second
         moment of its estimator :math:`h` under its own fitted proposal, :math:`(\sum_{bins}\sqrt{mass})^2`;
         the smallest is kept as the fitted object's ``counts`` attribute. With ``control=True`` the same draws
-        also fit a :class:`~probdiff.likelihood.CountsControlVariate` per candidate (weighted least squares per
-        bin, with an intercept), kept as ``control`` (``None`` otherwise), and the proposal is fitted to the
+        also fit a :class:`~probdiff.likelihood.CountsControlVariate` per candidate (weighted ridge regression
+        per bin on standardised features, with an intercept), kept as ``control`` (``None`` otherwise), and the proposal is fitted to the
         corrected integrand. Pass all three on: ``pd.elbo(..., time=fit, counts=fit.counts,
         control=fit.control)``.
         """
