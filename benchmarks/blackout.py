@@ -12,9 +12,11 @@ where the draws happen:
 ``--elbo`` runs the second benchmark instead: the per-draw spread of the continuous-time Blackout ELBO
 (:func:`probdiff.likelihood.blackout_elbo`), every estimator at two network evaluations per draw: the logit
 estimator of Santos et al. (``time=LogitTime(), fold_decoder=False``), probdiff's default (mixed time proposal,
-decoder folded into the draws) and a proposal fitted to the model (:class:`probdiff.likelihood.FittedBlackoutTime`,
-its pilot evaluations listed), on the 3-point set of issue 16 with the exact oracle and on the digits with a
-network trained for ``--minutes``. It prints mean ± SE (the oracle's bound is log(1/3) up to a 3e-4 prior KL),
+decoder folded into the draws), a proposal fitted to the model (:class:`probdiff.likelihood.FittedBlackoutTime`,
+its pilot evaluations listed) and the same fit with importance-sampled counts
+(:class:`probdiff.likelihood.DefensiveCounts`, kept only where the pilot draws say it pays) and a control variate
+of the counts (:class:`probdiff.likelihood.CountsControlVariate`), from the same pilot evaluations; on the
+3-point set of issue 16 with the exact oracle and on the digits with a network trained for ``--minutes``. It prints mean ± SE (the oracle's bound is log(1/3) up to a 3e-4 prior KL),
 the standard deviation of one draw, quantiles, the minimum and the ratio of spreads to the logit estimator.
 
 Usage: ``python benchmarks/blackout.py [--device cuda] [--steps 200] [--repeats 3] [--threads 1]``
@@ -115,14 +117,16 @@ ESTIMATORS = (("logit (Santos et al.)", dict(time=pd.LogitTime(), fold_decoder=F
               ("default (mixed, folded)", {}))
 
 
-def spread_rows(name, process, model, points, reps, fitted, pilot_evals, want=None):
-    """One row per estimator: mean ± SE, per-draw std, quantiles and minimum over all points' draws."""
-    rows = list(ESTIMATORS) + [(f"fitted ({pilot_evals} pilot evals)", dict(time=fitted))]
+def spread_rows(name, process, model, points, reps, extra, want=None):
+    """One row per estimator: mean ± SE, per-draw std, quantiles and minimum over all points' draws. Every
+    estimator spends two network evaluations per draw (``extra`` rows' pilot evaluations are spent once, before
+    the draws, and listed in their labels), so the ratio of per-draw spreads is at equal cost."""
+    rows = list(ESTIMATORS) + list(extra)
     x = points.repeat_interleave(reps, 0)
     base = None
-    print(f"\n{name}: {len(points)} points x {reps} draws, 2 network evaluations per draw"
+    print(f"\n{name}: {len(points)} points x {reps} draws, 2 network evaluations per draw for every estimator"
           + ("" if want is None else f"; target log(1/N) = {want:.4f}"))
-    print(f"{'estimator':34s} {'mean':>9s} {'SE':>7s} {'std/draw':>9s} {'ratio':>6s} {'q0.1%':>8s} {'q1%':>8s}"
+    print(f"{'estimator':44s} {'mean':>9s} {'SE':>7s} {'std/draw':>9s} {'ratio':>6s} {'q0.1%':>8s} {'q1%':>8s}"
           f" {'q50%':>8s} {'min':>8s}" + ("" if want is None else f" {'|err|/SE':>8s}"))
     for label, options in rows:
         with torch.no_grad():
@@ -134,8 +138,27 @@ def spread_rows(name, process, model, points, reps, fitted, pilot_evals, want=No
         q = torch.quantile(e.flatten() - e.mean(1, keepdim=True).expand_as(e).flatten() + e.mean(),
                            torch.tensor([0.001, 0.01, 0.5]))
         err = "" if want is None else f" {float((e.mean(1) - want).abs().max() / (e.std(1).max() / math.sqrt(reps))):8.2f}"
-        print(f"{label:34s} {float(e.mean()):9.4f} {se:7.4f} {sd:9.3f} {base / sd:6.2f} {float(q[0]):8.2f}"
+        print(f"{label:44s} {float(e.mean()):9.4f} {se:7.4f} {sd:9.3f} {base / sd:6.2f} {float(q[0]):8.2f}"
               f" {float(q[1]):8.2f} {float(q[2]):8.3f} {float(e.min()):8.1f}" + err)
+
+
+def fitted_rows(process, model, x, pilot, seed):
+    """The fitted estimators: the time proposal alone, and with the counts (importance-sampled where the pilot
+    says it pays) and their control variate, both from one set of ``pilot`` draws per point of ``x``."""
+    from probdiff.likelihood import DefensiveCounts, FittedBlackoutTime
+    evals = pilot * len(x)
+    fit = FittedBlackoutTime.fit(process, model, x, pilot=pilot, generator=torch.Generator().manual_seed(seed))
+    full = FittedBlackoutTime.fit(process, model, x, pilot=pilot, generator=torch.Generator().manual_seed(seed),
+                                  counts=(None, DefensiveCounts()), control=True)
+    # sensitivity to the time proposal's defensive share (0.3 by default), chosen after seeing these two sets
+    low = FittedBlackoutTime.fit(process, model, x, pilot=pilot, generator=torch.Generator().manual_seed(seed),
+                                 counts=(None, DefensiveCounts()), control=True, defensive=0.1)
+
+    def chose(f):
+        return "defensive counts" if f.counts is not None else "plain counts"
+    return [(f"fitted ({evals} pilot evals)", dict(time=fit)),
+            (f"fitted + {chose(full)} + control ({evals})", dict(time=full, counts=full.counts, control=full.control)),
+            (f"  same, defensive 0.1 ({evals})", dict(time=low, counts=low.counts, control=low.control))]
 
 
 def elbo_spread(args):
@@ -143,7 +166,6 @@ def elbo_spread(args):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     from blackout_digits import CountNet, train
-    from probdiff.likelihood import FittedBlackoutTime
     from probdiff.losses import BlackoutLoss
     from probdiff.oracles import Empirical
 
@@ -151,9 +173,8 @@ def elbo_spread(args):
     data3 = torch.tensor([[8, 0], [3, 5], [1, 1]])
     b3 = pd.Blackout(max_count=8, t_max=10.0)
     oracle = Empirical(data3).model(b3)
-    fit3 = FittedBlackoutTime.fit(b3, oracle, data3, pilot=2000, generator=torch.Generator().manual_seed(9))
     spread_rows("3-point set [[8,0],[3,5],[1,1]], Blackout(8, t_max=10), exact oracle", b3, oracle, data3, 20000,
-                fit3, 3 * 2000, want=math.log(1 / 3))
+                fitted_rows(b3, oracle, data3, 2000, 9), want=math.log(1 / 3))
     x, _ = load_digits(return_X_y=True)
     train_x, test_x = train_test_split(torch.tensor(x, dtype=torch.long), test_size=0.2, random_state=0)
     b = pd.Blackout(max_count=16, t_max=10.0)
@@ -162,9 +183,9 @@ def elbo_spread(args):
     print(f"\ntraining a BlackoutModel (MLP 256 x 3) on the digits for {args.minutes} min")
     its = train(model, BlackoutLoss(b), train_x, args.minutes, 0)
     model.net.eval()
-    fitted = FittedBlackoutTime.fit(b, model, train_x[:40], pilot=32, generator=torch.Generator().manual_seed(9))
-    print(f"{its} iterations; proposal fitted on 40 training images x 32 draws")
-    spread_rows("digits, 40 test images (bits/dim = -mean / (64 ln 2))", b, model, test_x[:40], 400, fitted, 40 * 32)
+    print(f"{its} iterations; proposals fitted on 40 training images x 32 draws")
+    spread_rows("digits, 40 test images (bits/dim = -mean / (64 ln 2))", b, model, test_x[:40], 400,
+                fitted_rows(b, model, train_x[:40], 32, 9))
 
 
 def main():

@@ -2,6 +2,7 @@
 
 from ..lattice import Quantization
 from ..timevars import LogSNRTime, PhysicalTime, TimeSampler, TimeVariable, UniformLogSNR, UniformTime
+from .blackout_counts import CountsControlVariate, DefensiveCounts
 from .blackout_times import FittedBlackoutTime
 from .bpd import BitsPerDim, bits_per_dim, bits_per_dim_summary, dequantize
 from .chain import blackout_elbo, chain_elbo, chain_elbo_integrand, prior_kl
@@ -15,7 +16,8 @@ from .gaussian import gaussian_elbo
 from .traces import ExactTrace, Hutchinson, ProbeKind, Trace, probe_forms, probe_vjps
 from .variance import GaussianControlVariate, HutchPlusPlus
 
-__all__ = ["elbo", "family_elbo", "ddpm_vlb", "VLBTerms", "gaussian_elbo", "chain_elbo", "blackout_elbo", "FittedBlackoutTime", "prior_kl",
+__all__ = ["elbo", "family_elbo", "ddpm_vlb", "VLBTerms", "gaussian_elbo", "chain_elbo", "blackout_elbo", "FittedBlackoutTime", "DefensiveCounts", "CountsControlVariate",
+           "prior_kl",
            "chain_elbo_integrand", "log_likelihood", "LikelihoodStats", "Trace", "ExactTrace", "Hutchinson", "ProbeKind",
            "probe_forms", "TimeVariable",
            "PhysicalTime", "LogSNRTime", "Decoder", "GaussianDecoder", "DiscretizedGaussian", "DiscretizedNormal",

@@ -12,7 +12,9 @@ bins of the logit variable :math:`v = \log(e^t - 1)` (bin probabilities :math:`\
 bin's estimated :math:`\int E[I_1^2]\,dt\,dv/dt`), mixed with the process' default proposal (share
 ``defensive``), so that the weight of every draw stays within :math:`1/\text{defensive}` of the default's. The
 fitted proposal is fixed before the draws of the bound, so the bound stays unbiased; its pilot draws cost
-network evaluations (``pilot`` per data point of the fitting batch), which a benchmark must count.
+network evaluations (``pilot`` per data point of the fitting batch), which a benchmark must count. The same
+pilot draws can also choose a proposal of the counts (:class:`~probdiff.likelihood.DefensiveCounts`) and fit a
+control variate of them (:class:`~probdiff.likelihood.CountsControlVariate`), see :meth:`FittedBlackoutTime.fit`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import math
 
 import torch
 
-from .._util import check_positive_int
+from .._util import check_bool, check_positive_int
 from ..processes.blackout import Blackout
 from ..reverse.base import build_reverse
 from ..timevars import TimeVariable
+from .blackout_counts import CountsControlVariate, DefensiveCounts, _logit_bin
 
 __all__ = ["FittedBlackoutTime"]
+
+RIDGE = 0.01        # the control variate's ridge, a share of the standardised features' unit variance
 
 
 class FittedBlackoutTime(TimeVariable):
@@ -53,35 +58,75 @@ class FittedBlackoutTime(TimeVariable):
         self.defensive = float(defensive)
         self._cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(self.bin_probs, 0)])
         self._half = float(process.t_max) + math.log1p(-math.exp(-float(process.t_max)))
+        self.counts: DefensiveCounts | None = None         # set by fit: the counts and control to pass on
+        self.control: CountsControlVariate | None = None
 
     @classmethod
     def fit(cls, process: Blackout, model, x: torch.Tensor, *, pilot: int = 32, bins: int = 24,
-            defensive: float = 0.3, generator: torch.Generator | None = None) -> "FittedBlackoutTime":
-        """Fit to ``model`` from ``pilot`` draws per data point of ``x`` (``pilot * len(x)`` evaluations),
-        drawn from the process' default proposal (stratified)."""
+            defensive: float = 0.3, generator: torch.Generator | None = None,
+            counts=None, control: bool = False) -> "FittedBlackoutTime":
+        r"""Fit to ``model`` from ``pilot`` draws per data point of ``x`` (``pilot * len(x)`` evaluations), times
+        from the process' default proposal (stratified), counts from :math:`q(n_t|n_0)`.
+
+        ``counts``: ``None``, a :class:`~probdiff.likelihood.DefensiveCounts`, or a sequence of candidates
+        (each ``None``, for :math:`q` itself, or a ``DefensiveCounts``). The pilot's counts are drawn from the
+        equal mixture :math:`r_0` of the candidates' laws, and reweighted (:math:`E_{r}[h^2] =
+        E_{r_0}[h^2\,r/r_0]`, the ratio at most the number of candidates, so no candidate's second moment is
+        estimated from draws that miss where it puts its mass), they score each candidate by the second
+        moment of its estimator :math:`h` under its own fitted proposal, :math:`(\sum_{bins}\sqrt{mass})^2`;
+        the smallest is kept as the fitted object's ``counts`` attribute. With ``control=True`` the same draws
+        also fit a :class:`~probdiff.likelihood.CountsControlVariate` per candidate (weighted ridge regression
+        per bin on standardised features, with an intercept), kept as ``control`` (``None`` otherwise), and the proposal is fitted to the
+        corrected integrand. Pass all three on: ``pd.elbo(..., time=fit, counts=fit.counts,
+        control=fit.control)``.
+        """
         from .chain import _blackout_terms               # the integrand, shared with the bound
         process.check_states("x", x)
         k = check_positive_int("pilot", pilot)
         nb = check_positive_int("bins", bins)
+        check_bool("control", control)
+        candidates = list(counts) if isinstance(counts, (list, tuple)) else [counts]
+        for c in candidates:
+            if c is not None and not isinstance(c, DefensiveCounts):
+                raise ValueError(f"counts must be None, a DefensiveCounts or a sequence of them, got {c!r}")
+        if not candidates:
+            raise ValueError("counts must hold at least one candidate (None for the plain counts)")
         rev = build_reverse(process, model, 1.0)
         x0 = x.repeat_interleave(k, dim=0)
         u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x.device)
         u = (torch.arange(k, dtype=torch.float64, device=x.device).repeat(x.shape[0]) + u) / k
         t, inverse_density = process.sample_elbo_times(u)
         dtype = torch.get_default_dtype() if not x.is_floating_point() else x.dtype
+        pooled = _Pooled(candidates)
         with torch.no_grad():
-            integrand, _ = _blackout_terms(process, rev, x0, t, dtype, generator)
-        proposal = cls(process, torch.ones(nb), defensive)
-        j = proposal._bin(t.cpu())
-        # estimate of the integral over the bin of E[I_1^2] dt/dv (the bins are equal in v): draws / density
-        second = (integrand.cpu() ** 2 * -torch.expm1(-t.cpu()) * inverse_density.cpu()) / x0.shape[0]
-        mass = torch.zeros(nb, dtype=torch.float64).index_add_(0, j, second)
-        return cls(process, torch.sqrt(mass) + 1e-12 * float(torch.sqrt(mass).max().clamp_min(1e-300)), defensive)
+            integrand, _, nt, _ = _blackout_terms(process, rev, x0, t, dtype, generator, pooled)
+        log_omegas = [torch.zeros_like(t) if c is None else c.log_weight(x0, nt, t) for c in candidates]   # q/r_c
+        log_pool = torch.logsumexp(-torch.stack(log_omegas), 0) - math.log(len(candidates))                # r_0/q
+        j = _logit_bin(process, t, nb).cpu()
+        # weight of a draw in the integral over a bin of (.)^2 dt/dv (the bins are equal in v): 1 / density
+        lsq = (-torch.expm1(-t) * inverse_density).cpu() / max(x0.shape[0], 1)
+        best = None
+        for c, log_omega in zip(candidates, log_omegas):
+            omega = torch.exp(log_omega)
+            value = (omega * integrand).cpu()                                      # the draw's value under r_c
+            share = torch.exp(-log_omega - log_pool).cpu()                         # r_c / r_0 <= len(candidates)
+            fitted_control = None
+            if control:
+                z = CountsControlVariate.features(process, x0, nt, t, omega)
+                fitted_control = CountsControlVariate(process, _binned_regression(value, z.cpu(), lsq * share, j, nb))
+                value = value - fitted_control.correction(x0, nt, t, omega).cpu()
+            mass = torch.zeros(nb, dtype=torch.float64).index_add_(0, j, value ** 2 * lsq * share)
+            score = float(torch.sqrt(mass).sum()) ** 2
+            if best is None or score < best[0]:
+                best = (score, c, fitted_control, mass)
+        _, chosen, fitted_control, mass = best
+        root = torch.sqrt(mass)
+        fit = cls(process, root + 1e-12 * float(root.max().clamp_min(1e-300)), defensive)
+        fit.counts, fit.control = chosen, fitted_control
+        return fit
 
     def _bin(self, t: torch.Tensor) -> torch.Tensor:
-        v = torch.log(torch.expm1(t.clamp_min(1e-300)))
-        k = self.bin_probs.numel()
-        return ((v + self._half) / (2 * self._half) * k).floor().long().clamp(0, k - 1)
+        return _logit_bin(self.process, t, self.bin_probs.numel())
 
     def bounds(self, process):
         return 0.0, 1.0
@@ -113,3 +158,48 @@ class FittedBlackoutTime(TimeVariable):
 
     def __repr__(self) -> str:
         return f"FittedBlackoutTime(bins={self.bin_probs.numel()}, defensive={self.defensive:g})"
+
+
+def _binned_regression(y: torch.Tensor, z: torch.Tensor, w: torch.Tensor, j: torch.Tensor, bins: int) -> torch.Tensor:
+    r"""Per bin, weighted ridge regression of ``y`` on ``z`` with an intercept, on standardised features (the
+    intercept dropped): ``(bins, z.shape[1])``. The ridge, a share of the unit diagonal of the
+    features' correlation matrix (``RIDGE``), shrinks the coefficients along nearly collinear directions (at small
+    :math:`t` almost every :math:`m` is 0 or 1, and the two features nearly coincide), where least squares
+    gives large opposite coefficients that blow up on the next draw with an :math:`m = 2`. Zero in a bin
+    whose effective number of draws (Kish's :math:`(\sum w)^2/\sum w^2`) is below four per unknown."""
+    coefs = torch.zeros(bins, z.shape[1], dtype=torch.float64)
+    for b in range(bins):
+        inside = j == b
+        ww = w[inside]
+        total = float(ww.sum())
+        if not total ** 2 >= 4 * (z.shape[1] + 1) * float((ww ** 2).sum()) > 0:
+            continue
+        zz, yy = z[inside], y[inside]
+        zc = zz - (ww[:, None] * zz).sum(0) / total
+        yc = yy - (ww * yy).sum() / total
+        scale = torch.sqrt((ww[:, None] * zc ** 2).sum(0) / total).clamp_min(1e-300)
+        zs = zc / scale
+        gram = zs.T @ (ww[:, None] * zs) / total
+        beta = torch.linalg.solve(gram + RIDGE * torch.eye(z.shape[1], dtype=torch.float64), zs.T @ (ww * yc) / total)
+        coefs[b] = beta / scale
+    return coefs
+
+
+class _Pooled:
+    """The pilot's counts: each row from one of the candidates' laws, chosen uniformly (weight 1: the fit
+    reweights the draws itself)."""
+
+    def __init__(self, candidates):
+        self.candidates = candidates
+
+    def sample(self, process, x0, t, generator):
+        pick = torch.randint(len(self.candidates), t.shape, generator=generator, device=x0.device)
+        nt = torch.zeros_like(x0, dtype=torch.long)
+        for i, c in enumerate(self.candidates):
+            rows = pick == i
+            if c is None:
+                drawn = process.sample_marginal(x0[rows], t[rows], generator=generator)
+            else:
+                drawn = c.sample(process, x0[rows], t[rows], generator)[0]
+            nt[rows] = drawn
+        return nt, 1.0

@@ -70,6 +70,15 @@ class CategoricalModel(ChainModel):
         probs = self.x0_probs(x, t)
         return probs @ torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
 
+    def mean_births(self, x: torch.Tensor, t) -> torch.Tensor:
+        """:math:`E[x_0 - x_t \\mid x_t = x]` clamped at 0, summed term by term,
+        :math:`\\sum_k p(k \\mid x)\\,(k - x)`: the difference :math:`E[x_0 \\mid x] - x` of
+        :meth:`ChainModel.mean_births` cancels to 0 when the births are tiny (a posterior of 1e-26 on a far data
+        point), which would make Blackout's ELBO integrand infinite at such states."""
+        probs = self.x0_probs(x, t)
+        states = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        return (probs * (states - x.to(probs.dtype)[..., None])).sum(-1).clamp_min(0.0)
+
 
 class BlackoutModel(ChainModel):
     r"""The network predicts :math:`y = E[n_0 - n_t \mid n_t]` through a softplus (so :math:`y > 0`).

@@ -73,7 +73,8 @@ def test_spread_per_draw_is_lower_at_equal_cost_on_the_3_point_oracle():
     # both estimators spend two network evaluations per draw. Exact (enumeration of n_t on a fine time grid): rms
     # of the per-point standard deviations about 6.0 (old) vs 2.6 (default), ratio 2.3; measured with 20,000
     # draws per point over seeds 0-5: 2.0-2.8 (the old estimator's sample spread is itself heavy-tailed);
-    # asserted with a margin at 1.6. (The goal is 4: not met, see docs/benchmarks/blackout.txt.)
+    # asserted with a margin at 1.6. (The goal of 4 is reached with importance-sampled counts and a control
+    # variate: tests/likelihood/test_elbo_blackout_counts.py.)
     b = pd.Blackout(max_count=8, t_max=10.0)
     oracle = Empirical(DATA_3).model(b)
     new, old = draws(b, oracle, DATA_3, 20000, 5), draws(b, oracle, DATA_3, 20000, 5, **OLD)
