@@ -88,11 +88,12 @@ class GaussianFrameAdams:
 
     Args:
         data_variance: :math:`c`, the per-coordinate variance of the Gaussian whose flow the frame makes
-            constant (1 for data scaled to unit variance; 0.5 to 2 measured within 10% of the work).
+            constant (1 for data scaled to unit variance; on the mixture oracles 0.5 and 2 took within 7% of
+            the evaluations of 1 at equal error).
         order: the predictor's order (the corrector's is one more).
         rtol, atol: per-sample tolerances of the error norm (RMS over the frame's state and the
-            log-density integrals). The default, ``2e-4``, gives about the error of the default
-            Dormand–Prince solver at ``1e-5`` on the Gaussian-mixture oracles (benchmarks/likelihood.py).
+            log-density integrals). The default, ``2e-4``, gives the error of the default Dormand–Prince
+            solver at ``1e-5`` or less in 7 of the 8 Gaussian-mixture cases of benchmarks/likelihood.py.
         first_step: the first step as a fraction of the span of :math:`\rho`.
         log_det_extra: extra past derivatives in the log-density quadrature.
         safety, grow, shrink: the step controller's safety factor and bounds on the step's change.
