@@ -12,6 +12,7 @@ from .likelihood import (
     BitsPerDim,
     ExactTrace,
     GaussianControlVariate,
+    GaussianFrameAdams,
     HutchPlusPlus,
     Hutchinson,
     LikelihoodStats,
@@ -69,6 +70,6 @@ __all__ = [
     "condition", "LinearGaussian", "guidance",
     "log_likelihood", "LikelihoodStats", "ExactTrace", "Hutchinson", "elbo", "bits_per_dim", "dequantize",
     "Quantization", "TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "expand_like", "Trainer",
-    "HutchPlusPlus", "GaussianControlVariate", "BitsPerDim", "bits_per_dim_summary",
+    "HutchPlusPlus", "GaussianControlVariate", "GaussianFrameAdams", "BitsPerDim", "bits_per_dim_summary",
     "data", "geometry", "grids", "likelihood", "losses", "nn", "oracles", "ppl", "recipes", "solvers", "testing", "train",
 ]

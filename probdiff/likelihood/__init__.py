@@ -12,6 +12,7 @@ from .dequantization import (Dequantizer, TruncatedNormalDequantizer, UniformDeq
 from .decoders import Decoder, DiscretizedGaussian, DiscretizedNormal, GaussianDecoder, decoder_bound
 from .elbo import elbo, family_elbo
 from .exact import LikelihoodStats, log_likelihood
+from .frame_adams import GaussianFrameAdams
 from .gaussian import gaussian_elbo
 from .traces import ExactTrace, Hutchinson, ProbeKind, Trace, probe_forms, probe_vjps
 from .variance import GaussianControlVariate, HutchPlusPlus
@@ -24,4 +25,4 @@ __all__ = ["elbo", "family_elbo", "ddpm_vlb", "VLBTerms", "gaussian_elbo", "chai
            "Quantization", "bits_per_dim", "dequantize", "TimeSampler", "UniformLogSNR", "UniformTime",
            "HutchPlusPlus", "GaussianControlVariate", "probe_vjps", "BitsPerDim", "bits_per_dim_summary",
            "Dequantizer", "UniformDequantizer", "TruncatedNormalDequantizer", "dequantized_log_prob", "decoder_bound",
-           "dequantized_bound"]
+           "dequantized_bound", "GaussianFrameAdams"]
