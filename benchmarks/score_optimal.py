@@ -11,7 +11,8 @@ converged one (dopri5 at tight tolerance) from the same initial noise, on the un
 
 * ``local``: :meth:`probdiff.grids.LocalErrorOptimal.fit` on the same 300 pilot states — every step of the
   solver carries an equal share of its endpoint error, measured by step halving (equidistribution,
-  iterated; the iterate with the smallest pilot error is kept; ``it`` is its index, 0 = the log-SNR start).
+  iterated; the iterate with the smallest pilot error is kept; ``it`` is its index, 0 = the log-SNR start;
+  ``last/best``: the last iterate's ratio, the equidistribution without that choice).
 
 * ``traj`` (a diagnostic, not a probdiff API): the solver's own local-error density along probability-flow
   trajectories from 300 pilot noise states (not the scored ones), ``C(u) = E|d^(p+1) y/du^(p+1)|`` in the
@@ -130,7 +131,7 @@ def table(name, process, model, data, x_init, pilot, *, iterations=3):
     fit_seconds, local_seconds = 0.0, 0.0
     print(f"\n{name}: RMS distance to the converged probability-flow endpoint at NFE {NFE}")
     print(f"{'solver':<12}{'Uniform':>9}{'LogSNR':>9}{'Karras':>9}{'paper':>9}{'order':>9}{'traj':>9}{'local':>9}"
-          f"{'it':>4}{'paper/best':>12}{'order/best':>12}{'traj/best':>12}{'local/best':>12}")
+          f"{'it':>4}{'paper/best':>12}{'order/best':>12}{'traj/best':>12}{'local/best':>12}{'last/best':>11}")
     ratios = {}
     for sname, (solver, per_step) in SOLVERS.items():
         steps = NFE // per_step
@@ -153,10 +154,11 @@ def table(name, process, model, data, x_init, pilot, *, iterations=3):
         local_seconds += time.perf_counter() - start
         with torch.no_grad():
             fitted.append(rms(pd.sample(flow, x_init=x_init, solver=solver, grid=grid).x, ref))
+            last = rms(pd.sample(flow, x_init=x_init, solver=solver, grid=Explicit(grid.history[-1][0])).x, ref)
         best = min(fixed)
         ratios[sname] = tuple(f / best for f in fitted)
         print(f"{sname:<12}" + "".join(f"{e:>9.4f}" for e in fixed + fitted) + f"{grid.chosen:>4}"
-              + "".join(f"{r:>12.2f}" for r in ratios[sname]), flush=True)
+              + "".join(f"{r:>12.2f}" for r in ratios[sname]) + f"{last / best:>11.2f}", flush=True)
     print(f"(score-optimal fits: {fit_seconds:.1f} s in all; local-error fits: {local_seconds:.1f} s in all)")
     return ratios
 
