@@ -18,6 +18,7 @@ from ._util import check_positive_int
 from .placement import Explicit, Grid, LogSNR
 from .sampling import sample
 from .solvers.base import Solver
+from .tuning import _check_deterministic
 from .tuning_multistep import _pilot
 
 __all__ = ["LocalErrorOptimal"]
@@ -129,7 +130,8 @@ class LocalErrorOptimal(Explicit):
         Args:
             reverse: the probability flow (``noise == 0``) of a Gaussian process with finite log-SNR at both
                 ends (:func:`probdiff.probability_flow`).
-            solver: a deterministic solver; its ``order`` sets the exponent :math:`1/(p+1)`.
+            solver: a deterministic solver (one whose output depends on the random generator is refused);
+                its ``order`` sets the exponent :math:`1/(p+1)`.
             steps: number of steps.
             x_init: pilot initial states at ``t_max``, ``(batch, *event)``, ``batch >= 2``; use other states
                 than the ones you will sample.
@@ -148,6 +150,14 @@ class LocalErrorOptimal(Explicit):
             raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}")
         process, steps, (x, ref), _, nfe = _pilot(cls, reverse, steps, x_init, init, reference, 0.0, rtol)
         ts = (LogSNR(steps) if init is None else init).times(process)
+
+        def run(grid, x_start, generator=None):
+            nonlocal nfe
+            sol = sample(reverse, x_init=x_start, solver=solver, grid=grid, generator=generator)
+            nfe += sol.nfe
+            return sol.x
+
+        _check_deterministic(run, Explicit(ts), x[:2], solver)
         history = []
         for k in range(int(iterations) + 1):
             d, end, spent = cls.contributions(reverse, solver, ts, x)

@@ -318,6 +318,16 @@ def test_equidistribute_and_fit_check_their_arguments():
         LocalErrorOptimal.fit(flow, Euler(), 4, x, iterations=0)
     with pytest.raises(ValueError, match="x_init"):
         LocalErrorOptimal.fit(flow, Euler(), 4, x[:1])
+    with pytest.raises(ValueError, match="deterministic"):
+        LocalErrorOptimal.fit(flow, pd.solvers.Ancestral(eta=1.0), 4, x)
+    with pytest.raises(ValueError, match="probability flow"):
+        LocalErrorOptimal.fit(pd.reverse(flow.process, flow.model, noise=1.0), Euler(), 4, x)
+    blend = pd.LinearBlend(t_max=1.0)              # alpha = 0 at t_max: no finite log-SNR to halve steps in
+    blend_flow = pd.probability_flow(blend, pd.oracles.GaussianMixture.ring(dtype=torch.float64).model(blend))
+    with pytest.raises(ValueError, match="LocalErrorOptimal needs a finite log-SNR"):
+        LocalErrorOptimal.fit(blend_flow, Euler(), 4, x)
+    one = LocalErrorOptimal.fit(flow, Euler(), 1, x)                   # one step: nothing to move
+    assert len(one.history) == 1 and torch.equal(one.times(process), LogSNR(1).times(process))
 
 
 def test_local_error_fit_keeps_the_best_iterate_and_counts_its_work():
