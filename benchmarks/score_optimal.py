@@ -179,7 +179,8 @@ def main(argv=None):
     print(f"\ndigits model trained in {time.perf_counter() - t0:.0f} s")
     summary["digits"] = table("digits (trained MLP)", *problem)
     print(f"\nfitted / best fixed grid at NFE {NFE} (goal: <= 1.1 for every solver, < 1 for Euler)")
-    print(f"{'solver':<12}" + "".join(f"{k + ' ' + c:>13}" for k in summary for c in ("paper", "order", "traj", "local")))
+    kinds = ("paper", "order", "traj", "local")
+    print(f"{'solver':<12}" + "".join(f"{k + ' ' + c:>13}" for k in summary for c in kinds))
     for sname in SOLVERS:
         print(f"{sname:<12}" + "".join(f"{r:>13.2f}" for k in summary for r in summary[k][sname]))
     print(f"\ntotal {time.perf_counter() - start:.0f} s; load average at the end {os.getloadavg()[0]:.2f}")

@@ -5,7 +5,7 @@ a solver errs where its own truncation error is large, and the two differ (docs/
 error density is measured for the solver itself, by step halving on pilot trajectories, and the steps are
 placed so that each carries an equal share of it: the equidistribution principle of adaptive mesh
 selection (de Boor, "Good approximation by splines with variable knots II", 1974; Hairer, Nørsett & Wanner,
-*Solving Ordinary Differential Equations I*, §II.4, step halving), iterated to its fixed point.
+*Solving Ordinary Differential Equations I*, §II.4, step halving), iterated towards its fixed point.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ __all__ = ["LocalErrorOptimal"]
 
 def _rms(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x - y).flatten(1).pow(2).sum(1).mean().sqrt()) if x.shape[0] else math.nan
+
+
+def _check_floor(floor) -> None:
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
+        raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
 
 
 class LocalErrorOptimal(Explicit):
@@ -108,8 +113,7 @@ class LocalErrorOptimal(Explicit):
         if d.shape != (lam.shape[0] - 1,) or not bool(torch.isfinite(d).all()) or bool((d < 0).any()):
             raise ValueError(f"contributions must be {lam.shape[0] - 1} finite numbers >= 0, got {d.tolist()}")
         check_positive_int("order", order)
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
-            raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
+        _check_floor(floor)
         inc = d.pow(1.0 / (int(order) + 1))
         mean = float(inc.mean())
         inc = inc.clamp_min(floor * mean) if mean > 0 else torch.ones_like(inc)
@@ -146,6 +150,7 @@ class LocalErrorOptimal(Explicit):
         if not isinstance(solver, Solver):
             raise ValueError(f"solver must be a probdiff Solver, got {type(solver).__name__}")
         check_positive_int("iterations", iterations)
+        _check_floor(floor)
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
             raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}")
         process, steps, (x, ref), _, nfe = _pilot(cls, reverse, steps, x_init, init, reference, 0.0, rtol)
@@ -168,5 +173,6 @@ class LocalErrorOptimal(Explicit):
             lam = process.log_snr(ts)
             new = cls.equidistribute(lam, d, solver.order, floor=floor)
             ts = Grid._finish(process.time_of_log_snr(gamma * new + (1.0 - gamma) * lam), process)
-        chosen = min(range(len(history)), key=lambda i: (history[i][2] if math.isfinite(history[i][2]) else math.inf, i))
+        errors = [e if math.isfinite(e) else math.inf for _, _, e in history]
+        chosen = min(range(len(history)), key=lambda i: (errors[i], i))
         return cls(history[chosen][0], history=history, chosen=chosen, nfe=nfe)

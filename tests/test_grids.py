@@ -316,6 +316,8 @@ def test_equidistribute_and_fit_check_their_arguments():
             LocalErrorOptimal.fit(flow, Euler(), 4, x, gamma=gamma)
     with pytest.raises(ValueError, match="iterations"):
         LocalErrorOptimal.fit(flow, Euler(), 4, x, iterations=0)
+    with pytest.raises(ValueError, match="floor"):
+        LocalErrorOptimal.fit(flow, Euler(), 4, x, floor=2.0)
     with pytest.raises(ValueError, match="x_init"):
         LocalErrorOptimal.fit(flow, Euler(), 4, x[:1])
     with pytest.raises(ValueError, match="deterministic"):
