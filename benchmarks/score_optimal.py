@@ -9,6 +9,11 @@ converged one (dopri5 at tight tolerance) from the same initial noise, on the un
 * ``order``: the same cost, with the step density per unit of log-SNR proportional to
   ``delta^(1/(2(p+1)))`` for the solver's order ``p`` (``ScoreOptimal.fit(..., solver=solver)``).
 
+* ``local``: :meth:`probdiff.grids.LocalErrorOptimal.fit` on the same 300 pilot states — every step of the
+  solver carries an equal share of its endpoint error, measured by step halving (equidistribution,
+  iterated; the iterate with the smallest pilot error is kept; ``it`` is its index, 0 = the log-SNR start;
+  ``last/best``: the last iterate's ratio, the equidistribution without that choice).
+
 * ``traj`` (a diagnostic, not a probdiff API): the solver's own local-error density along probability-flow
   trajectories from 300 pilot noise states (not the scored ones), ``C(u) = E|d^(p+1) y/du^(p+1)|`` in the
   variable ``u`` the solver steps in (``t`` for Euler and Heun, ``ell`` = log-SNR/2 with ``y = alpha D`` for
@@ -42,7 +47,7 @@ import torch
 
 import probdiff as pd
 from probdiff import data as pdata
-from probdiff.grids import Explicit, Karras, LogSNR, ScoreOptimal, Uniform
+from probdiff.grids import Explicit, Karras, LocalErrorOptimal, LogSNR, ScoreOptimal, Uniform
 from probdiff.nn import MLP, FourierLogSNR
 from samplers import mixture16                    # the 16-D, 4-component mixture (this folder's samplers.py)
 from probdiff.solvers import Ancestral, DPMSolver2M, Euler, Heun, TorchDiffEq, UniPC
@@ -121,10 +126,12 @@ def table(name, process, model, data, x_init, pilot, *, iterations=3):
     tol = 1e-9 if x_init.dtype == torch.float64 else 1e-5
     with torch.no_grad():
         ref = pd.sample(flow, x_init=x_init, solver=TorchDiffEq(rtol=tol, atol=tol), grid=LogSNR(8)).x
-    fit_seconds = 0.0
+    with torch.no_grad():
+        pilot_ref = pd.sample(flow, x_init=pilot, solver=TorchDiffEq(rtol=tol, atol=tol), grid=LogSNR(8)).x
+    fit_seconds, local_seconds = 0.0, 0.0
     print(f"\n{name}: RMS distance to the converged probability-flow endpoint at NFE {NFE}")
-    print(f"{'solver':<12}{'Uniform':>9}{'LogSNR':>9}{'Karras':>9}{'paper':>9}{'order':>9}{'traj':>9}"
-          f"{'paper/best':>12}{'order/best':>12}{'traj/best':>12}")
+    print(f"{'solver':<12}{'Uniform':>9}{'LogSNR':>9}{'Karras':>9}{'paper':>9}{'order':>9}{'traj':>9}{'local':>9}"
+          f"{'it':>4}{'paper/best':>12}{'order/best':>12}{'traj/best':>12}{'local/best':>12}{'last/best':>11}")
     ratios = {}
     for sname, (solver, per_step) in SOLVERS.items():
         steps = NFE // per_step
@@ -142,11 +149,17 @@ def table(name, process, model, data, x_init, pilot, *, iterations=3):
         grid = trajectory_grid(process, model, pilot, sname, solver.order, steps)
         with torch.no_grad():
             fitted.append(rms(pd.sample(flow, x_init=x_init, solver=solver, grid=grid).x, ref))
+        start = time.perf_counter()
+        grid = LocalErrorOptimal.fit(flow, solver, steps, pilot, reference=pilot_ref)
+        local_seconds += time.perf_counter() - start
+        with torch.no_grad():
+            fitted.append(rms(pd.sample(flow, x_init=x_init, solver=solver, grid=grid).x, ref))
+            last = rms(pd.sample(flow, x_init=x_init, solver=solver, grid=Explicit(grid.history[-1][0])).x, ref)
         best = min(fixed)
         ratios[sname] = tuple(f / best for f in fitted)
-        print(f"{sname:<12}" + "".join(f"{e:>9.4f}" for e in fixed + fitted)
-              + "".join(f"{r:>12.2f}" for r in ratios[sname]), flush=True)
-    print(f"(fits: {fit_seconds:.1f} s in all)")
+        print(f"{sname:<12}" + "".join(f"{e:>9.4f}" for e in fixed + fitted) + f"{grid.chosen:>4}"
+              + "".join(f"{r:>12.2f}" for r in ratios[sname]) + f"{last / best:>11.2f}", flush=True)
+    print(f"(score-optimal fits: {fit_seconds:.1f} s in all; local-error fits: {local_seconds:.1f} s in all)")
     return ratios
 
 
@@ -166,9 +179,10 @@ def main(argv=None):
     print(f"\ndigits model trained in {time.perf_counter() - t0:.0f} s")
     summary["digits"] = table("digits (trained MLP)", *problem)
     print(f"\nfitted / best fixed grid at NFE {NFE} (goal: <= 1.1 for every solver, < 1 for Euler)")
-    print(f"{'solver':<12}" + "".join(f"{k + ' ' + c:>14}" for k in summary for c in ("paper", "order", "traj")))
+    kinds = ("paper", "order", "traj", "local")
+    print(f"{'solver':<12}" + "".join(f"{k + ' ' + c:>13}" for k in summary for c in kinds))
     for sname in SOLVERS:
-        print(f"{sname:<12}" + "".join(f"{r:>14.2f}" for k in summary for r in summary[k][sname]))
+        print(f"{sname:<12}" + "".join(f"{r:>13.2f}" for k in summary for r in summary[k][sname]))
     print(f"\ntotal {time.perf_counter() - start:.0f} s; load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -73,7 +73,8 @@ class ScoreOptimal(Explicit):
     ring (the paper's speed: 0.99 and 1.52), but on a trained digits model the paper's speed is better
     (1.00 against 1.09); second-order solvers on the 16-D mixture stay 1.1–1.3× from the best fixed grid
     with either: the cost is a first time derivative of the noise prediction at a fixed point, not a
-    solver's truncation error. :class:`EndpointOptimal`, fitted to the solver, is the grid for those.
+    solver's truncation error. :class:`~probdiff.grids.LocalErrorOptimal` equidistributes the solver's own
+    error, measured by step halving, and :class:`EndpointOptimal` minimises it: the grids for those.
 
     Construct with :meth:`fit`, or from given times ``ScoreOptimal(times)`` (strictly decreasing,
     ``times[0] = t_max``, ``times[-1] = t_min`` of the process it is used with).

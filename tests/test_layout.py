@@ -41,7 +41,7 @@ LAYERS = (
     ("sampling", ("probdiff.solvers.*", "probdiff.placement", "probdiff.sampling")),
     ("measures", ("probdiff.likelihood.*", "probdiff.losses.*", "probdiff.geometry", "probdiff.ppl",
                   "probdiff.distribution", "probdiff.conditioning", "probdiff.guidance")),
-    ("tuning", ("probdiff.tuning", "probdiff.tuning_multistep", "probdiff.grids.*")),
+    ("tuning", ("probdiff.tuning", "probdiff.tuning_multistep", "probdiff.tuning_local", "probdiff.grids.*")),
     ("applications", ("probdiff.data", "probdiff.nn.*", "probdiff.train.*", "probdiff.checkpoint", "probdiff.recipes.*",
                       "probdiff.cli.*", "probdiff.testing.*", "probdiff.integrations.*")),
     ("root", ("probdiff",)),

@@ -6,7 +6,8 @@ in one namespace.
 
 from ..placement import Explicit, Grid, Karras, LogitObservation, LogSNR, ScheduleUniform, Uniform
 from ..tuning import EndpointOptimal, ScoreOptimal
+from ..tuning_local import LocalErrorOptimal
 from ..tuning_multistep import MultistepOptimal
 
 __all__ = ["Grid", "Uniform", "Explicit", "Karras", "LogSNR", "LogitObservation", "ScoreOptimal",
-           "EndpointOptimal", "MultistepOptimal", "ScheduleUniform"]
+           "EndpointOptimal", "MultistepOptimal", "LocalErrorOptimal", "ScheduleUniform"]

@@ -115,6 +115,10 @@ class LinearSDE(GaussianProcess):
         that grows like :math:`(1-t)^{-4}` near a singular end (linear blend, cosine). The quadrature of
         a sign-definite rate over one cell is accurate relative to the integral in both cases.
         """
+        if t64.dim() > 0 and t64.numel() > 1 and not any(t64.stride()):
+            # one time expanded over a batch (check_time's scalar): one quadrature, the same values and
+            # gradient (expand sums it into the one element), not one quadrature per element
+            return self._from_node(t64[(0,) * t64.dim()], column, rate).expand(t64.shape).clone()
         table = self._table(t64.device)
         nodes = table[0]
         idx = torch.clamp((t64 / (nodes[1] - nodes[0])).floor().long(), 0, nodes.shape[0] - 2)

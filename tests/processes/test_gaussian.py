@@ -164,6 +164,30 @@ def test_linear_sde_with_vp_coefficients_is_vpsde():
     torch.testing.assert_close(q.sigma(t), vp.sigma(t), rtol=1e-6, atol=0)
 
 
+def test_linear_sde_on_one_time_expanded_over_a_batch_equals_the_elementwise_query():
+    """A scalar time expanded over a batch (what check_time passes on) is evaluated once; values, derivatives
+    in t and the gradient into the scalar equal those of the same times given element by element."""
+    q = pd.LinearSDE(lambda t: -0.5 * (0.1 + t * 19.9 + torch.sin(3 * t) ** 2),
+                     lambda t: torch.sqrt(0.1 + t * 19.9 + torch.sin(3 * t) ** 2), t_min=1e-4)
+    for value in (1e-4, 0.0371, 0.5, 1.0):
+        scalar = torch.tensor(value, dtype=F64, requires_grad=True)
+        expanded = scalar.expand(7)
+        assert expanded.stride() == (0,)
+        elementwise = torch.full((7,), value, dtype=F64, requires_grad=True)
+        for name in ("log_alpha", "log_sigma", "log_snr", "alpha", "sigma", "alpha_dot", "sigma_dot"):
+            a, b = getattr(q, name)(expanded), getattr(q, name)(elementwise)
+            torch.testing.assert_close(a, b, rtol=1e-14, atol=0, msg=name)
+            a.add_(0.0)                                             # a writable tensor of its own
+        sizes = []
+        q._f = lambda t, f=q._f: sizes.append(t.numel()) or f(t)    # record what the quadrature asks for
+        q.log_alpha(expanded)
+        q._f = q._f.__defaults__[0]
+        assert max(sizes) == 8, sizes                              # one 8-node quadrature, not 7 of them
+        (g_scalar,) = torch.autograd.grad(q.log_sigma(expanded).sum(), scalar)
+        (g_elements,) = torch.autograd.grad(q.log_sigma(elementwise).sum(), elementwise)
+        torch.testing.assert_close(g_scalar, g_elements.sum(), rtol=1e-10, atol=1e-12)   # rounding of a sum of O(10) terms
+
+
 def test_linear_sde_with_ve_coefficients_is_vesde():
     ve = pd.VESDE(sigma_min=0.02, sigma_max=80.0)
     k = math.log(80.0 / 0.02)

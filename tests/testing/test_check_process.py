@@ -299,6 +299,21 @@ def test_no_false_alarms_over_200_draws_of_every_built_in_strategy(name, skip):
     run()
 
 
+@pytest.mark.xfail(strict=True, reason="known false alarm (docs/property_testing.rst): the finite-difference "
+                   "tolerance of the coefficient identity leaves out sigma's own evaluation error near t_max")
+def test_documented_pattern_on_the_linear_sde_draw_that_raised_a_false_alarm():
+    """The ``linear_sdes`` draw on which the 200-draw run of the documented pattern failed: a VP-like schedule
+    whose sigma_dot at t = 0.996 (3.13e-5, sigma ~ 1) the library gets right to 2.4e-6 relative (40-digit
+    mpmath) while the finite-difference comparison rejects it. Strict xfail: fixing the check makes it pass."""
+    from probdiff.testing.strategies import _Product, _Smooth
+
+    args = (0.2863633902868841, 21.875, 3.279916521867608, 6.0, 0.75, 1.0)
+    process = pd.LinearSDE(_Smooth(0.5, *args, sign=-1.0), _Product(_Smooth(1.0, *args), 0.0, 1.0),
+                           t_min=0.00016221912714877535, table_size=257)
+    report = pt.check_process(process, skip=[pt.SIMULATION], raise_on_failure=False)
+    assert report.passed, "\n".join(r.message for r in report.failures)
+
+
 @settings(max_examples=4)
 @given(pst.ve_sdes())
 def test_documented_pattern_passes_on_ve_draws(process):
