@@ -214,6 +214,22 @@ def test_linear_sde_against_quadrature():
         assert q.diffusion(tt).item() == pytest.approx(1 + t**2, rel=1e-12)
 
 
+def test_linear_sde_schedule_is_continuous_at_its_table_nodes():
+    """The solved table's pieces meet: at each node the value from the left (previous node plus the whole
+    cell's quadrature) equals the node's value to rounding. The ODE solver's node values left jumps of about
+    1e-12 relative there, which finite differences read as a derivative of order 1e-12/h."""
+    f = lambda t: -0.5 * (0.1 + t * 19.9 + torch.sin(5 * t) ** 2)  # noqa: E731
+    g = lambda t: torch.sqrt(0.1 + t * 19.9 + torch.sin(5 * t) ** 2)  # noqa: E731
+    q = pd.LinearSDE(f, g, t_min=1e-4, table_size=257)
+    nodes = torch.linspace(0.0, 1.0, 257, dtype=F64)[1:-1]
+    left = nodes - 1e-13                                   # in the cell before the node, 1e-13 from its end
+    for name in ("log_alpha", "sigma"):
+        value, limit = getattr(q, name)(nodes), getattr(q, name)(left)
+        slope = (getattr(q, name)(nodes + 1e-6) - getattr(q, name)(nodes - 1e-6)) / 2e-6
+        jump = (value - limit - 1e-13 * slope).abs()     # what is left after the function's own change
+        assert float(jump.max()) < 2e-14, (name, float(jump.max()))
+
+
 def test_linear_sde_small_times_relative_accuracy():
     """sigma -> 0 at t -> 0: the solved schedule stays relatively accurate (a g with g(0) = 0, like sub-VP)."""
     q = pd.LinearSDE(lambda t: torch.zeros_like(t), lambda t: t, t_min=1e-6)  # sigma^2 = t^3 / 3
