@@ -33,6 +33,20 @@ from .tuning_multistep import _pilot, _times_of, _weights_of
 __all__ = ["ScoreOptimal", "EndpointOptimal"]
 
 
+def _equal_increments(nodes: torch.Tensor, increments: torch.Tensor, count: int, floor: float) -> torch.Tensor:
+    """``count`` points, ends kept, at equal steps of the running sum of ``increments`` (one per cell between
+    consecutive ``nodes``, each floored at ``floor`` times their mean; all equal when they are all zero),
+    linear in ``nodes`` within a cell: the equidistribution shared by the fitted grids."""
+    mean = float(increments.mean())
+    inc = increments.clamp_min(floor * mean) if mean > 0 else torch.ones_like(increments)
+    total = torch.cat([inc.new_zeros(1), inc.cumsum(0)])
+    targets = torch.linspace(0.0, float(total[-1]), count, dtype=torch.float64)
+    j = torch.searchsorted(total, targets, right=True).clamp(1, nodes.shape[0] - 1) - 1
+    w = ((targets - total[j]) / (total[j + 1] - total[j])).clamp(0.0, 1.0)
+    out = nodes[j] + w * (nodes[j + 1] - nodes[j])
+    out[0], out[-1] = nodes[0], nodes[-1]
+    return out
+
 class ScoreOptimal(Explicit):
     r"""The score-optimal schedule of Williams, Campbell, Doucet & Syed, "Score-Optimal Diffusion Schedules"
     (NeurIPS 2024), THEORY.md §6: times at constant speed in the metric of the local corrector cost.
@@ -159,15 +173,7 @@ class ScoreOptimal(Explicit):
         steps = ts.shape[0] - 1 if steps is None else steps
         check_positive_int("steps", steps)
         speed = costs.pow(exponent) * (u[1:] - u[:-1]).abs().pow(1.0 - 2.0 * exponent)
-        mean = float(speed.mean())
-        speed = speed.clamp_min(floor * mean) if mean > 0 else torch.ones_like(speed)
-        lam = torch.cat([speed.new_zeros(1), speed.cumsum(0)])
-        targets = torch.linspace(0.0, float(lam[-1]), int(steps) + 1, dtype=torch.float64)
-        j = torch.searchsorted(lam, targets, right=True).clamp(1, ts.shape[0] - 1) - 1
-        w = ((targets - lam[j]) / (lam[j + 1] - lam[j])).clamp(0.0, 1.0)
-        out = ts[j] + w * (ts[j + 1] - ts[j])
-        out[0], out[-1] = ts[0], ts[-1]
-        return out
+        return _equal_increments(ts, speed, int(steps) + 1, floor)
 
     @staticmethod
     def exponent_for(solver: Solver | None) -> float:

@@ -18,7 +18,7 @@ from ._util import check_positive_int
 from .placement import Explicit, Grid, LogSNR
 from .sampling import sample
 from .solvers.base import Solver
-from .tuning import _check_deterministic
+from .tuning import _check_deterministic, _equal_increments
 from .tuning_multistep import _pilot
 
 __all__ = ["LocalErrorOptimal"]
@@ -114,16 +114,7 @@ class LocalErrorOptimal(Explicit):
             raise ValueError(f"contributions must be {lam.shape[0] - 1} finite numbers >= 0, got {d.tolist()}")
         check_positive_int("order", order)
         _check_floor(floor)
-        inc = d.pow(1.0 / (int(order) + 1))
-        mean = float(inc.mean())
-        inc = inc.clamp_min(floor * mean) if mean > 0 else torch.ones_like(inc)
-        big = torch.cat([inc.new_zeros(1), inc.cumsum(0)])
-        targets = torch.linspace(0.0, float(big[-1]), lam.shape[0], dtype=torch.float64)
-        j = torch.searchsorted(big, targets, right=True).clamp(1, lam.shape[0] - 1) - 1
-        w = ((targets - big[j]) / (big[j + 1] - big[j])).clamp(0.0, 1.0)
-        out = lam[j] + w * (lam[j + 1] - lam[j])
-        out[0], out[-1] = lam[0], lam[-1]
-        return out
+        return _equal_increments(lam, d.pow(1.0 / (int(order) + 1)), lam.shape[0], floor)
 
     @classmethod
     def fit(cls, reverse, solver: Solver, steps: int, x_init: torch.Tensor, *, init: Grid | None = None,
