@@ -52,12 +52,8 @@ MULTISTEP_PILOT = 4000               # MultistepOptimal: pilot initial states (t
 
 # ==================================================================== data and references
 def mixture16():
-    g = torch.Generator().manual_seed(0)
-    k, d = 4, 16
-    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
-    a = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(d, dtype=torch.float64)
-    return pd.oracles.GaussianMixture(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), means, covs)
+    """The 16-D, 4-component mixture with full covariances (``pd.oracles.GaussianMixture.correlated()``)."""
+    return pd.oracles.GaussianMixture.correlated()
 
 
 def sliced_wasserstein(x, y, projections=256, seed=0):

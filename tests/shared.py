@@ -3,7 +3,6 @@
 Importable from every test module (``tests/`` is on ``sys.path`` through its conftest).
 """
 
-import math
 
 import torch
 
@@ -32,10 +31,5 @@ def data(mix, n, seed=1):
 
 
 def mixture16():
-    """The 16-D, 4-component mixture of ``benchmarks/samplers.py`` (the samplers' and schedules' 16-D oracle)."""
-    g = torch.Generator().manual_seed(0)
-    k, d = 4, 16
-    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
-    a = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(d, dtype=torch.float64)
-    return GaussianMixture(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), means, covs)
+    """The 16-D, 4-component mixture of the samplers' and schedules' tests and benchmarks."""
+    return GaussianMixture.correlated()

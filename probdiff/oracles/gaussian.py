@@ -76,6 +76,33 @@ class GaussianMixture:
         return cls(torch.full((modes,), 1.0 / modes, dtype=dtype), means,
                    variance * torch.eye(2, dtype=dtype).expand(modes, 2, 2))
 
+    @classmethod
+    def correlated(cls, dim: int = 16, weights=(0.1, 0.2, 0.3, 0.4), *, seed: int = 0,
+                   dtype: torch.dtype = torch.float64) -> "GaussianMixture":
+        r"""Unequally weighted Gaussians with random means and random full covariances in ``dim`` dimensions:
+        the 16-D oracle of the sampler and schedule tests and benchmarks (where the 2-D :meth:`ring` is too
+        easy). From a generator seeded with ``seed``, in ``dtype``: means :math:`\mu_k = 2 z_k`,
+        :math:`z_k \sim \mathcal N(0, I)`, then covariances :math:`\Sigma_k = 0.2\,A_kA_k^\top + 0.05\,I` with
+        :math:`A_k` of independent :math:`\mathcal N(0, 1/\mathrm{dim})` entries (so every eigenvalue is at
+        least 0.05); one component per weight.
+
+        Example:
+            >>> import probdiff as pd
+            >>> mix = pd.oracles.GaussianMixture.correlated()
+            >>> mix.num_components, mix.dim, mix.weights.tolist()
+            (4, 16, [0.1, 0.2, 0.3, 0.4])
+        """
+        dim = check_positive_int("dim", dim)
+        w = torch.as_tensor(weights, dtype=dtype)
+        if w.dim() != 1 or w.numel() < 1:
+            raise ValueError(f"weights must be a non-empty sequence of component weights, got {weights!r}")
+        g = torch.Generator().manual_seed(seed)
+        k = w.numel()
+        means = 2.0 * torch.randn(k, dim, generator=g, dtype=dtype)
+        a = torch.randn(k, dim, dim, generator=g, dtype=dtype) / math.sqrt(dim)
+        covs = 0.2 * a @ a.transpose(1, 2) + 0.05 * torch.eye(dim, dtype=dtype)
+        return cls(w, means, covs)
+
     @property
     def dim(self) -> int:
         """Dimension d of the data."""

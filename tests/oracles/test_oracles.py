@@ -260,3 +260,23 @@ def test_empirical_mnist_sized_data_batch_of_8():
     assert bool(torch.isfinite(out).all())
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     assert elapsed < 60, elapsed
+
+
+def test_correlated_mixture_is_seeded_with_full_covariances_above_the_floor():
+    mix = pd.oracles.GaussianMixture.correlated()
+    assert (mix.num_components, mix.dim) == (4, 16) and mix.means.dtype == torch.float64
+    torch.testing.assert_close(mix.weights, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
+    again, other = pd.oracles.GaussianMixture.correlated(), pd.oracles.GaussianMixture.correlated(seed=1)
+    assert torch.equal(mix.means, again.means) and torch.equal(mix.covs, again.covs)
+    assert not torch.equal(mix.means, other.means)
+    # 0.2 A A^T + 0.05 I: symmetric, every eigenvalue >= 0.05, and not diagonal (the components are correlated)
+    eig = torch.linalg.eigvalsh(mix.covs)
+    assert float(eig.min()) >= 0.05 - 1e-12
+    off = mix.covs - torch.diag_embed(torch.diagonal(mix.covs, dim1=-2, dim2=-1))
+    assert float(off.abs().max()) > 0.05
+    small = pd.oracles.GaussianMixture.correlated(3, (1.0,), dtype=torch.float32)
+    assert (small.num_components, small.dim, small.means.dtype) == (1, 3, torch.float32)
+    with pytest.raises(ValueError, match="dim"):
+        pd.oracles.GaussianMixture.correlated(0)
+    with pytest.raises(ValueError, match="weights"):
+        pd.oracles.GaussianMixture.correlated(weights=())
