@@ -47,6 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from numpy.polynomial.legendre import leggauss
 
 from .._util import check_positive, check_positive_int
 from .adaptive import StepUnderflow
@@ -59,11 +60,9 @@ _LAST_STRETCH = 1.15
 
 
 def _gauss_legendre(n: int):
-    """Nodes on [0, 1] and weights of the ``n``-point Gauss–Legendre rule (Golub–Welsch), float64."""
-    k = torch.arange(1, n, dtype=torch.float64)
-    off = k / torch.sqrt(4 * k * k - 1)
-    nodes, vecs = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
-    return (nodes + 1) / 2, vecs[0] ** 2
+    """Nodes on [0, 1] and weights of the ``n``-point Gauss–Legendre rule (NumPy's ``leggauss``), float64."""
+    nodes, weights = leggauss(n)
+    return torch.as_tensor((nodes + 1) / 2), torch.as_tensor(weights / 2)
 
 
 def _integrals(u0: torch.Tensor, h: torch.Tensor, nodes: torch.Tensor, rule) -> torch.Tensor:
