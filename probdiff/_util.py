@@ -18,6 +18,7 @@ from pyro.distributions import Independent
 __all__ = [
     "as_tensor",
     "expand_like",
+    "logit_half_range",
     "check_finite",
     "check_positive",
     "check_positive_int",
@@ -76,6 +77,14 @@ def as_tensor(value, *, like: torch.Tensor | None = None, name: str = "t") -> to
     if isinstance(value, torch.Tensor):
         return value if value.is_floating_point() else value.to(torch.get_default_dtype())
     return torch.as_tensor(value, dtype=torch.get_default_dtype())
+
+
+def logit_half_range(t_max: float) -> float:
+    r""":math:`L/2 = t_{max} + \log(1 - e^{-t_{max}}) = \mathrm{logit}(1 - e^{-t_{max}})`: the logit variable
+    :math:`v = \log(e^t - 1)` runs over :math:`[-L/2, L/2]` for :math:`t \in [t_{lo}, t_{max}]`,
+    :math:`t_{lo} = -\log(1 - e^{-t_{max}})` (Santos et al. 2023's observation interval of length :math:`L`)."""
+    t_max = float(t_max)
+    return t_max + math.log1p(-math.exp(-t_max))
 
 
 def check_finite(name: str, value: torch.Tensor) -> None:

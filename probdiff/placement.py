@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ._util import check_finite, check_positive_int
+from ._util import check_finite, check_positive_int, logit_half_range
 from .processes.gaussian import GaussianProcess, as_gaussian
 from .processes.interpolating import InterpolatingChain
 
@@ -170,7 +170,7 @@ class LogitObservation(Grid):
 
     def times(self, process) -> torch.Tensor:
         t_max = float(process.t_max)
-        hi = t_max + math.log1p(-math.exp(-t_max))    # logit(1 - e^{-T}) = -logit(e^{-T})
+        hi = logit_half_range(t_max)                  # logit(1 - e^{-T}) = -logit(e^{-T})
         u = torch.linspace(-hi, hi, self.steps, dtype=torch.float64)
         ts = torch.nn.functional.softplus(-u)         # t = log(1 + e^{-u}) = -log sigmoid(u)
         t_low = float(ts[-1])

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ._util import deprecated_alias
+from ._util import deprecated_alias, logit_half_range
 from .processes.gaussian import as_gaussian
 
 __all__ = ["TimeVariable", "PhysicalTime", "LogSNRTime", "LogitTime", "TimeSampler", "UniformTime",
@@ -146,7 +146,7 @@ class LogitTime(TimeVariable):
     @staticmethod
     def half_range(process) -> float:
         """:math:`L/2 = \\mathrm{logit}(1 - e^{-t_{max}})`."""
-        return float(process.t_max) + math.log1p(-math.exp(-float(process.t_max)))
+        return logit_half_range(process.t_max)
 
     @staticmethod
     def lowest(process) -> float:

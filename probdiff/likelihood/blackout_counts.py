@@ -3,7 +3,7 @@ r"""Importance sampling of the counts in the continuous-time Blackout ELBO: a de
 At a fixed time the bound's integrand :math:`I(n_t) = \frac{p_t}{1-p_t}\sum_{px}(\hat y - m\log\hat y + m\log m
 - m)` (:func:`probdiff.likelihood.blackout_elbo`, :math:`m = n_0 - n_t`) is non-negative and, over
 :math:`n_t \sim q = \mathrm{Bin}(n_0, p_t)`, heavy-tailed: its largest values come from rare draws with many
-deaths that another data point explains better (on the 3-point oracle of issue 16, :math:`[8,0] \to [1,0]` at
+deaths that another data point explains better (on the 3-point oracle of the tests, :math:`[8,0] \to [1,0]` at
 :math:`t = 0.44`: probability 0.004, integrand 287 nats), and nine tenths of the variance of the bound's
 estimator is there, over :math:`n_t` at fixed :math:`t`. Since the network's output depends on :math:`n_t`,
 that spread cannot be summed out at equal cost; it can be importance-sampled. :class:`DefensiveCounts` draws
@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from .._util import check_real, expand_like
+from .._util import check_real, expand_like, logit_half_range
 from ..processes.blackout import Blackout
 
 __all__ = ["DefensiveCounts", "CountsControlVariate"]
@@ -90,7 +90,7 @@ class DefensiveCounts:
 def _logit_bin(process: Blackout, t: torch.Tensor, bins: int) -> torch.Tensor:
     r"""Index of ``t`` among ``bins`` equal bins of :math:`v = \log(e^t - 1)` on :math:`[-L/2, L/2]`, the
     range of the ELBO's times (``torch.long``)."""
-    half = float(process.t_max) + math.log1p(-math.exp(-float(process.t_max)))
+    half = logit_half_range(process.t_max)
     v = torch.log(torch.expm1(torch.as_tensor(t, dtype=torch.float64).clamp_min(1e-300)))
     return ((v + half) / (2 * half) * bins).floor().long().clamp(0, bins - 1)
 

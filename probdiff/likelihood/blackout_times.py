@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .._util import check_bool, check_positive_int
+from .._util import check_bool, check_positive_int, logit_half_range
 from ..processes.blackout import Blackout
 from ..reverse.base import build_reverse
 from ..timevars import TimeVariable
@@ -57,7 +57,7 @@ class FittedBlackoutTime(TimeVariable):
         self.bin_probs = probs / probs.sum()
         self.defensive = float(defensive)
         self._cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(self.bin_probs, 0)])
-        self._half = float(process.t_max) + math.log1p(-math.exp(-float(process.t_max)))
+        self._half = logit_half_range(process.t_max)
         self.counts: DefensiveCounts | None = None         # set by fit: the counts and control to pass on
         self.control: CountsControlVariate | None = None
 

@@ -23,7 +23,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from .._util import as_tensor, check_positive, expand_like, to_event
+from .._util import as_tensor, check_positive, expand_like, logit_half_range, to_event
 from .chain import MarkovChain
 from .matrices import with_diagonal
 
@@ -162,7 +162,7 @@ class Blackout(MarkovChain):
         """
         u = torch.as_tensor(u, dtype=torch.float64)
         t_lo, t_max = self.elbo_time_range()
-        half = t_max + math.log1p(-math.exp(-t_max))                       # L/2 = logit(1 - e^{-t_max})
+        half = logit_half_range(t_max)
         p_lo, p_max = math.exp(-t_lo), math.exp(-t_max)
         first = u < 0.5
         v = torch.where(first, 2 * u, 2 * u - 1)
@@ -175,7 +175,7 @@ class Blackout(MarkovChain):
         """The density on :math:`[t_{lo}, t_{max}]` of :meth:`sample_elbo_times`, float64."""
         t = torch.as_tensor(t, dtype=torch.float64)
         t_lo, t_max = self.elbo_time_range()
-        half = t_max + math.log1p(-math.exp(-t_max))
+        half = logit_half_range(t_max)
         p_lo, p_max = math.exp(-t_lo), math.exp(-t_max)
         return 0.5 / (2 * half * -torch.expm1(-t)) + 0.5 * torch.exp(-t) / (p_lo - p_max)
 

@@ -184,3 +184,13 @@ def test_bad_input():
         pd.Blackout(max_count=0)
     with pytest.raises(ValueError, match="t must lie"):
         b.marginal(torch.tensor([[3, 0]]), 10.5)
+
+
+def test_logit_half_range_spans_the_elbo_times():
+    from probdiff._util import logit_half_range
+    for t_max in (0.5, 3.0, 10.0, 30.0):
+        t_lo, hi = pd.Blackout(8, t_max=t_max).elbo_time_range()
+        half = logit_half_range(t_max)
+        # v = log(e^t - 1) maps [t_lo, t_max] onto [-L/2, L/2]
+        assert math.log(math.expm1(t_max)) == pytest.approx(half, rel=1e-12)
+        assert math.log(math.expm1(t_lo)) == pytest.approx(-half, rel=1e-9, abs=1e-12)
