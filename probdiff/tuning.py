@@ -33,6 +33,16 @@ from .tuning_multistep import _pilot, _times_of, _weights_of
 __all__ = ["ScoreOptimal", "EndpointOptimal"]
 
 
+def _rms(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Root-mean-square distance between the rows of two batches of states (NaN for an empty batch)."""
+    return float((x - y).flatten(1).pow(2).sum(1).mean().sqrt()) if x.shape[0] else math.nan
+
+
+def _check_floor(floor) -> None:
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
+        raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
+
+
 def _equal_increments(nodes: torch.Tensor, increments: torch.Tensor, count: int, floor: float) -> torch.Tensor:
     """``count`` points, ends kept, at equal steps of the running sum of ``increments`` (one per cell between
     consecutive ``nodes``, each floored at ``floor`` times their mean; all equal when they are all zero),
@@ -163,8 +173,7 @@ class ScoreOptimal(Explicit):
         check_finite("costs", costs)
         if bool((costs < 0).any()):
             raise ValueError("costs must be >= 0")
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
-            raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
+        _check_floor(floor)
         if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0 < exponent <= 0.5:
             raise ValueError(f"exponent must be a number in (0, 1/2], got {exponent!r}")
         u = ts if coordinate is None else torch.as_tensor(coordinate, dtype=torch.float64).cpu()
@@ -324,9 +333,7 @@ class EndpointOptimal(Explicit):
             return sol.x
 
         def rms(grid, x, ref):
-            if x.shape[0] == 0:
-                return math.nan
-            return float((run(grid, x) - ref).flatten(1).pow(2).sum(1).mean().sqrt())
+            return _rms(run(grid, x), ref) if x.shape[0] else math.nan
 
         candidates = [init] if init is not None else [Uniform(steps), LogSNR(steps), Karras(steps)]
         start_fit, k = min((rms(g, fit_x, fit_ref), i) for i, g in enumerate(candidates))

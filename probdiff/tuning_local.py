@@ -18,19 +18,10 @@ from ._util import check_positive_int
 from .placement import Explicit, Grid, LogSNR
 from .sampling import sample
 from .solvers.base import Solver
-from .tuning import _check_deterministic, _equal_increments
+from .tuning import _check_deterministic, _check_floor, _equal_increments, _rms
 from .tuning_multistep import _pilot
 
 __all__ = ["LocalErrorOptimal"]
-
-
-def _rms(x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((x - y).flatten(1).pow(2).sum(1).mean().sqrt()) if x.shape[0] else math.nan
-
-
-def _check_floor(floor) -> None:
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
-        raise ValueError(f"floor must be a number in (0, 1], got {floor!r}")
 
 
 class LocalErrorOptimal(Explicit):
