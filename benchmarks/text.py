@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--elbo-samples", type=int, default=4, help="stratified times per held-out sequence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision (Run(autocast=torch.bfloat16)); --no-bf16 trains in float32")
     p.add_argument("--quick", action="store_true", help="tiny model, a few steps, a few held-out sequences")
     p.add_argument("--save", help="write the table, with a header (UTC time, commit, load), to this file")
     a = p.parse_args(argv)
@@ -152,7 +154,8 @@ def main(argv=None) -> int:
 
     trainer = Trainer(model, per_byte, train_seqs, steps=10**6, batch_size=a.batch_size,
                       optimizer=AdamW(lr=a.lr, weight_decay=0.01), scheduler=WarmupCosine(warmup=100),
-                      ema=EMA(a.ema), run=Run(seed=a.seed, device=a.device))
+                      ema=EMA(a.ema),
+                      run=Run(seed=a.seed, device=a.device, autocast=torch.bfloat16 if a.bf16 else None))
     # the budget is CPU time, not wall time: the machine is shared, and a wall-clock budget would measure the load
     budget, t0, c0 = 60.0 * a.minutes, time.time(), time.process_time()
     probe = 5 if a.quick else 20
@@ -184,8 +187,8 @@ def main(argv=None) -> int:
            f"{trainer.step} steps of {a.batch_size} x {LENGTH} bytes in {train_time / 60:.1f} CPU min "
            f"({train_wall / 60:.1f} min wall clock; {trainer.step * a.batch_size * LENGTH / train_time:,.0f} bytes "
            f"per CPU s, torch threads "
-           f"{torch.get_num_threads()}, device {a.device}); ELBO with {a.elbo_samples} times per sequence, "
-           f"{eval_time:.0f} s")
+           f"{torch.get_num_threads()}, device {a.device}, {'bfloat16 autocast' if a.bf16 else 'float32'}); "
+           f"ELBO with {a.elbo_samples} times per sequence, {eval_time:.0f} s")
     if a.quick:
         report("QUICK MODE: a smoke test (tiny model, a few steps, the first 8 held-out sequences), not a result")
     report()

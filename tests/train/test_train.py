@@ -17,7 +17,7 @@ MIX = dict(weights=torch.tensor([0.5, 0.5]), means=torch.tensor([[1.0, 1.0], [-1
            covs=0.05 * torch.eye(2).expand(2, 2, 2).clone())
 
 
-def make(checkpoint=None, *, steps=40, accumulate=1, hidden=32, seed=0, ema_decay=0.999):
+def make(checkpoint=None, *, steps=40, accumulate=1, hidden=32, seed=0, ema_decay=0.999, autocast=None):
     torch.manual_seed(0)
     process = pd.VPSDE(t_min=1e-3)
     data = pd.oracles.GaussianMixture(**MIX).sample(512, generator=torch.Generator().manual_seed(0)).float()
@@ -25,7 +25,7 @@ def make(checkpoint=None, *, steps=40, accumulate=1, hidden=32, seed=0, ema_deca
     return Trainer(model, DenoisingScoreMatching(process), data, steps=steps, batch_size=64,
                    optimizer=AdamW(lr=3e-3), scheduler=WarmupCosine(warmup=5), ema=EMA(ema_decay),
                    run=Run(seed=seed, accumulate=accumulate, checkpoint=checkpoint, checkpoint_every=10,
-                           device="cpu"))
+                           device="cpu", autocast=autocast))
 
 
 def fixed_eval(trainer, n=4000):
@@ -51,6 +51,35 @@ def test_training_reduces_the_loss_towards_the_oracle():
     # the untrained epsilon model predicts 0, loss = E|eps|^2 = 2; the oracle's loss is the floor
     assert before == pytest.approx(2.0, rel=0.05)
     assert oracle < after < oracle + 0.35 * (before - oracle), (before, after, oracle)
+
+
+def test_bfloat16_autocast_trains_in_mixed_precision_reproducibly(tmp_path):
+    seen = []
+    trainer = make(steps=300, autocast=torch.bfloat16)
+    linear = next(m for m in trainer.net.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+    trainer.fit(until=1)
+    hook.remove()
+    assert seen == [torch.bfloat16]                    # the products ran in bfloat16 ...
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trainer.net.parameters())
+    assert all(v.dtype == torch.float32 for v in trainer.ema.values())            # ... the state stays float32
+    before, oracle = fixed_eval(make())
+    trainer.fit()
+    with trainer.ema_weights():
+        after, _ = fixed_eval(trainer)                 # evaluated in full precision
+    assert oracle < after < oracle + 0.35 * (before - oracle), (before, after, oracle)
+    again = make(steps=300, autocast=torch.bfloat16)
+    assert again.fit() == trainer.losses            # bit-identical with the same seed
+    plain = make(steps=300)
+    assert plain.fit(until=5) != trainer.losses[:5]   # and not the full-precision run
+    path = tmp_path / "ck.pt"
+    make(path, autocast=torch.bfloat16).fit(until=10)
+    with pytest.raises(CheckpointError, match="other settings.*autocast"):
+        make(path).resume()
+    assert make(path).resume(allow_change={"autocast"}).step == 10
+    for bad in (torch.float16, torch.float32, "bfloat16"):
+        with pytest.raises(ValueError, match="autocast must be None or torch.bfloat16"):
+            Run(autocast=bad)
 
 
 def test_resume_continues_with_identical_losses(tmp_path):
