@@ -33,14 +33,17 @@ lossless bits/dim, no dequantisation.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from .._util import check_positive_int, sum_event
+from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
 from ..processes.matrices import poisson_kl, xlogy_ratio
+from ..processes.uniform_masking import AbsorbingChain
 from ..reverse.base import build_reverse
 from ..timevars import TimeVariable
 from .blackout_counts import CountsControlVariate, DefensiveCounts
@@ -55,15 +58,58 @@ def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
     return process.prior_kl(x0)
 
 
+@functools.singledispatch
 def chain_elbo_integrand(process: MarkovChain, rev, x0: torch.Tensor, xt: torch.Tensor,
                          t: torch.Tensor) -> torch.Tensor:
     r"""The integrand of the continuous-time bound at ``(t, x_t)``, summed over dimensions, float64 ``(batch,)``:
     :math:`\sum_{y \ne x_t} \hat R - R^{x_0}\log\hat R + R^{x_0}\log R^{x_0} - R^{x_0}` (THEORY.md §10), with
-    ``rev`` the model's reverse process (:func:`probdiff.reverse`)."""
-    probs = rev.x0_probs(xt, t.to(torch.get_default_dtype() if not xt.is_floating_point() else xt.dtype)).double()
+    ``rev`` the model's reverse process (:func:`probdiff.reverse`).
+
+    A single-dispatch function on the chain's type: a chain family whose integrand has a closed form registers
+    it (``@chain_elbo_integrand.register(MyChain)``), as :class:`~probdiff.AbsorbingChain` does; this generic
+    form forms the dense model and data rates."""
+    probs = rev.x0_probs(xt, t.to(_time_dtype(xt))).double()
     model = process.reverse_rates(probs, xt, t).clamp_min(0)           # the diagonal entry (negative) drops out
     cond = process.conditional_reverse_rates(x0, xt, t).double().clamp_min(0)
     return sum_event(poisson_kl(cond, model))
+
+
+def _time_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.get_default_dtype() if not x.is_floating_point() else x.dtype
+
+
+@chain_elbo_integrand.register(AbsorbingChain)
+def _masked_integrand(process: AbsorbingChain, rev, x0: torch.Tensor, xt: torch.Tensor,
+                      t: torch.Tensor) -> torch.Tensor:
+    r"""Masking in closed form, one read of the model's logits. Only masked tokens (:math:`x_t = m`) have
+    rates; every :math:`x_0` reaches :math:`m`, so :math:`\hat R(m \to y) = c\,\hat p(y)` and
+    :math:`R^{x_0}(m \to y) = c\,[y = x_0]` with :math:`c = r\beta(t)\,\alpha_t/(1-\alpha_t) = -\alpha'_t/(1-\alpha_t)`,
+    and the Poisson KL summed over :math:`y \ne m` is
+
+    .. math:: c\,\big(1 - \hat p(m)\big) - [x_0 \ne m]\;c\,\big(1 + \log \hat p(x_0)\big),
+
+    i.e. :math:`-c\log\hat p(x_0)` under SUBS (:math:`\hat p(m) = 0`): the weighted cross-entropy of MDLM
+    (Sahoo et al. 2024, Eq. (10)) and MD4 (Shi et al. 2024, Eq. (5)). Models that are not a
+    :class:`~probdiff.CategoricalModel` (no logits) take the generic path."""
+    if not isinstance(rev.model, CategoricalModel):
+        return chain_elbo_integrand.dispatch(MarkovChain)(process, rev, x0, xt, t)
+    m = process.mask_state
+    logits = rev.model.x0_logits(xt, t.to(_time_dtype(xt)))
+    masked = xt.long() == m
+    rows = logits[masked]                                                   # (masked tokens, S)
+    rows = rows.to(torch.promote_types(rows.dtype, torch.float32))          # (bfloat16 under autocast)
+    log_z = torch.logsumexp(rows, -1, keepdim=True)
+    target = x0.long()[masked]
+    real = target != m
+    picked = (rows.gather(-1, torch.stack([target.clamp_max(m - 1), torch.full_like(target, m)], -1))
+              - log_z).double()                                             # log p(x_0), log p(m)
+    p_mask = torch.exp(picked[:, 1])
+    per_token = (1 - p_mask) - torch.where(real, 1 + picked[:, 0], torch.zeros_like(p_mask))
+    la = process.log_keep(process.t_min, t)                                # log alpha_t, (batch,)
+    c = process.rate_scale * process.beta(t).double() * torch.exp(la) / -torch.expm1(la)
+    rows_of = masked.reshape(masked.shape[0], -1).nonzero()[:, 0]         # each masked token's row
+    out = torch.zeros(xt.shape[0], dtype=torch.float64, device=xt.device)
+    return out.index_add(0, rows_of, c[rows_of] * per_token)
 
 
 def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,

@@ -123,5 +123,11 @@ def check_generator(generator) -> torch.Tensor:
 
 
 def poisson_kl(m: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r""":math:`y - m\log y + m\log m - m` elementwise (the KL rate between Poisson clocks of rates m and y)."""
-    return y - torch.xlogy(m, y) + torch.xlogy(m, m) - m
+    r""":math:`y - m\log y + m\log m - m` elementwise (the KL rate between Poisson clocks of rates m and y).
+
+    Where :math:`m = 0` it is :math:`y`, with gradient 1 even where :math:`y = 0` too (``xlogy``'s gradient
+    :math:`m/y` would be 0/0 there: a model rate that is exactly zero, e.g. a token no reverse jump can
+    leave, must not turn a training gradient into NaN)."""
+    live = m > 0
+    safe_y = torch.where(live, y, torch.ones_like(y))
+    return torch.where(live, y - m * torch.log(safe_y) + torch.xlogy(m, m) - m, y)
