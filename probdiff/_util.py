@@ -28,6 +28,7 @@ __all__ = [
     "check_real",
     "check_bool",
     "check_probs",
+    "check_prob_shape",
     "check_network_output",
     "check_tensor",
     "to_event",
@@ -205,27 +206,45 @@ def check_tensor(name: str, x, *, floating: bool | None = None) -> torch.Tensor:
     return x
 
 
-def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e-3, shape=None) -> None:
+def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e-3, shape=None,
+                sums: torch.Tensor | None = None) -> None:
     """Raise unless ``p`` holds probability vectors over ``num_states`` states in its last dimension: finite,
-    in ``[0, 1]``, each summing to 1 (to ``rtol``), and of ``shape`` when given."""
+    in ``[0, 1]``, each summing to 1 (to ``rtol``), and of ``shape`` when given.
+
+    ``sums``: the row sums of ``p``, if the caller computes them anyway (they are then not recomputed, and one
+    minimum replaces the minimum and maximum: entries ``>= 0`` in rows summing to at most ``1 + rtol`` are
+    at most ``1 + rtol``). Two reads of ``p`` without them, one with."""
+    check_prob_shape(name, p, num_states, shape=shape)
+    if p.numel() == 0:
+        return
+    # reductions only (no boolean tensor of p's size): a NaN or infinity shows in the minimum, the maximum or
+    # the row sums
+    p = p.detach()                                       # a check, not part of any graph
+    if sums is None:
+        lo, hi = (float(v) for v in torch.aminmax(p))
+        total = p.sum(-1)
+    else:                                                # +inf shows in a row sum, NaN in the minimum too
+        lo, hi, total = float(torch.amin(p)), 0.0, sums.detach()
+    if not (math.isfinite(lo) and math.isfinite(hi) and bool(torch.isfinite(total).all())):
+        raise ValueError(f"{name} must be finite (no NaN or inf), got a tensor with non-finite entries")
+    bad_sum = float((total - 1).abs().max()) > rtol
+    if sums is not None and bad_sum:
+        hi = float(p.amax())                             # (only on the way to an error)
+    if lo < 0 or hi > 1 + rtol:
+        raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{lo}, {float(p.amax())}]")
+    if bad_sum:
+        raise ValueError(f"{name} must sum to 1 over its last dimension (probabilities), got sums in "
+                         f"[{float(total.min())}, {float(total.max())}]")
+
+
+def check_prob_shape(name: str, p, num_states: int, *, shape=None) -> None:
+    """The shape part of :func:`check_probs`: a floating tensor with ``num_states`` entries in its last
+    dimension (and of ``shape`` when given); O(1)."""
     check_tensor(name, p, floating=True)
     if p.dim() == 0 or p.shape[-1] != num_states:
         raise ValueError(f"{name} must have a last dimension of {num_states} states, got shape {tuple(p.shape)}")
     if shape is not None and tuple(p.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(p.shape)}")
-    if p.numel() == 0:
-        return
-    # reductions only (no boolean tensor of p's size): a NaN or infinity shows in the minimum or the maximum
-    p = p.detach()                                       # a check, not part of any graph
-    lo, hi = (float(v) for v in torch.aminmax(p))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{name} must be finite (no NaN or inf), got a tensor with non-finite entries")
-    if lo < 0 or hi > 1 + rtol:
-        raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{lo}, {hi}]")
-    total = p.sum(-1)
-    if float((total - 1).abs().max()) > rtol:
-        raise ValueError(f"{name} must sum to 1 over its last dimension (probabilities), got sums in "
-                         f"[{float(total.min())}, {float(total.max())}]")
 
 
 def check_network_output(out, shape, *, what: str = "net(x, t)", floating: bool = True,

@@ -39,6 +39,37 @@ def test_reverse_rates_check_probabilities(probs, message):
         chain.reverse_rates(torch.full((2, 4, 4), 0.25), x, 1.0)
 
 
+def _one_bad_entry(value, fix_row):
+    """Valid (2, 3, 4) probabilities with one entry set to ``value`` (and, with ``fix_row``, its neighbour set
+    so that the row still sums to 1)."""
+    probs = torch.full((2, 3, 4), 0.25)
+    probs[1, 2, 1] = value
+    if fix_row:
+        probs[1, 2, 2] = 0.75 - value
+    return probs
+
+
+@pytest.mark.parametrize("chain", [pd.UniformChain(4), pd.AbsorbingChain(4),
+                                   pd.UniformAbsorbingChain(4, uniform_rate=0.5, mask_rate=0.5),
+                                   pd.MarkovChain(pd.UniformChain(4).generator)], ids=repr)
+@pytest.mark.parametrize("value,fix_row,message", [
+    (math.nan, False, "x0_probs must be finite"), (math.inf, False, "x0_probs must be finite"),
+    (-math.inf, False, "x0_probs must be finite"), (-0.2, True, r"x0_probs must hold probabilities in \[0, 1\]"),
+    (0.9, False, "x0_probs must sum to 1")])
+def test_dense_reverse_queries_refuse_one_bad_entry(chain, value, fix_row, message):
+    """The closed forms validate from the row sums they compute anyway plus one minimum: a single NaN, infinity,
+    negative entry (in a row summing to 1) or unnormalised row among valid ones is still refused."""
+    x = torch.tensor([[0, 1, 2], [3, 3, 0]])
+    good = torch.full((2, 3, 4), 0.25)
+    assert torch.isfinite(chain.reverse_rates(good, x, 0.5)).all()
+    assert torch.isfinite(chain.reverse_kernel_log_probs(good, x, 0.25, 0.5).exp()).all()
+    bad = _one_bad_entry(value, fix_row)
+    with pytest.raises(ValueError, match=message):
+        chain.reverse_rates(bad, x, 0.5)
+    with pytest.raises(ValueError, match=message):
+        chain.reverse_kernel_log_probs(bad, x, 0.25, 0.5)
+
+
 @pytest.mark.parametrize("chain", CHAINS, ids=repr)
 def test_empty_batches_on_chains(chain):
     x = torch.zeros(0, 3, dtype=torch.long)

@@ -107,7 +107,7 @@ def _masked_integrand(process: AbsorbingChain, rev, x0: torch.Tensor, xt: torch.
     per_token = (1 - p_mask) - torch.where(real, 1 + picked[:, 0], torch.zeros_like(p_mask))
     la = process.log_keep(process.t_min, t)                                # log alpha_t, (batch,)
     c = process.rate_scale * process.beta(t).double() * torch.exp(la) / -torch.expm1(la)
-    rows_of = masked.reshape(masked.shape[0], -1).nonzero()[:, 0]         # each masked token's row
+    rows_of = masked.reshape(masked.shape[0], math.prod(masked.shape[1:])).nonzero()[:, 0]   # each token's row
     out = torch.zeros(xt.shape[0], dtype=torch.float64, device=xt.device)
     return out.index_add(0, rows_of, c[rows_of] * per_token)
 

@@ -30,7 +30,7 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._util import as_tensor, check_positive_int, check_probs, expand_like, to_event
+from .._util import as_tensor, check_positive_int, check_prob_shape, check_probs, expand_like, to_event
 from .base import ForwardProcess
 from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal, xlogy_ratio
 
@@ -189,11 +189,19 @@ class MarkovChain(ForwardProcess):
         """A state of the chain: :meth:`check_states`."""
         self.check_states(name, x)
 
-    def check_x0_probs(self, x0_probs, x: torch.Tensor, name: str = "x0_probs") -> None:
-        """Validate ``p(x_0 | x_t)``: finite, normalised, shape ``(*x.shape, S)`` (when validation is on)."""
+    def check_x0_probs(self, x0_probs, x: torch.Tensor, name: str = "x0_probs", *, sums=None) -> None:
+        """Validate ``p(x_0 | x_t)``: finite, normalised, shape ``(*x.shape, S)`` (when validation is on).
+        ``sums``: ``x0_probs``' row sums if the caller has them (saves a read of ``x0_probs``); a
+        caller computing them from ``x0_probs`` first checks its shape with :meth:`check_x0_probs_shape`."""
+        if self._validate:
+            self.check_x0_probs_shape(x0_probs, x, name)
+            check_probs(name, x0_probs, self.num_states, shape=(*x.shape, self.num_states), sums=sums)
+
+    def check_x0_probs_shape(self, x0_probs, x: torch.Tensor, name: str = "x0_probs") -> None:
+        """The O(1)-per-token part of :meth:`check_x0_probs`: the states ``x`` and the shape of ``x0_probs``."""
         if self._validate:
             self.check_states("x", x)
-            check_probs(name, x0_probs, self.num_states, shape=(*x.shape, self.num_states))
+            check_prob_shape(name, x0_probs, self.num_states, shape=(*x.shape, self.num_states))
 
     def _index(self, x: torch.Tensor) -> torch.Tensor:
         return x.long()

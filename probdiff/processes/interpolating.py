@@ -308,10 +308,11 @@ class InterpolatingChain(MarkovChain):
         the entry at :math:`x_t` is :math:`P_{st}[x_t,x_t]\big(a_s\frac{w_{x_t}}{q_t(x_t|x_t)} +
         (1-a_s)\pi_{x_t}V\big)/W_r`, :math:`V = \sum_k v(k)` (see :meth:`_restricted`).
         """
-        self.check_x0_probs(x0_probs, xt)
+        self.check_x0_probs_shape(x0_probs, xt)
         s, t = self.check_times(s, t, xt)
         blocks = block_sums(x0_probs.reshape(-1, self.num_states))      # one read: W, and the draw's first level
         wsum = blocks.sum(-1).reshape(xt.shape)
+        self.check_x0_probs(x0_probs, xt, sums=wsum)                   # (the validation's second read)
         g, rest, wx, wr, a_t, pi_x, lbt = self._restricted(x0_probs, xt, t, wsum)
         las, lbs = self._keep(xt, torch.full_like(s, self.t_min), s, torch.float64)
         last, lbst = self._keep(xt, s, t, torch.float64)
@@ -343,9 +344,11 @@ class InterpolatingChain(MarkovChain):
         :math:`c_\pi = r\beta\big((W - w_x) + \frac{(1-a_t)\pi_x w_x}{q_t(x|x)}\big)/W_r`; the entry at ``x`` is
         minus the row's total. O(S) per token; shape and dtype of ``x0_probs``.
         """
-        self.check_x0_probs(x0_probs, x)
+        self.check_x0_probs_shape(x0_probs, x)
         t = self.check_time(t, x)
-        g, rest, wx, wr, a_t, pi_x, lbt = self._restricted(x0_probs, x, t)
+        wsum = x0_probs.sum(-1).double()
+        self.check_x0_probs(x0_probs, x, sums=wsum)
+        g, rest, wx, wr, a_t, pi_x, lbt = self._restricted(x0_probs, x, t, wsum)
         rb = self.rate_scale * self._coef(self.beta(t).double(), x)
         d1 = a_t + torch.exp(lbt) * pi_x
         odds = torch.where(g, a_t / torch.exp(lbt).clamp_min(1e-300), torch.zeros_like(a_t))

@@ -89,7 +89,7 @@ def sample_excluding(w: torch.Tensor, x: torch.Tensor, u: torch.Tensor, block: i
 def fill_rows(w: torch.Tensor, c_w: torch.Tensor, c_pi: torch.Tensor, log_pi: torch.Tensor, x: torch.Tensor,
               at_x: torch.Tensor, *, log: bool) -> torch.Tensor:
     """A new ``(*batch, S)`` tensor ``c_w * w + c_pi * pi`` with ``at_x`` at state ``x``, in the dtype of ``w``:
-    one pass over ``w`` into the output (``pi`` written as its most common value plus the few states that
+    one fused pass over ``w`` into the output (``addcmul``) (``pi`` written as its most common value plus the few states that
     differ, as for uniform noise, masking and their mixture), the logarithm taken in place if ``log``. Where a
     gradient is needed (a network being trained on the bound) the same values are formed out of place."""
     dt = w.dtype
@@ -101,10 +101,10 @@ def fill_rows(w: torch.Tensor, c_w: torch.Tensor, c_pi: torch.Tensor, log_pi: to
         return out.log() if log else out
     values, counts = torch.unique(pi, return_counts=True)
     common = float(values[counts.argmax()])
-    out = torch.empty_like(w)
-    torch.mul(w, c_w.to(dt)[..., None], out=out)
-    if common != 0.0:
-        out.add_((c_pi * common).to(dt)[..., None])
+    if common != 0.0:                                       # one pass: read w, write the output
+        out = torch.addcmul((c_pi * common).to(dt)[..., None], w, c_w.to(dt)[..., None])
+    else:
+        out = w * c_w.to(dt)[..., None]
     idx = torch.nonzero(pi != common)[:, 0]
     if idx.numel():
         out[..., idx] += ((pi[idx] - common) * c_pi.double()[..., None]).to(dt)
