@@ -39,7 +39,7 @@ __all__ = ["FittedBlackoutTime"]
 RIDGE = 0.01        # the control variate's ridge, a share of the standardised features' unit variance
 # candidate shares of the default proposal: about a factor 2 apart, from a weight bound of 20 (0.05) to 2 (0.5)
 DEFENSIVE = (0.05, 0.1, 0.2, 0.3, 0.5)
-FOLDS = 2           # cross-fitting of the share: draw i of a data point (its stratum) is in fold i mod FOLDS
+FOLDS = 2           # cross-fitting of the share: each data point's draws split at random into FOLDS equal folds
 
 
 class FittedBlackoutTime(TimeVariable):
@@ -89,14 +89,19 @@ class FittedBlackoutTime(TimeVariable):
         control=fit.control)``.
 
         ``defensive``: the share of the default proposal in the fitted mixture, a number in (0, 1] (kept as
-        given), or a sequence of candidates (by default ``DEFENSIVE``, 0.05 to 0.5) among which the pilot draws
-        of the kept counts choose, kept as ``fit.defensive``. The pilot's draws of each data point are split into
-        ``FOLDS`` interleaved folds of its time strata; for each fold the bin masses are fitted on the other
+        given), or a sequence of candidates (by default 0.05, 0.1, 0.2, 0.3, 0.5: weight bounds 20 to 2) among
+        which the pilot draws of the kept counts choose, kept as ``fit.defensive``. The pilot's draws of each
+        data point are split into ``FOLDS`` folds of equal size at random (from ``generator``, after the pilot;
+        not by stratum: the strata are ordered in time, and with fewer strata than bins a fold of every other
+        stratum would leave the same bins empty for every data point, whose held-out draws would then condemn
+        every small share); for each fold the bin masses are fitted on the other
         folds and each candidate mixture :math:`\pi_d = d\,q_0 + (1-d)\,\pi_{fit}` is scored on the fold's draws
         by the second moment of one draw, :math:`E_{\pi_d}[(h/\pi_d)^2] = E_{q_0}[h^2/(q_0\,\pi_d)]` with the
-        pilot's time proposal :math:`q_0` (the in-sample score of the counts above is this at :math:`d = 0`);
-        the smallest sum over the folds wins (cross-fitting: each score comes from draws its mixture was not
-        fitted on, so it is unbiased for that mixture). The bins are then refitted on all draws.
+        pilot's time proposal :math:`q_0` (the score of the counts above is proportional to this at :math:`d = 0`,
+        in-sample); the smallest sum over the folds wins (cross-fitting: each score comes from draws its mixture
+        was not fitted on, so it is unbiased for that mixture, whose bins come from a share ``1 - 1/FOLDS`` of the
+        draws). The bins are then refitted on all draws. The control variate's coefficients and the choice of the
+        counts stay fitted in-sample, on all draws, before the share is chosen.
         """
         from .chain import _blackout_terms               # the integrand, shared with the bound
         process.check_states("x", x)
@@ -144,7 +149,8 @@ class FittedBlackoutTime(TimeVariable):
                 best = (score, c, fitted_control, squares, mass)
         _, chosen, fitted_control, squares, mass = best
         if len(defensives) > 1:
-            fold = torch.arange(k).repeat(x.shape[0]) % FOLDS
+            rank = torch.rand(x.shape[0], k, generator=generator, device=x.device).argsort(1).cpu()
+            fold = (rank % FOLDS).flatten()
             scores = cls._held_out_scores(process, defensives, squares, t.cpu(), j, nb, fold)
             defensives = (defensives[int(torch.argmin(scores))],)
         fit = cls._from_mass(process, mass, defensives[0])
