@@ -101,7 +101,10 @@ class FittedBlackoutTime(TimeVariable):
         in-sample); the smallest sum over the folds wins (cross-fitting: each score comes from draws its mixture
         was not fitted on, so it is unbiased for that mixture, whose bins come from a share ``1 - 1/FOLDS`` of the
         draws). The bins are then refitted on all draws. The control variate's coefficients and the choice of the
-        counts stay fitted in-sample, on all draws, before the share is chosen.
+        counts stay fitted in-sample, on all draws, before the share is chosen. The score is unbiased but as noisy
+        as the draws' squares: where the integrand is heavy-tailed and the pilot sees its rare large values a few
+        times or not at all (the time proposal alone, without ``counts``, on the 3-point oracle of
+        ``docs/discrete.rst``), the chosen share varies with the pilot seed and can be worse than a fixed one.
         """
         from .chain import _blackout_terms               # the integrand, shared with the bound
         process.check_states("x", x)
