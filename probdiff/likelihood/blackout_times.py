@@ -11,6 +11,10 @@ missing. :class:`FittedBlackoutTime` estimates it from pilot draws, as a piecewi
 bins of the logit variable :math:`v = \log(e^t - 1)` (bin probabilities :math:`\propto` the square root of the
 bin's estimated :math:`\int E[I_1^2]\,dt\,dv/dt`), mixed with the process' default proposal (share
 ``defensive``), so that the weight of every draw stays within :math:`1/\text{defensive}` of the default's. The
+share is chosen among candidates from the same pilot draws by a cross-fitted second moment (bin masses fitted on
+one half of the draws, each candidate mixture scored on the other, and the other way round), not in-sample: the
+draws that fitted a bin's mass would judge it too (a bin whose mass they happened to miss gets little proposal
+mass and no draw to show it), which favours small shares. The
 fitted proposal is fixed before the draws of the bound, so the bound stays unbiased; its pilot draws cost
 network evaluations (``pilot`` per data point of the fitting batch), which a benchmark must count. The same
 pilot draws can also choose a proposal of the counts (:class:`~probdiff.likelihood.DefensiveCounts`) and fit a
@@ -20,6 +24,7 @@ control variate of them (:class:`~probdiff.likelihood.CountsControlVariate`), se
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import torch
 
@@ -32,6 +37,9 @@ from .blackout_counts import CountsControlVariate, DefensiveCounts, _logit_bin
 __all__ = ["FittedBlackoutTime"]
 
 RIDGE = 0.01        # the control variate's ridge, a share of the standardised features' unit variance
+# candidate shares of the default proposal: about a factor 2 apart, from a weight bound of 20 (0.05) to 2 (0.5)
+DEFENSIVE = (0.05, 0.1, 0.2, 0.3, 0.5)
+FOLDS = 2           # cross-fitting of the share: each data point's draws split at random into FOLDS equal folds
 
 
 class FittedBlackoutTime(TimeVariable):
@@ -51,8 +59,8 @@ class FittedBlackoutTime(TimeVariable):
         probs = torch.as_tensor(bin_probs, dtype=torch.float64).detach().cpu()
         if probs.dim() != 1 or probs.numel() < 1 or bool((probs < 0).any()) or not float(probs.sum()) > 0:
             raise ValueError("bin_probs must be a non-empty vector of non-negative weights with a positive sum")
-        if not 0.0 < float(defensive) <= 1.0:
-            raise ValueError(f"defensive must be in (0, 1], got {defensive!r}")
+        if not _is_share(defensive):
+            raise ValueError(f"defensive must be a real number in (0, 1], got {defensive!r}")
         self.process = process
         self.bin_probs = probs / probs.sum()
         self.defensive = float(defensive)
@@ -63,7 +71,7 @@ class FittedBlackoutTime(TimeVariable):
 
     @classmethod
     def fit(cls, process: Blackout, model, x: torch.Tensor, *, pilot: int = 32, bins: int = 24,
-            defensive: float = 0.3, generator: torch.Generator | None = None,
+            defensive=DEFENSIVE, generator: torch.Generator | None = None,
             counts=None, control: bool = False) -> "FittedBlackoutTime":
         r"""Fit to ``model`` from ``pilot`` draws per data point of ``x`` (``pilot * len(x)`` evaluations), times
         from the process' default proposal (stratified), counts from :math:`q(n_t|n_0)`.
@@ -79,12 +87,34 @@ class FittedBlackoutTime(TimeVariable):
         per bin on standardised features, with an intercept), kept as ``control`` (``None`` otherwise), and the proposal is fitted to the
         corrected integrand. Pass all three on: ``pd.elbo(..., time=fit, counts=fit.counts,
         control=fit.control)``.
+
+        ``defensive``: the share of the default proposal in the fitted mixture, a number in (0, 1] (kept as
+        given), or a sequence of candidates (by default 0.05, 0.1, 0.2, 0.3, 0.5: weight bounds 20 to 2) among
+        which the pilot draws of the kept counts choose, kept as ``fit.defensive``. The pilot's draws of each
+        data point are split into ``FOLDS`` folds of equal size at random (from ``generator``, after the pilot;
+        not by stratum: the strata are ordered in time, and with fewer strata than bins a fold of every other
+        stratum would leave the same bins empty for every data point, whose held-out draws would then condemn
+        every small share); for each fold the bin masses are fitted on the other
+        folds and each candidate mixture :math:`\pi_d = d\,q_0 + (1-d)\,\pi_{fit}` is scored on the fold's draws
+        by the second moment of one draw, :math:`E_{\pi_d}[(h/\pi_d)^2] = E_{q_0}[h^2/(q_0\,\pi_d)]` with the
+        pilot's time proposal :math:`q_0` (the score of the counts above is proportional to this at :math:`d = 0`,
+        in-sample); the smallest sum over the folds wins (cross-fitting: each score comes from draws its mixture
+        was not fitted on, so it is unbiased for that mixture, whose bins come from a share ``1 - 1/FOLDS`` of the
+        draws). The bins are then refitted on all draws. The control variate's coefficients and the choice of the
+        counts stay fitted in-sample, on all draws, before the share is chosen. The score is unbiased but as noisy
+        as the draws' squares: where the integrand is heavy-tailed and the pilot sees its rare large values a few
+        times or not at all (the time proposal alone, without ``counts``, on the 3-point oracle of
+        ``docs/discrete.rst``), the chosen share varies with the pilot seed and can be worse than a fixed one.
         """
         from .chain import _blackout_terms               # the integrand, shared with the bound
         process.check_states("x", x)
         k = check_positive_int("pilot", pilot)
         nb = check_positive_int("bins", bins)
         check_bool("control", control)
+        defensives = _shares(defensive)
+        if len(defensives) > 1 and k < FOLDS:
+            raise ValueError(f"pilot must be >= {FOLDS} to choose defensive among {len(defensives)} candidates (the "
+                             f"choice is cross-fitted on {FOLDS} folds of each data point's draws), got {pilot}")
         candidates = list(counts) if isinstance(counts, (list, tuple)) else [counts]
         for c in candidates:
             if c is not None and not isinstance(c, DefensiveCounts):
@@ -115,15 +145,43 @@ class FittedBlackoutTime(TimeVariable):
                 z = CountsControlVariate.features(process, x0, nt, t, omega)
                 fitted_control = CountsControlVariate(process, _binned_regression(value, z.cpu(), lsq * share, j, nb))
                 value = value - fitted_control.correction(x0, nt, t, omega).cpu()
-            mass = torch.zeros(nb, dtype=torch.float64).index_add_(0, j, value ** 2 * lsq * share)
+            squares = value ** 2 * lsq * share            # each draw's part of its bin's mass
+            mass = _bin_mass(squares, j, nb)
             score = float(torch.sqrt(mass).sum()) ** 2
             if best is None or score < best[0]:
-                best = (score, c, fitted_control, mass)
-        _, chosen, fitted_control, mass = best
-        root = torch.sqrt(mass)
-        fit = cls(process, root + 1e-12 * float(root.max().clamp_min(1e-300)), defensive)
+                best = (score, c, fitted_control, squares, mass)
+        _, chosen, fitted_control, squares, mass = best
+        if len(defensives) > 1:
+            rank = torch.rand(x.shape[0], k, generator=generator, device=x.device).argsort(1).cpu()
+            fold = (rank % FOLDS).flatten()
+            scores = cls._held_out_scores(process, defensives, squares, t.cpu(), j, nb, fold)
+            defensives = (defensives[int(torch.argmin(scores))],)
+        fit = cls._from_mass(process, mass, defensives[0])
         fit.counts, fit.control = chosen, fitted_control
         return fit
+
+    @classmethod
+    def _from_mass(cls, process: Blackout, mass: torch.Tensor, defensive: float) -> "FittedBlackoutTime":
+        """The proposal with bin probabilities proportional to the root of the bins' masses (floored, so that no
+        bin has probability 0)."""
+        root = torch.sqrt(mass)
+        return cls(process, root + 1e-12 * float(root.max().clamp_min(1e-300)), defensive)
+
+    @classmethod
+    def _held_out_scores(cls, process: Blackout, defensives, squares: torch.Tensor, t: torch.Tensor, j: torch.Tensor,
+                         bins: int, fold: torch.Tensor) -> torch.Tensor:
+        r"""Cross-fitted second moments of one draw, one per share (:meth:`fit`): a draw's part of its bin's mass,
+        :math:`h^2 (dt/dv) / (q_0 N)`, divided by the density over :math:`v` of the mixture fitted without its fold,
+        summed over all draws."""
+        scores = torch.zeros(len(defensives), dtype=torch.float64)
+        dt_dv = -torch.expm1(-t)
+        for f in range(FOLDS):
+            out = fold == f
+            mass = _bin_mass(squares[~out], j[~out], bins)
+            for i, d in enumerate(defensives):
+                mixture = cls._from_mass(process, mass, d).density(t[out]) * dt_dv[out]
+                scores[i] += float((squares[out] / mixture).sum())
+        return scores
 
     def _bin(self, t: torch.Tensor) -> torch.Tensor:
         return _logit_bin(self.process, t, self.bin_probs.numel())
@@ -158,6 +216,24 @@ class FittedBlackoutTime(TimeVariable):
 
     def __repr__(self) -> str:
         return f"FittedBlackoutTime(bins={self.bin_probs.numel()}, defensive={self.defensive:g})"
+
+
+def _is_share(d) -> bool:
+    return not isinstance(d, bool) and isinstance(d, Real) and 0.0 < float(d) <= 1.0
+
+
+def _shares(defensive) -> tuple[float, ...]:
+    """The candidate shares of :meth:`FittedBlackoutTime.fit`: one number in (0, 1] or a non-empty sequence."""
+    items = tuple(defensive) if isinstance(defensive, (list, tuple)) else (defensive,)
+    if not items or not all(_is_share(d) for d in items):
+        raise ValueError("defensive must be a real number in (0, 1] or a non-empty list or tuple of them, "
+                         f"got {defensive!r}")
+    return tuple(float(d) for d in items)
+
+
+def _bin_mass(squares: torch.Tensor, j: torch.Tensor, bins: int) -> torch.Tensor:
+    """Sum of the draws' ``squares`` per bin ``j``, float64 ``(bins,)``."""
+    return torch.zeros(bins, dtype=torch.float64).index_add_(0, j, squares)
 
 
 def _binned_regression(y: torch.Tensor, z: torch.Tensor, w: torch.Tensor, j: torch.Tensor, bins: int) -> torch.Tensor:

