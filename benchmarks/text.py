@@ -113,10 +113,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=15.0,
                    help="training budget in CPU minutes of this process (one thread: one core's time)")
-    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--width", type=int, default=96)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--elbo-samples", type=int, default=4, help="stratified times per held-out sequence")
