@@ -68,14 +68,10 @@ def chain_elbo_integrand(process: MarkovChain, rev, x0: torch.Tensor, xt: torch.
     A single-dispatch function on the chain's type: a chain family whose integrand has a closed form registers
     it (``@chain_elbo_integrand.register(MyChain)``), as :class:`~probdiff.AbsorbingChain` does; this generic
     form forms the dense model and data rates."""
-    probs = rev.x0_probs(xt, t.to(_time_dtype(xt))).double()
+    probs = rev.x0_probs(xt, t).double()                                # (the model casts t for its network)
     model = process.reverse_rates(probs, xt, t).clamp_min(0)           # the diagonal entry (negative) drops out
     cond = process.conditional_reverse_rates(x0, xt, t).double().clamp_min(0)
     return sum_event(poisson_kl(cond, model))
-
-
-def _time_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.get_default_dtype() if not x.is_floating_point() else x.dtype
 
 
 @chain_elbo_integrand.register(AbsorbingChain)
@@ -94,7 +90,7 @@ def _masked_integrand(process: AbsorbingChain, rev, x0: torch.Tensor, xt: torch.
     if not isinstance(rev.model, CategoricalModel):
         return chain_elbo_integrand.dispatch(MarkovChain)(process, rev, x0, xt, t)
     m = process.mask_state
-    logits = rev.model.x0_logits(xt, t.to(_time_dtype(xt)))
+    logits = rev.model.x0_logits(xt, t)
     masked = xt.long() == m
     rows = logits[masked]                                                   # (masked tokens, S)
     rows = rows.to(torch.promote_types(rows.dtype, torch.float32))          # (bfloat16 under autocast)
