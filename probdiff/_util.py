@@ -224,13 +224,13 @@ def check_probs(name: str, p: torch.Tensor, num_states: int, *, rtol: float = 1e
         lo, hi = (float(v) for v in torch.aminmax(p))
         total = p.sum(-1)
     else:                                                # +inf shows in a row sum, NaN in the minimum too
-        lo, hi, total = float(torch.amin(p)), 0.0, sums.detach()
-    if not (math.isfinite(lo) and math.isfinite(hi) and bool(torch.isfinite(total).all())):
+        lo, hi, total = float(torch.amin(p)), None, sums.detach()
+    if not (math.isfinite(lo) and math.isfinite(hi or 0.0) and bool(torch.isfinite(total).all())):
         raise ValueError(f"{name} must be finite (no NaN or inf), got a tensor with non-finite entries")
     bad_sum = float((total - 1).abs().max()) > rtol
-    if sums is not None and bad_sum:
-        hi = float(p.amax())                             # (only on the way to an error)
-    if lo < 0 or hi > 1 + rtol:
+    if hi is None and bad_sum:
+        hi = float(p.amax())                             # (with sums: only on the way to an error)
+    if lo < 0 or (hi is not None and hi > 1 + rtol):
         raise ValueError(f"{name} must hold probabilities in [0, 1], got values in [{lo}, {float(p.amax())}]")
     if bad_sum:
         raise ValueError(f"{name} must sum to 1 over its last dimension (probabilities), got sums in "

@@ -105,9 +105,10 @@ def fill_rows(w: torch.Tensor, c_w: torch.Tensor, c_pi: torch.Tensor, log_pi: to
     common = float(values[counts.argmax()])
     bias = c_pi.double() * common                              # the common part of pi's term, per row
     scale = c_w.double()
-    dead = (scale == 0) & (bias == 0)                          # rows with nothing off x but pi's exceptions
     if log:
-        # the logarithm of 0 takes a slow path (about 10x): such rows get w in the pass, and -inf after it
+        # rows with nothing off x but pi's exceptions: the logarithm of 0 takes a slow path (about 10x), so
+        # such rows get w in the pass, and -inf after it
+        dead = (scale == 0) & (bias == 0)
         scale = torch.where(dead, torch.ones_like(scale), scale)
     if common != 0.0:                                          # one pass: read w, write the output
         out = torch.addcmul(bias.to(dt)[..., None], w, scale.to(dt)[..., None])
