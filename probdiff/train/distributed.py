@@ -7,6 +7,7 @@ outside it every helper behaves as for a single process (rank 0 of 1).
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from typing import Callable
 
@@ -34,10 +35,17 @@ def init_distributed() -> tuple[int, int]:
 
 
 def _leave() -> None:
-    """Leave the process group at exit: torch asks for it, and a gloo group left to the interpreter's teardown
-    can abort a finished worker ("terminate called without an active exception", seen once in eight runs)."""
+    """Leave the process group at exit, then collect the garbage while the interpreter is still whole.
+
+    torch asks for the destruction. It was not enough: a worker that had finished training still aborted in
+    the interpreter's teardown, after every Python frame was gone ("terminate called without an active
+    exception", SIGABRT; torchrun then reports the run failed) in 7 of 52 two-process runs of the trainer's
+    test and script (16 of them with a barrier before the destruction, which did not help), while the same
+    script without training never did (0 of 20). Collecting the reference cycles here, before teardown,
+    releases what they still held: 0 of 56 runs aborted (40 of the script, 16 of the test)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def world() -> tuple[int, int]:
