@@ -36,6 +36,8 @@ __all__ = [
     "available_memory",
     "deprecated_alias",
     "sum_event",
+    "observed_mask",
+    "hold_observed",
 ]
 
 
@@ -56,6 +58,25 @@ def sum_event(v: torch.Tensor) -> torch.Tensor:
     """The sum of ``v`` (shape ``(batch, *event)``) over its event dimensions, shape ``(batch,)``; an empty
     batch gives an empty result and a scalar event returns ``v`` (``reshape(batch, -1)`` fails on both)."""
     return v.reshape(v.shape[0], math.prod(v.shape[1:])).sum(1)
+
+
+def observed_mask(observed, x: torch.Tensor) -> torch.Tensor | None:
+    """``observed`` (``None``, or a boolean tensor of ``x``'s shape ``(batch, *event)`` or of its event shape,
+    shared by the batch) as a mask of ``x``'s shape on ``x``'s device; ``ValueError`` naming it otherwise."""
+    if observed is None:
+        return None
+    allowed = f"None or a boolean tensor of shape {tuple(x.shape)} or {tuple(x.shape[1:])}"
+    if not isinstance(observed, torch.Tensor) or observed.dtype != torch.bool:
+        got = observed.dtype if isinstance(observed, torch.Tensor) else type(observed).__name__
+        raise ValueError(f"observed must be {allowed} (True: held at the data value), got {got}")
+    if observed.shape not in (x.shape, x.shape[1:]):
+        raise ValueError(f"observed must be {allowed}, got shape {tuple(observed.shape)}")
+    return observed.to(x.device).expand(x.shape)
+
+
+def hold_observed(observed: torch.Tensor | None, x0: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+    """``xt`` with the ``observed`` dimensions (a mask from :func:`observed_mask`, or ``None``) at ``x0``."""
+    return xt if observed is None else torch.where(observed, x0.to(xt.dtype), xt)
 
 
 def as_tensor(value, *, like: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:

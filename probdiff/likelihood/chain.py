@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from .._util import check_positive_int, sum_event
+from .._util import check_positive_int, hold_observed, observed_mask, sum_event
 from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
@@ -52,31 +52,35 @@ from .elbo import family_elbo
 __all__ = ["chain_elbo", "blackout_elbo", "prior_kl", "chain_elbo_integrand"]
 
 
-def prior_kl(process: MarkovChain, x0: torch.Tensor) -> torch.Tensor:
-    """:math:`\\mathrm{KL}(q(x_{t_{max}}|x_0)\\,\\|\\,\\pi)` summed over dimensions, float64, shape ``(batch,)``
-    (:meth:`MarkovChain.prior_kl <probdiff.MarkovChain.prior_kl>`, closed forms where the chain has them)."""
-    return process.prior_kl(x0)
+def prior_kl(process: MarkovChain, x0: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+    """:math:`\\mathrm{KL}(q(x_{t_{max}}|x_0)\\,\\|\\,\\pi)` summed over the dimensions not ``observed``, float64,
+    shape ``(batch,)`` (:meth:`MarkovChain.prior_kl <probdiff.MarkovChain.prior_kl>`, closed forms where the chain
+    has them)."""
+    return process.prior_kl(x0, observed_mask(observed, x0))
 
 
 @functools.singledispatch
 def chain_elbo_integrand(process: MarkovChain, rev, x0: torch.Tensor, xt: torch.Tensor,
-                         t: torch.Tensor) -> torch.Tensor:
+                         t: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
     r"""The integrand of the continuous-time bound at ``(t, x_t)``, summed over dimensions, float64 ``(batch,)``:
     :math:`\sum_{y \ne x_t} \hat R - R^{x_0}\log\hat R + R^{x_0}\log R^{x_0} - R^{x_0}` (THEORY.md §10), with
-    ``rev`` the model's reverse process (:func:`probdiff.reverse`).
+    ``rev`` the model's reverse process (:func:`probdiff.reverse`). ``observed`` (``None`` or a boolean mask of
+    ``x0``'s shape): dimensions held at the data, left out of the sum (the conditional bound of
+    :func:`chain_elbo`).
 
     A single-dispatch function on the chain's type: a chain family whose integrand has a closed form registers
-    it (``@chain_elbo_integrand.register(MyChain)``), as :class:`~probdiff.AbsorbingChain` does; this generic
-    form forms the dense model and data rates."""
+    it (``@chain_elbo_integrand.register(MyChain)``, same signature), as :class:`~probdiff.AbsorbingChain`
+    does; this generic form forms the dense model and data rates."""
     probs = rev.x0_probs(xt, t).double()                                # (the model casts t for its network)
     model = process.reverse_rates(probs, xt, t).clamp_min(0)           # the diagonal entry (negative) drops out
     cond = process.conditional_reverse_rates(x0, xt, t).double().clamp_min(0)
-    return sum_event(poisson_kl(cond, model))
+    kl = poisson_kl(cond, model)
+    return sum_event(kl if observed is None else kl.sum(-1).masked_fill(observed, 0.0))
 
 
 @chain_elbo_integrand.register(AbsorbingChain)
 def _masked_integrand(process: AbsorbingChain, rev, x0: torch.Tensor, xt: torch.Tensor,
-                      t: torch.Tensor) -> torch.Tensor:
+                      t: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
     r"""Masking in closed form, one read of the model's logits. Only masked tokens (:math:`x_t = m`) have
     rates; every :math:`x_0` reaches :math:`m`, so :math:`\hat R(m \to y) = c\,\hat p(y)` and
     :math:`R^{x_0}(m \to y) = c\,[y = x_0]` with :math:`c = r\beta(t)\,\alpha_t/(1-\alpha_t) = -\alpha'_t/(1-\alpha_t)`,
@@ -88,10 +92,12 @@ def _masked_integrand(process: AbsorbingChain, rev, x0: torch.Tensor, xt: torch.
     (Sahoo et al. 2024, Eq. (10)) and MD4 (Shi et al. 2024, Eq. (5)). Models that are not a
     :class:`~probdiff.CategoricalModel` (no logits) take the generic path."""
     if not isinstance(rev.model, CategoricalModel):
-        return chain_elbo_integrand.dispatch(MarkovChain)(process, rev, x0, xt, t)
+        return chain_elbo_integrand.dispatch(MarkovChain)(process, rev, x0, xt, t, observed)
     m = process.mask_state
     logits = rev.model.x0_logits(xt, t)
     masked = xt.long() == m
+    if observed is not None:
+        masked = masked & ~observed
     rows = logits[masked]                                                   # (masked tokens, S)
     rows = rows.to(torch.promote_types(rows.dtype, torch.float32))          # (bfloat16 under autocast)
     log_z = torch.logsumexp(rows, -1, keepdim=True)
@@ -109,7 +115,7 @@ def _masked_integrand(process: AbsorbingChain, rev, x0: torch.Tensor, xt: torch.
 
 
 def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, observed: torch.Tensor | None = None) -> torch.Tensor:
     r"""ELBO of a chain in nats, shape ``(batch,)``, averaged over ``num_samples`` draws per data point.
 
     ``grid`` given: the discrete-time bound with exact KLs. ``grid=None``: the continuous-time bound of Campbell
@@ -126,39 +132,54 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
     uniform in :math:`\alpha_t` for uniform noise and masking, where it is the weighted cross-entropy of
     MDLM/MD4, Sahoo et al. 2024, Eq. (10); Shi et al. 2024, Eq. (5)). No decoder term: the data sit at
     ``t_min``, where :math:`q(x_{t_{min}}|x_0)` is a point mass.
+
+    ``observed`` (``None``, or a boolean tensor of ``x``'s shape or its event shape): the conditional bound on
+    :math:`\log p(x_U \mid x_O)`, :math:`O` the ``True`` dimensions. Only :math:`x_U` is noised; :math:`x_O` stays
+    at its data value in every :math:`x_t` the model sees, and only the dimensions in :math:`U` enter the prior
+    KL, the integrand and the discrete-time KLs — the bound of the reverse process that starts from
+    :math:`x_O` and the prior on :math:`U` and never moves :math:`x_O` (for masking: unmasking the rest given
+    the observed tokens; block diffusion's conditional, Arriola et al. 2025). Summing such bounds over
+    consecutive blocks, each given the ones before it, bounds the codelength of a long sequence (the chain
+    rule). The model is used as it is: it must have learned to read clean context (for masking, a clean token
+    is an unmasked one, which SUBS carries over). All ``True`` gives 0. A model that weighs :math:`x_O` by the
+    forward marginal, such as the exact model of a data set, is undefined at times where a clean :math:`x_O` has
+    probability 0 under every :math:`x_0` (masking at :math:`\alpha_t = 0`, a grid's first time).
     """
-    if grid is None:
-        return _continuous_chain_elbo(process, model, x, num_samples, generator)
     process.check_states("x", x)
+    obs = observed_mask(observed, x)
     k = check_positive_int("num_samples", num_samples)
+    if obs is not None:
+        obs = obs.repeat_interleave(k, dim=0)
+    if grid is None:
+        return _continuous_chain_elbo(process, model, x, k, generator, obs)
     rev = build_reverse(process, model, 1.0)
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]
     ts = grid.times(process).to(device=x.device)
-    total = -prior_kl(process, x0)
+    total = -process.prior_kl(x0, obs)
     for i in range(len(ts) - 1):
         t = ts[i].expand(b)
         s = ts[i + 1].expand(b)
-        xt = process.sample_marginal(x0, t, generator=generator)
+        xt = hold_observed(obs, x0, process.sample_marginal(x0, t, generator=generator))
         logq = process.posterior_logits(x0, xt, s, t).double()
         logq = logq - torch.logsumexp(logq, dim=-1, keepdim=True)
         probs = rev.x0_probs(xt, t).double()
         logp = process.reverse_kernel_log_probs(probs, xt, s, t)
-        total = total - sum_event(xlogy_ratio(torch.exp(logq), logq, logp))
+        kl = xlogy_ratio(torch.exp(logq), logq, logp)
+        total = total - sum_event(kl if obs is None else kl.masked_fill(obs, 0.0))   # (per dimension)
     return total.reshape(x.shape[0], k).mean(1)
 
 
-def _continuous_chain_elbo(process, model, x, num_samples, generator):
-    process.check_states("x", x)
-    k = check_positive_int("num_samples", num_samples)
+def _continuous_chain_elbo(process, model, x, k, generator, observed):
     rev = build_reverse(process, model, 1.0)
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]
     u = 1 - torch.rand(b, generator=generator, dtype=torch.float64, device=x.device)     # in (0, 1]
     strata = torch.arange(k, dtype=torch.float64, device=x.device).repeat(x.shape[0])
     t, inverse_density = process.sample_elbo_times((strata + u) / k)    # stratified: one time per slice
-    xt = process.sample_marginal(x0, t, generator=generator)
-    total = -process.prior_kl(x0) - inverse_density * chain_elbo_integrand(process, rev, x0, xt, t)
+    xt = hold_observed(observed, x0, process.sample_marginal(x0, t, generator=generator))
+    integrand = chain_elbo_integrand(process, rev, x0, xt, t, observed)
+    total = -process.prior_kl(x0, observed) - inverse_density * integrand
     return total.reshape(x.shape[0], k).mean(1)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from .._util import hold_observed, observed_mask
 from ..likelihood.chain import chain_elbo_integrand
 from ..models.base import bind
 from ..processes.chain import MarkovChain
@@ -41,10 +42,15 @@ class ChainELBOLoss:
             raise TypeError(f"stratified must be True or False, got {stratified!r}")
         self.process, self.stratified = process, stratified
 
-    def __call__(self, model, x0: torch.Tensor, *, generator=None) -> torch.Tensor:
+    def __call__(self, model, x0: torch.Tensor, *, generator=None, observed: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """The loss of the batch ``x0``; ``observed`` (boolean, ``x0``'s shape or its event shape): dimensions
+        held at the data, the conditional bound of :func:`~probdiff.likelihood.chain.chain_elbo` (train on it
+        with clean contexts, e.g. prefixes, to score the model's conditionals)."""
         bind(self.process, model, entry="ChainELBOLoss")
         p = self.process
         p.check_states("x0", x0)
+        obs = observed_mask(observed, x0)
         b = x0.shape[0]
         if b == 0:                  # (the chains' prior KL cannot reshape an empty batch)
             return torch.zeros(0, dtype=torch.float64, device=x0.device)
@@ -54,9 +60,9 @@ class ChainELBOLoss:
         else:
             u = 1 - torch.rand(b, generator=generator, dtype=torch.float64, device=x0.device)   # in (0, 1]
         t, inverse_density = p.sample_elbo_times(u)
-        xt = p.sample_marginal(x0, t, generator=generator)
+        xt = hold_observed(obs, x0, p.sample_marginal(x0, t, generator=generator))
         rev = build_reverse(p, model, 1.0)
-        return p.prior_kl(x0) + inverse_density * chain_elbo_integrand(p, rev, x0, xt, t)
+        return p.prior_kl(x0, obs) + inverse_density * chain_elbo_integrand(p, rev, x0, xt, t, obs)
 
     def __repr__(self) -> str:
         return f"ChainELBOLoss({self.process!r}, stratified={self.stratified})"

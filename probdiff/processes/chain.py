@@ -30,7 +30,7 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._util import as_tensor, check_positive_int, check_prob_shape, check_probs, expand_like, to_event
+from .._util import as_tensor, check_positive_int, check_prob_shape, check_probs, expand_like, sum_event, to_event
 from .base import ForwardProcess
 from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal, xlogy_ratio
 
@@ -300,13 +300,15 @@ class MarkovChain(ForwardProcess):
         the column ``x_t`` of :math:`\log P(t_{min}, t)`, what the exact model of a data set weighs."""
         return self._from_data(t, log=True).cols(self._index(xt))
 
-    def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mathrm{KL}(q(x_{t_{max}}|x_0)\,\|\,\pi)` summed over dimensions, float64, ``(batch,)``."""
+    def prior_kl(self, x0: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+        r""":math:`\mathrm{KL}(q(x_{t_{max}}|x_0)\,\|\,\pi)` summed over dimensions, float64, ``(batch,)``;
+        ``observed`` (boolean, ``x0``'s shape): dimensions left out of the sum (held at the data, never noised)."""
         b = x0.shape[0]
         tmax = torch.full((b,), self.t_max, dtype=torch.float64, device=x0.device)
         logq = self._from_data(tmax, log=True).rows(self._index(x0)).double()
         logpi = torch.log(self.prior_probs(device=x0.device, dtype=torch.float64))
-        return xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq)).flatten(1).sum(1)
+        per = xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq))              # per dimension
+        return sum_event(per if observed is None else per.masked_fill(observed, 0.0))
 
     def _mixture_weights(self, x0_probs: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         r"""Log of :math:`w(x_0)/q_t(x_t|x_0)` with the weights restricted to the :math:`x_0` that can

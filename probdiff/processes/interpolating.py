@@ -258,8 +258,9 @@ class InterpolatingChain(MarkovChain):
         out = (lbt + lpt)[..., None].expand(*xt.shape, self.num_states).clone()
         return out.scatter(-1, xt.long()[..., None], torch.logaddexp(lat, lbt + lpt)[..., None])
 
-    def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mathrm{KL}(q(x_{t_{max}}|x_0)\,\|\,\pi_{ref})` summed over dimensions, float64 ``(batch,)``.
+    def prior_kl(self, x0: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+        r""":math:`\mathrm{KL}(q(x_{t_{max}}|x_0)\,\|\,\pi_{ref})` summed over dimensions, float64 ``(batch,)``,
+        leaving out the ``observed`` ones (boolean, ``x0``'s shape; held at the data, never noised).
 
         With :math:`f_j = (1-a)\pi_j\log\frac{(1-a)\pi_j}{\pi_{ref,j}}` and :math:`q_{x_0} = a + (1-a)\pi_{x_0}`,
         the KL of a token is :math:`\sum_j f_j - f_{x_0} + q_{x_0}\log(q_{x_0}/\pi_{ref,x_0})`: one O(S) sum
@@ -275,7 +276,7 @@ class InterpolatingChain(MarkovChain):
         log_q = torch.logaddexp(la, lb + log_pi[idx])
         own = torch.where(log_q > -math.inf, torch.exp(log_q) * (log_q - log_ref[idx]), torch.zeros_like(log_q))
         per = f.sum() - f[idx] + own
-        return sum_event(per)
+        return sum_event(per if observed is None else per.masked_fill(observed, 0.0))
 
     # ---------------------------------------------------------------- reverse time
     def _restricted(self, w: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, wsum: torch.Tensor | None = None):
