@@ -133,8 +133,7 @@ class SUBSModel(CategoricalModel):
         mask = self.process.mask_state
         logits = logits.clone()
         logits[..., mask] = -torch.inf
-        carried = torch.nn.functional.one_hot(x.long(), logits.shape[-1]).to(logits.dtype)
-        carried = torch.log(carried)                                     # 0 at x, -inf elsewhere
+        carried = torch.full_like(logits, -torch.inf).scatter_(-1, x.long()[..., None], 0.0)   # 0 at x, -inf elsewhere
         return torch.where((x == mask)[..., None], torch.log_softmax(logits, -1), carried)
 
 
