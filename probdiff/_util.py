@@ -38,6 +38,8 @@ __all__ = [
     "sum_event",
     "observed_mask",
     "hold_observed",
+    "check_out",
+    "write_out",
 ]
 
 
@@ -77,6 +79,30 @@ def observed_mask(observed, x: torch.Tensor) -> torch.Tensor | None:
 def hold_observed(observed: torch.Tensor | None, x0: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
     """``xt`` with the ``observed`` dimensions (a mask from :func:`observed_mask`, or ``None``) at ``x0``."""
     return xt if observed is None else torch.where(observed, x0.to(xt.dtype), xt)
+
+
+def check_out(out, shape, dtype: torch.dtype, device, source: torch.Tensor) -> None:
+    """``out``, a preallocated result (``None``, or a contiguous tensor of the result's ``shape``, ``dtype`` and
+    ``device`` that does not share memory with ``source``, the input it is computed from, with no gradient
+    needed by either); ``ValueError`` naming it otherwise."""
+    if out is None:
+        return
+    want = f"None or a contiguous tensor of shape {tuple(shape)}, dtype {dtype}, on {torch.device(device)}"
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"out must be {want}, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype or out.device != torch.device(device) \
+            or not out.is_contiguous():
+        raise ValueError(f"out must be {want}, got shape {tuple(out.shape)}, dtype {out.dtype}, on {out.device}"
+                         f"{'' if out.is_contiguous() else ', not contiguous'}")
+    if out.requires_grad or (torch.is_grad_enabled() and source.requires_grad):
+        raise ValueError("out must be None where a gradient is needed (it is written in place, outside autograd)")
+    if out.numel() and source.numel() and out.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        raise ValueError("out must not share memory with x0_probs (the result is computed from it)")
+
+
+def write_out(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
+    """``result``, copied into ``out`` when one is given (checked by :func:`check_out`)."""
+    return result if out is None else out.copy_(result)
 
 
 def as_tensor(value, *, like: torch.Tensor | None = None, name: str = "t") -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from .._util import as_tensor, check_positive, expand_like, logit_half_range, to_event
+from .._util import as_tensor, check_out, check_positive, expand_like, logit_half_range, to_event, write_out
 from .chain import MarkovChain
 from .matrices import with_diagonal
 
@@ -180,13 +180,16 @@ class Blackout(MarkovChain):
         return 0.5 / (2 * half * -torch.expm1(-t)) + 0.5 * torch.exp(-t) / (p_lo - p_max)
 
     # ---------------------------------------------------------------- closed forms
-    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t, *,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
         r"""Closed form of :meth:`MarkovChain.reverse_rates` for the death process: the only reverse move is a
         birth :math:`n \to n+1`, at rate :math:`E[n_0 - n \mid n_t = n]\,p_t/(1-p_t)` with :math:`p(n_0|n_t)`
         restricted to :math:`n_0 \ge n` (Santos et al. 2023, "Blackout Diffusion", Eq. (9)). The generic
-        matrix path divides binomial probabilities that underflow at small ``t``; this one does not."""
+        matrix path divides binomial probabilities that underflow at small ``t``; this one does not. Written into
+        ``out`` if given (as :meth:`MarkovChain.reverse_rates`)."""
         t = self.check_time(t, x)
         self.check_x0_probs(x0_probs, x)
+        check_out(out, x0_probs.shape, x0_probs.dtype, x0_probs.device, x0_probs)
         if self._validate and bool((t <= 0).any()):
             raise ValueError("t must be > 0 for Blackout's reverse rates (they diverge as p_t -> 1 at t = 0)")
         dtype = x0_probs.dtype
@@ -196,7 +199,7 @@ class Blackout(MarkovChain):
         births = (w * (states - n)).sum(-1) / w.sum(-1).clamp_min(torch.finfo(dtype).tiny)
         rate = births * expand_like(self.birth_weight(t).to(dtype), births)
         up = (x.long() + 1).clamp_max(self.max_count)[..., None]
-        return with_diagonal(torch.zeros_like(x0_probs).scatter(-1, up, rate[..., None]), x)
+        return write_out(out, with_diagonal(torch.zeros_like(x0_probs).scatter(-1, up, rate[..., None]), x))
 
     def _log_matrix_of(self, db):
         r""":math:`\log P[i,j] = \log\mathrm{Bin}(j; i, e^{-\Delta})` for increments ``db``, ``(U, S, S)``."""

@@ -30,7 +30,8 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._util import as_tensor, check_positive_int, check_prob_shape, check_probs, expand_like, sum_event, to_event
+from .._util import (as_tensor, check_out, check_positive_int, check_prob_shape, check_probs, expand_like, sum_event,
+                     to_event, write_out)
 from .base import ForwardProcess
 from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal, xlogy_ratio
 
@@ -321,22 +322,25 @@ class MarkovChain(ForwardProcess):
         amax = a.amax(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).min)
         return a, amax
 
-    def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t) -> torch.Tensor:
+    def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t, *,
+                                 out: torch.Tensor | None = None) -> torch.Tensor:
         r"""Log of the mixture of posteriors :math:`p(x_s|x_t) = \sum_{x_0} p(x_0|x_t)\,q(x_s|x_t,x_0)`.
 
         Computed as :math:`P(s,t)[x_s,x_t]\sum_{x_0}\frac{p(x_0|x_t)}{q(x_t|x_0)}P(t_{min},s)[x_0,x_s]`
         (Austin et al. 2021, Eq. (4)), per dimension, with :math:`p(x_0|x_t)` restricted to the
         :math:`x_0` that can reach :math:`x_t`. Shape ``(batch, *event, S)`` in ``x0_probs``' dtype.
         The product over dimensions is the exact joint step only as the step shrinks (one dimension
-        jumps at a time in continuous time; Campbell et al. 2022, §4).
+        jumps at a time in continuous time; Campbell et al. 2022, §4). ``out``: a preallocated result to write
+        into (contiguous, that shape and dtype, not ``x0_probs``' memory), as every chain's dense queries take.
         """
         s, t = self.check_times(s, t, xt)
         self.check_x0_probs(x0_probs, xt)
+        check_out(out, x0_probs.shape, x0_probs.dtype, x0_probs.device, x0_probs)
         a, amax = self._mixture_weights(x0_probs, xt, t)
         mix = self._from_data(s).left_mul(torch.exp(a - amax))
         logst = self.matrices(s, t, log=True).cols(self._index(xt)).to(x0_probs.dtype)
-        out = torch.log(mix) + amax + logst
-        return out - torch.logsumexp(out, dim=-1, keepdim=True)
+        log_mix = torch.log(mix) + amax + logst
+        return write_out(out, log_mix - torch.logsumexp(log_mix, dim=-1, keepdim=True))
 
     def sample_elbo_times(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Times for the continuous-time ELBO from uniforms ``u`` in (0, 1): ``(t, 1/density)``, float64.
@@ -349,21 +353,23 @@ class MarkovChain(ForwardProcess):
         """A draw of :math:`x_s` from :meth:`reverse_kernel_log_probs` per dimension (``torch.long``)."""
         return sample_categorical(torch.exp(self.reverse_kernel_log_probs(x0_probs, xt, s, t)), generator)
 
-    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t, *,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
         r"""Reverse rates :math:`\hat R_t(x\to y)` for every ``y`` (Campbell et al. 2022, Prop. 1).
 
         :math:`\hat R_t(x\to y) = R_t(y\to x)\sum_{x_0} p(x_0|x_t=x)\,q_t(y|x_0)/q_t(x|x_0)` per dimension
         for ``y != x``; the entry at ``y == x`` is the negative total rate, so rows sum to zero.
-        Shape ``(batch, *event, S)``.
+        Shape ``(batch, *event, S)``; written into ``out`` if given (as :meth:`reverse_kernel_log_probs`).
         """
         t = self.check_time(t, x)
         self.check_x0_probs(x0_probs, x)
+        check_out(out, x0_probs.shape, x0_probs.dtype, x0_probs.device, x0_probs)
         a, amax = self._mixture_weights(x0_probs, x, t)
         ratio = self._from_data(t).left_mul(torch.exp(a - amax)) * torch.exp(amax)
         gen = self._generator_on(x.device, x0_probs.dtype)
         into_x = gen.T[self._index(x)]
         into_x = into_x * expand_like(self.beta(t).to(x0_probs.dtype), into_x)
-        return with_diagonal(into_x * ratio, x)
+        return write_out(out, with_diagonal(into_x * ratio, x))
 
     def conditional_reverse_rates(self, x0: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
         """Reverse rates of the chain conditioned on the data, :math:`R_t(y\\to x) q_t(y|x_0)/q_t(x|x_0)`."""

@@ -329,21 +329,23 @@ class InterpolatingChain(MarkovChain):
         return PosteriorMixture(x0_probs, xt, c_w, c_pi, diag, self.log_pi_on(xt.device, torch.float64), w_off=rest,
                                 blocks=blocks)
 
-    def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t) -> torch.Tensor:
+    def reverse_kernel_log_probs(self, x0_probs: torch.Tensor, xt: torch.Tensor, s, t, *,
+                                 out: torch.Tensor | None = None) -> torch.Tensor:
         """Log of :meth:`reverse_kernel`'s probabilities, dense ``(batch, *event, S)`` in the dtype of
-        ``x0_probs`` (one fused pass over the model's output)."""
-        return self.reverse_kernel(x0_probs, xt, s, t).dense(log=True)
+        ``x0_probs`` (one fused pass over the model's output), written into ``out`` if given."""
+        return self.reverse_kernel(x0_probs, xt, s, t).dense(log=True, out=out)
 
     def sample_reverse_kernel(self, x0_probs, xt, s, t, generator=None) -> torch.Tensor:
         """A draw from :meth:`reverse_kernel` without forming it (one read of ``x0_probs``, ``torch.long``)."""
         return self.reverse_kernel(x0_probs, xt, s, t).draw(generator)
 
-    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+    def reverse_rates(self, x0_probs: torch.Tensor, x: torch.Tensor, t, *,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
         r"""Reverse rates :math:`\hat R_t(x \to y) = r\beta(t)\pi_x\,(a_t v(y) + (1-a_t)\pi_y V)` in closed form.
 
         Off ``x``: :math:`c_w\,p(x_0 = y|x_t) + c_\pi\pi_y` with :math:`c_w = r\beta\,\frac{a_t}{1-a_t}/W_r` and
         :math:`c_\pi = r\beta\big((W - w_x) + \frac{(1-a_t)\pi_x w_x}{q_t(x|x)}\big)/W_r`; the entry at ``x`` is
-        minus the row's total. O(S) per token; shape and dtype of ``x0_probs``.
+        minus the row's total. O(S) per token; shape and dtype of ``x0_probs``; written into ``out`` if given.
         """
         self.check_x0_probs_shape(x0_probs, x)
         t = self.check_time(t, x)
@@ -356,7 +358,7 @@ class InterpolatingChain(MarkovChain):
         c_w = rb * odds / wr
         c_pi = rb * (rest + torch.exp(lbt) * pi_x * wx / d1) / wr
         off = c_w * rest + c_pi * (1 - pi_x)                      # the row's total off x, in closed form
-        return fill_rows(x0_probs, c_w, c_pi, self.log_pi_on(x.device, torch.float64), x, -off, log=False)
+        return fill_rows(x0_probs, c_w, c_pi, self.log_pi_on(x.device, torch.float64), x, -off, log=False, out=out)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_states={self.num_states}, rate={self.rate_scale:g}, "
