@@ -49,7 +49,7 @@ from ..timevars import TimeVariable
 from .blackout_counts import CountsControlVariate, DefensiveCounts
 from .elbo import family_elbo
 
-__all__ = ["chain_elbo", "blackout_elbo", "prior_kl", "chain_elbo_integrand"]
+__all__ = ["chain_elbo", "blackout_elbo", "prior_kl", "chain_elbo_integrand", "conditional_terms"]
 
 
 def prior_kl(process: MarkovChain, x0: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
@@ -156,7 +156,7 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]
     ts = grid.times(process).to(device=x.device)
-    total = -process.prior_kl(x0, obs)
+    total = -(process.prior_kl(x0) if obs is None else process.prior_kl(x0, obs))
     for i in range(len(ts) - 1):
         t = ts[i].expand(b)
         s = ts[i + 1].expand(b)
@@ -178,9 +178,17 @@ def _continuous_chain_elbo(process, model, x, k, generator, observed):
     strata = torch.arange(k, dtype=torch.float64, device=x.device).repeat(x.shape[0])
     t, inverse_density = process.sample_elbo_times((strata + u) / k)    # stratified: one time per slice
     xt = hold_observed(observed, x0, process.sample_marginal(x0, t, generator=generator))
-    integrand = chain_elbo_integrand(process, rev, x0, xt, t, observed)
-    total = -process.prior_kl(x0, observed) - inverse_density * integrand
-    return total.reshape(x.shape[0], k).mean(1)
+    kl, integrand = conditional_terms(process, rev, x0, xt, t, observed)
+    return (-kl - inverse_density * integrand).reshape(x.shape[0], k).mean(1)
+
+
+def conditional_terms(process: MarkovChain, rev, x0, xt, t, observed=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior KL and the integrand of the continuous-time bound at ``(t, x_t)``, over the dimensions not
+    ``observed``; without a mask, called as before it existed (a chain or integrand registered with the
+    earlier signature keeps working)."""
+    if observed is None:
+        return process.prior_kl(x0), chain_elbo_integrand(process, rev, x0, xt, t)
+    return process.prior_kl(x0, observed), chain_elbo_integrand(process, rev, x0, xt, t, observed)
 
 
 def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .._util import hold_observed, observed_mask
-from ..likelihood.chain import chain_elbo_integrand
+from ..likelihood.chain import conditional_terms
 from ..models.base import bind
 from ..processes.chain import MarkovChain
 from ..reverse.base import build_reverse
@@ -62,7 +62,8 @@ class ChainELBOLoss:
         t, inverse_density = p.sample_elbo_times(u)
         xt = hold_observed(obs, x0, p.sample_marginal(x0, t, generator=generator))
         rev = build_reverse(p, model, 1.0)
-        return p.prior_kl(x0, obs) + inverse_density * chain_elbo_integrand(p, rev, x0, xt, t, obs)
+        kl, integrand = conditional_terms(p, rev, x0, xt, t, obs)
+        return kl + inverse_density * integrand
 
     def __repr__(self) -> str:
         return f"ChainELBOLoss({self.process!r}, stratified={self.stratified})"

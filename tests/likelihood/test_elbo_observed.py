@@ -153,9 +153,10 @@ def test_the_model_sees_the_observed_values_and_the_loss_is_the_negative_bound()
     observed = torch.tensor([[True, True, False, False], [False, True, True, True]])
     loss = ChainELBOLoss(chain)(model, x0, observed=observed, generator=torch.Generator().manual_seed(0))
     assert bool((seen[-1][observed] == x0[observed]).all())
+    many, held = x0.repeat(20, 1), observed.repeat(20, 1)
     for grid in (None, pd.grids.Uniform(2)):
-        pd.elbo(chain, model, x0, grid=grid, observed=observed)
-        assert bool((seen[-1][observed] == x0[observed]).all()) and bool((seen[-1] == 3).any())
+        pd.elbo(chain, model, many, grid=grid, observed=held, generator=torch.Generator().manual_seed(2))
+        assert bool((seen[-1][held] == many[held]).all()) and bool((seen[-1] == 3).any())
     # a uniform model over 3 tokens: the masked integrand is c * log 3 per free masked token; the loss is an
     # unbiased estimate of #free * log 3
     assert loss.shape == (2,) and bool((loss >= 0).all())
@@ -179,3 +180,25 @@ def test_bad_observed_is_refused_and_an_empty_batch_is_valid():
     empty = pd.elbo(chain, model, DATA[:0], observed=OBSERVED)
     assert empty.shape == (0,)
     assert ChainELBOLoss(chain)(model, DATA[:0], observed=OBSERVED).shape == (0,)
+
+
+def test_chains_and_integrands_written_before_the_mask_keep_working():
+    """A chain overriding prior_kl(x0) and an integrand registered with five arguments, as written before
+    ``observed`` existed: the unconditional bound and loss still call them as they were."""
+
+    class OldChain(pd.UniformChain):
+        def prior_kl(self, x0):
+            return super().prior_kl(x0)
+
+    calls = []
+
+    @chain_elbo_integrand.register(OldChain)
+    def _old(process, rev, x0, xt, t):
+        calls.append(1)
+        return chain_elbo_integrand.dispatch(pd.MarkovChain)(process, rev, x0, xt, t)
+
+    chain = OldChain(4)
+    model = Empirical(DATA).model(chain)
+    assert pd.elbo(chain, model, DATA).shape == (5,)
+    assert ChainELBOLoss(chain)(model, DATA).shape == (5,)
+    assert len(calls) == 2
