@@ -195,7 +195,8 @@ def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_s
                   generator: torch.Generator | None = None, time: TimeVariable | None = None,
                   fold_decoder: bool = True, decoder_share: float = 0.05,
                   counts: DefensiveCounts | None = None,
-                  control: CountsControlVariate | None = None) -> torch.Tensor:
+                  control: CountsControlVariate | None = None,
+                  observed: torch.Tensor | None = None) -> torch.Tensor:
     r"""Blackout ELBO in nats, shape ``(batch,)``: continuous time (``grid=None``, model with ``mean_births``)
     or the discrete-time chain bound on ``grid`` (model with ``x0_probs``).
 
@@ -218,9 +219,14 @@ def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_s
       on an exact oracle drawn more often at a small weight.
     * ``control``: a :class:`~probdiff.likelihood.CountsControlVariate` subtracted from every time draw's
       integrand (mean 0 at every time: the same bound), with coefficients fitted on pilot draws.
+    * ``observed``: the conditional bound of :func:`chain_elbo`, on a grid only.
     """
     if grid is not None:
-        return chain_elbo(process, model, x, grid=grid, num_samples=num_samples, generator=generator)
+        return chain_elbo(process, model, x, grid=grid, num_samples=num_samples, generator=generator,
+                          observed=observed)
+    if observed is not None:
+        raise ValueError("observed must be None for Blackout's continuous-time bound (grid=None); the "
+                         "discrete-time bound (grid=...) takes it")
     process.check_states("x", x)
     k = check_positive_int("num_samples", num_samples)
     if time is not None and not isinstance(time, TimeVariable):

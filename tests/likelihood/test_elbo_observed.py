@@ -202,3 +202,24 @@ def test_chains_and_integrands_written_before_the_mask_keep_working():
     assert pd.elbo(chain, model, DATA).shape == (5,)
     assert ChainELBOLoss(chain)(model, DATA).shape == (5,)
     assert len(calls) == 2
+
+
+def test_blackout_takes_observed_on_a_grid_and_refuses_it_in_continuous_time():
+    from probdiff.likelihood.chain import chain_elbo
+
+    chain = pd.Blackout(max_count=3, t_max=10.0)
+    data = torch.tensor([[0, 1, 2], [0, 1, 3], [1, 3, 0]])
+    x, observed = data[:1], torch.tensor([True, True, False])
+    subset = data[(data[:, :2] == x[0, :2]).all(1)]            # two points share x_O: log p(x_U | x_O) = log 1/2
+    exact = Empirical(subset).model(chain)
+    grid = pd.grids.Uniform(4)
+    e = pd.elbo(chain, exact, x.repeat(300, 1), grid=grid, observed=observed,
+                generator=torch.Generator().manual_seed(0))
+    direct = chain_elbo(chain, exact, x.repeat(300, 1), grid=grid, observed=observed,
+                        generator=torch.Generator().manual_seed(0))
+    assert torch.equal(e, direct)                                 # Blackout's bound hands the mask to the chain's
+    gap = prior_kl(chain, x, observed=observed).item()
+    se = e.std().item() / math.sqrt(len(e))
+    assert abs(e.mean().item() - (math.log(1 / 2) - gap)) < 4 * se + 1e-6, (e.mean(), se, gap)
+    with pytest.raises(ValueError, match="observed must be None for Blackout's continuous-time bound"):
+        pd.elbo(chain, exact, x, observed=observed)
