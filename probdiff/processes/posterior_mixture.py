@@ -89,14 +89,14 @@ def sample_excluding(w: torch.Tensor, x: torch.Tensor, u: torch.Tensor, block: i
 
 def fill_rows(w: torch.Tensor, c_w: torch.Tensor, c_pi: torch.Tensor, log_pi: torch.Tensor, x: torch.Tensor,
               at_x: torch.Tensor, *, log: bool, out: torch.Tensor | None = None) -> torch.Tensor:
-    """A new ``(*batch, S)`` tensor ``c_w * w + c_pi * pi`` with ``at_x`` at state ``x``, in the dtype of ``w``:
-    one fused pass over ``w`` into the output (``addcmul``; ``pi`` written as its most common value plus the few
-    states that differ, as for uniform noise, masking and their mixture, which are then set exactly), the
-    logarithm taken in place if ``log`` (rows that are zero off ``x`` and those states, e.g. unmasked tokens of
-    masking, are set to ``-inf`` instead: the logarithm of 0 is ten times slower). Where a gradient is needed (a
-    network being trained on the bound) the same values are formed out of place. ``out``: a preallocated result
-    to write into (:func:`~probdiff._util.check_out`; reusing one saves the allocation and, on 4 kB pages, the
-    first-touch page faults, about half the time at S = 50,257)."""
+    """A ``(*batch, S)`` tensor (new, or ``out``) ``c_w * w + c_pi * pi`` with ``at_x`` at state ``x``, in the
+    dtype of ``w``: one fused pass over ``w`` into the output (``addcmul``; ``pi`` written as its most common
+    value plus the few states that differ, as for uniform noise, masking and their mixture, which are then set
+    exactly), the logarithm taken in place if ``log`` (rows that are zero off ``x`` and those states, e.g.
+    unmasked tokens of masking, are set to ``-inf`` instead: the logarithm of 0 is ten times slower). Where a
+    gradient is needed (a network being trained on the bound) the same values are formed out of place. ``out``:
+    a preallocated result to write into (:func:`~probdiff._util.check_out`; reusing one saves the allocation
+    and, on 4 kB pages, the first-touch page faults, about half the time at S = 50,257)."""
     dt = w.dtype
     check_out(out, w.shape, dt, w.device, w)
     pi = torch.exp(log_pi.to(device=w.device, dtype=torch.float64))
