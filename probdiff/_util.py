@@ -38,6 +38,7 @@ __all__ = [
     "sum_event",
     "observed_mask",
     "hold_observed",
+    "sum_free",
     "check_out",
     "write_out",
 ]
@@ -74,6 +75,12 @@ def observed_mask(observed, x: torch.Tensor) -> torch.Tensor | None:
     if observed.shape not in (x.shape, x.shape[1:]):
         raise ValueError(f"observed must be {allowed}, got shape {tuple(observed.shape)}")
     return observed.to(x.device).expand(x.shape)
+
+
+def sum_free(per: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
+    """:func:`sum_event` of ``per`` (shape ``(batch, *event)``) over the dimensions not ``observed`` (a mask from
+    :func:`observed_mask`, or ``None``: all of them)."""
+    return sum_event(per if observed is None else per.masked_fill(observed, 0.0))
 
 
 def hold_observed(observed: torch.Tensor | None, x0: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from .._util import check_positive_int, hold_observed, observed_mask, sum_event
+from .._util import check_positive_int, hold_observed, observed_mask, sum_event, sum_free
 from ..models.chain import CategoricalModel
 from ..processes.blackout import Blackout
 from ..processes.chain import MarkovChain
@@ -56,6 +56,8 @@ def prior_kl(process: MarkovChain, x0: torch.Tensor, observed: torch.Tensor | No
     """:math:`\\mathrm{KL}(q(x_{t_{max}}|x_0)\\,\\|\\,\\pi)` summed over the dimensions not ``observed``, float64,
     shape ``(batch,)`` (:meth:`MarkovChain.prior_kl <probdiff.MarkovChain.prior_kl>`, closed forms where the chain
     has them)."""
+    if observed is None:                    # (as called before the mask existed: older chains keep working)
+        return process.prior_kl(x0)
     return process.prior_kl(x0, observed_mask(observed, x0))
 
 
@@ -75,7 +77,7 @@ def chain_elbo_integrand(process: MarkovChain, rev, x0: torch.Tensor, xt: torch.
     model = process.reverse_rates(probs, xt, t).clamp_min(0)           # the diagonal entry (negative) drops out
     cond = process.conditional_reverse_rates(x0, xt, t).double().clamp_min(0)
     kl = poisson_kl(cond, model)
-    return sum_event(kl if observed is None else kl.sum(-1).masked_fill(observed, 0.0))
+    return sum_event(kl) if observed is None else sum_free(kl.sum(-1), observed)
 
 
 @chain_elbo_integrand.register(AbsorbingChain)
@@ -156,7 +158,7 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
     x0 = x.repeat_interleave(k, dim=0)
     b = x0.shape[0]
     ts = grid.times(process).to(device=x.device)
-    total = -(process.prior_kl(x0) if obs is None else process.prior_kl(x0, obs))
+    total = -prior_kl(process, x0, obs)
     for i in range(len(ts) - 1):
         t = ts[i].expand(b)
         s = ts[i + 1].expand(b)
@@ -166,7 +168,7 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
         probs = rev.x0_probs(xt, t).double()
         logp = process.reverse_kernel_log_probs(probs, xt, s, t)
         kl = xlogy_ratio(torch.exp(logq), logq, logp)
-        total = total - sum_event(kl if obs is None else kl.masked_fill(obs, 0.0))   # (per dimension)
+        total = total - sum_free(kl, obs)                                   # (kl: per dimension)
     return total.reshape(x.shape[0], k).mean(1)
 
 
@@ -187,8 +189,8 @@ def conditional_terms(process: MarkovChain, rev, x0, xt, t, observed=None) -> tu
     ``observed``; without a mask, called as before it existed (a chain or integrand registered with the
     earlier signature keeps working)."""
     if observed is None:
-        return process.prior_kl(x0), chain_elbo_integrand(process, rev, x0, xt, t)
-    return process.prior_kl(x0, observed), chain_elbo_integrand(process, rev, x0, xt, t, observed)
+        return prior_kl(process, x0), chain_elbo_integrand(process, rev, x0, xt, t)
+    return prior_kl(process, x0, observed), chain_elbo_integrand(process, rev, x0, xt, t, observed)
 
 
 def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,

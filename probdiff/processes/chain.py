@@ -30,7 +30,7 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 
-from .._util import (as_tensor, check_out, check_positive_int, check_prob_shape, check_probs, expand_like, sum_event,
+from .._util import (as_tensor, check_out, check_positive_int, check_prob_shape, check_probs, expand_like, sum_free,
                      to_event, write_out)
 from .base import ForwardProcess
 from .matrices import Batched, check_generator, sample_categorical, uniformized_expm, with_diagonal, xlogy_ratio
@@ -195,7 +195,8 @@ class MarkovChain(ForwardProcess):
         ``sums``: ``x0_probs``' row sums if the caller has them (saves a read of ``x0_probs``); a
         caller computing them from ``x0_probs`` first checks its shape with :meth:`check_x0_probs_shape`."""
         if self._validate:
-            self.check_x0_probs_shape(x0_probs, x, name)
+            if sums is None:            # (with sums, the caller has checked x with check_x0_probs_shape)
+                self.check_states("x", x)
             check_probs(name, x0_probs, self.num_states, shape=(*x.shape, self.num_states), sums=sums)
 
     def check_x0_probs_shape(self, x0_probs, x: torch.Tensor, name: str = "x0_probs") -> None:
@@ -309,7 +310,7 @@ class MarkovChain(ForwardProcess):
         logq = self._from_data(tmax, log=True).rows(self._index(x0)).double()
         logpi = torch.log(self.prior_probs(device=x0.device, dtype=torch.float64))
         per = xlogy_ratio(torch.exp(logq), logq, logpi.expand_as(logq))              # per dimension
-        return sum_event(per if observed is None else per.masked_fill(observed, 0.0))
+        return sum_free(per, observed)
 
     def _mixture_weights(self, x0_probs: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         r"""Log of :math:`w(x_0)/q_t(x_t|x_0)` with the weights restricted to the :math:`x_0` that can

@@ -34,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from .._util import check_finite, check_positive, check_positive_int, expand_like, sum_event, to_event
+from .._util import check_finite, check_positive, check_positive_int, expand_like, sum_free, to_event
 from .atomic import AtomicCategorical, sample_base
 from .posterior_mixture import PosteriorMixture, block_sums, fill_rows
 from .base import ForwardProcess
@@ -276,7 +276,7 @@ class InterpolatingChain(MarkovChain):
         log_q = torch.logaddexp(la, lb + log_pi[idx])
         own = torch.where(log_q > -math.inf, torch.exp(log_q) * (log_q - log_ref[idx]), torch.zeros_like(log_q))
         per = f.sum() - f[idx] + own
-        return sum_event(per if observed is None else per.masked_fill(observed, 0.0))
+        return sum_free(per, observed)
 
     # ---------------------------------------------------------------- reverse time
     def _restricted(self, w: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, wsum: torch.Tensor | None = None):

@@ -200,6 +200,14 @@ def test_chains_and_integrands_written_before_the_mask_keep_working():
     chain = OldChain(4)
     model = Empirical(DATA).model(chain)
     assert pd.elbo(chain, model, DATA).shape == (5,)
+    assert pd.elbo(chain, model, DATA, grid=pd.grids.Uniform(2)).shape == (5,)
+
+    class OldBlackout(pd.Blackout):
+        def prior_kl(self, x0):
+            return super().prior_kl(x0)
+
+    counts = OldBlackout(max_count=3, t_max=10.0)
+    assert pd.elbo(counts, Empirical(DATA).model(counts), DATA).shape == (5,)
     assert ChainELBOLoss(chain)(model, DATA).shape == (5,)
     assert len(calls) == 2
 
