@@ -49,7 +49,7 @@ from ..timevars import TimeVariable
 from .blackout_counts import CountsControlVariate, DefensiveCounts
 from .elbo import family_elbo
 
-__all__ = ["chain_elbo", "blackout_elbo", "prior_kl", "chain_elbo_integrand", "conditional_terms"]
+__all__ = ["chain_elbo", "blackout_elbo", "prior_kl", "chain_elbo_integrand", "continuous_elbo_terms"]
 
 
 def prior_kl(process: MarkovChain, x0: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,22 +175,26 @@ def chain_elbo(process: MarkovChain, model, x: torch.Tensor, *, grid=None, num_s
 def _continuous_chain_elbo(process, model, x, k, generator, observed):
     rev = build_reverse(process, model, 1.0)
     x0 = x.repeat_interleave(k, dim=0)
-    b = x0.shape[0]
-    u = 1 - torch.rand(b, generator=generator, dtype=torch.float64, device=x.device)     # in (0, 1]
+    u = 1 - torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x.device)     # in (0, 1]
     strata = torch.arange(k, dtype=torch.float64, device=x.device).repeat(x.shape[0])
-    t, inverse_density = process.sample_elbo_times((strata + u) / k)    # stratified: one time per slice
+    kl, weighted = continuous_elbo_terms(process, rev, x0, (strata + u) / k, generator=generator, observed=observed)
+    return (-kl - weighted).reshape(x.shape[0], k).mean(1)             # stratified: one time per slice
+
+
+def continuous_elbo_terms(process: MarkovChain, rev, x0: torch.Tensor, u: torch.Tensor, *, generator=None,
+                          observed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per sample of the continuous-time bound's two terms, float64 ``(batch,)`` each: the prior KL and
+    the integrand over its density, at the time :meth:`~probdiff.MarkovChain.sample_elbo_times` makes of ``u``
+    (uniforms in (0, 1], one per sample) and a draw of :math:`x_t` with the ``observed`` dimensions (``None`` or a
+    mask of ``x0``'s shape) held at ``x0``, both summed over the dimensions not observed. Their sum is what
+    :func:`chain_elbo` averages (negated) and :class:`~probdiff.losses.ChainELBOLoss` trains on. Without a mask
+    the chain's ``prior_kl`` and the integrand are called as before the mask existed (a chain or integrand
+    registered with the earlier signature keeps working)."""
+    t, inverse_density = process.sample_elbo_times(u)
     xt = hold_observed(observed, x0, process.sample_marginal(x0, t, generator=generator))
-    kl, integrand = conditional_terms(process, rev, x0, xt, t, observed)
-    return (-kl - inverse_density * integrand).reshape(x.shape[0], k).mean(1)
-
-
-def conditional_terms(process: MarkovChain, rev, x0, xt, t, observed=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The prior KL and the integrand of the continuous-time bound at ``(t, x_t)``, over the dimensions not
-    ``observed``; without a mask, called as before it existed (a chain or integrand registered with the
-    earlier signature keeps working)."""
     if observed is None:
-        return prior_kl(process, x0), chain_elbo_integrand(process, rev, x0, xt, t)
-    return prior_kl(process, x0, observed), chain_elbo_integrand(process, rev, x0, xt, t, observed)
+        return prior_kl(process, x0), inverse_density * chain_elbo_integrand(process, rev, x0, xt, t)
+    return prior_kl(process, x0, observed), inverse_density * chain_elbo_integrand(process, rev, x0, xt, t, observed)
 
 
 def blackout_elbo(process: Blackout, model, x: torch.Tensor, *, grid=None, num_samples: int = 1,

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from .._util import hold_observed, observed_mask
-from ..likelihood.chain import conditional_terms
+from .._util import observed_mask
+from ..likelihood.chain import continuous_elbo_terms
 from ..models.base import bind
 from ..processes.chain import MarkovChain
 from ..reverse.base import build_reverse
@@ -59,11 +59,9 @@ class ChainELBOLoss:
             u = 1 - torch.remainder(shift + torch.arange(b, dtype=torch.float64, device=x0.device) / b, 1.0)
         else:
             u = 1 - torch.rand(b, generator=generator, dtype=torch.float64, device=x0.device)   # in (0, 1]
-        t, inverse_density = p.sample_elbo_times(u)
-        xt = hold_observed(obs, x0, p.sample_marginal(x0, t, generator=generator))
-        rev = build_reverse(p, model, 1.0)
-        kl, integrand = conditional_terms(p, rev, x0, xt, t, obs)
-        return kl + inverse_density * integrand
+        kl, weighted = continuous_elbo_terms(p, build_reverse(p, model, 1.0), x0, u, generator=generator,
+                                             observed=obs)
+        return kl + weighted
 
     def __repr__(self) -> str:
         return f"ChainELBOLoss({self.process!r}, stratified={self.stratified})"
