@@ -65,8 +65,9 @@ class Probs(pd.CategoricalModel):
 
 #: Queries whose output is a dense (batch, length, S) tensor (floor: writing one such tensor); "(out=)": written
 #: into a buffer allocated once, outside the timing, as a sampler's loop would reuse it.
-DENSE_OUT = ("reverse_rates", "reverse_kernel", "reverse_rates (out=)", "reverse_kernel (out=)")
 FRESH = ("reverse_rates", "reverse_kernel")
+INTO = ("reverse_rates (out=)", "reverse_kernel (out=)")
+DENSE_OUT = FRESH + INTO
 #: Queries that read the model's dense (batch, length, S) output but write O(1) per token (floor: reading it).
 DENSE_IN = ("kernel.log_prob", "kernel.draw", "ancestral step")
 
@@ -178,12 +179,12 @@ def large_table(sizes, repeat):
             worst_sparse = max(worst_sparse, times[-1])
         print(f"{name:8s} {q:22s}" + "".join(f" {tm:9.4f}" for tm in times) + "   " +
               " ".join(f"{p:.3g}" for p in per) + note)
-    for label, skip in (("fresh dense outputs", ("reverse_rates (out=)", "reverse_kernel (out=)")),
-                        ("dense outputs into a reused buffer (out=)", FRESH)):
+    print()
+    for label, skip in (("fresh dense outputs", INTO), ("dense outputs into a reused buffer (out=)", FRESH)):
         slow = [f"{name} {q} {times[-1]:.3f} s" for (name, q), times in rows.items()
                 if name != "(floor)" and q not in skip and times[-1] >= 0.5]
-        print(f"{'' if skip == FRESH else chr(10)}S = {sizes[-1]}: every query under 0.5 s, {label}: "
-              f"{'yes' if not slow else 'no (' + '; '.join(slow) + ')'}")
+        verdict = "yes" if not slow else "no (" + "; ".join(slow) + ")"
+        print(f"S = {sizes[-1]}: every query under 0.5 s, {label}: {verdict}")
     print(f"S = {sizes[-1]}: slowest O(1)-per-token query {worst_sparse:.3f} s; slowest query reading the dense "
           f"model output {worst_in:.3f} s (goal < 0.5 s); dense outputs (reverse_rates, reverse_kernel: the model's "
           f"(8, 1024, S) output in, one such tensor out) at most {worst:.2f} x the floor of writing one output "
